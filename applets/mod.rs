@@ -1,0 +1,58 @@
+//! The applet table: name, entry point, one-line help. Each applet lives in its own
+//! file or folder here and uses only the `berth` core library. An applet's entry
+//! gets its name (as invoked) and its arguments, and returns an exit code or an
+//! error that `main` prints as one line.
+
+#[cfg(feature = "htpasswd")]
+mod htpasswd;
+#[cfg(feature = "registryd")]
+mod registryd;
+
+/// One applet.
+pub struct Applet {
+    pub name: &'static str,
+    pub main: fn(&str, &[String]) -> berth::Result<u8>,
+    pub help: &'static str,
+    /// Internal applets (re-exec helpers) are not listed or installed.
+    pub hidden: bool,
+}
+
+pub static TABLE: &[Applet] = &[
+    #[cfg(feature = "htpasswd")]
+    Applet {
+        name: "htpasswd",
+        main: htpasswd::main,
+        help: "add or change bcrypt users in an htpasswd file",
+        hidden: false,
+    },
+    #[cfg(feature = "registryd")]
+    Applet {
+        name: "registryd",
+        main: registryd::main,
+        help: "OCI/Docker v2 registry (Distribution's config.yml)",
+        hidden: false,
+    },
+];
+
+pub fn find(name: &str) -> Option<&'static Applet> {
+    TABLE.iter().find(|a| a.name == name)
+}
+
+/// Parse arguments with argh. `--help` prints and gives `Err(0)`; a usage error
+/// prints and gives `Err(2)`: the applet returns that code.
+pub fn parse_args<T: argh::FromArgs>(name: &str, args: &[String]) -> Result<T, u8> {
+    let rest: Vec<&str> = args.iter().map(String::as_str).collect();
+    T::from_args(&[name], &rest).map_err(|e| match e.status {
+        Ok(()) => {
+            print!("{}", e.output);
+            0
+        }
+        Err(()) => {
+            eprint!("{}", e.output);
+            if !e.output.ends_with('\n') {
+                eprintln!();
+            }
+            2
+        }
+    })
+}

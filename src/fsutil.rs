@@ -1,0 +1,99 @@
+//! Crash-safe file primitives: write to a temporary file beside the target, fsync,
+//! rename, fsync the directory. After a crash a reader sees the old file or the new
+//! one, never a torn one.
+
+use crate::error::{Context, Result};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// A temporary path next to `target` (same filesystem, so rename is atomic).
+pub fn temp_path(target: &Path) -> PathBuf {
+    let mut r = [0u8; 6];
+    crate::util::random_bytes(&mut r);
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    target.with_file_name(format!(".{name}.tmp-{}", crate::digest::to_hex(&r)))
+}
+
+/// fsync a directory so a rename or create inside it survives a crash.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("fsync {}", dir.display()))
+}
+
+/// Atomically replace `path` with `data` (mode 0644), durable when this returns.
+pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
+    atomic_write_mode(path, data, 0o644)
+}
+
+/// Atomically replace `path` with `data` and the given mode.
+pub fn atomic_write_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let tmp = temp_path(path);
+    let res = (|| -> Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .with_context(|| format!("create {}", tmp.display()))?;
+        f.write_all(data)
+            .with_context(|| format!("write {}", tmp.display()))?;
+        f.sync_all()
+            .with_context(|| format!("fsync {}", tmp.display()))?;
+        fs::rename(&tmp, path).with_context(|| format!("rename into {}", path.display()))?;
+        Ok(())
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res?;
+    fsync_dir(dir)
+}
+
+/// Create all directories of `dir`, fsyncing each new one's parent, so a file later
+/// made durable inside it cannot vanish with its directory after a crash.
+pub fn create_dir_all_durable(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_all_durable(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {
+            if let Some(parent) = dir.parent() {
+                fsync_dir(parent)?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("create {}", dir.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let d = std::env::temp_dir().join(format!("berth-fsutil-{}", crate::util::uuid4()));
+        let p = d.join("a/b/file");
+        atomic_write(&p, b"one").unwrap();
+        atomic_write(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(p.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        fs::remove_dir_all(d).unwrap();
+    }
+}

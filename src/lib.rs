@@ -1,0 +1,21 @@
+//! berth's core: everything the applets share — formats, storage, TLS, HTTP, auth,
+//! configuration, logging. The core never depends on an applet; applets (in
+//! `applets/`, compiled into the binary) depend only on this crate.
+
+pub mod auth;
+pub mod config;
+pub mod digest;
+pub mod error;
+pub mod fsutil;
+pub mod http;
+pub mod log;
+pub mod oci;
+pub mod reference;
+pub mod store;
+pub mod tls;
+pub mod util;
+
+pub use error::{Error, Kind, Result};
+
+/// berth's version, as `--version` prints it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
