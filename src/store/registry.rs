@@ -1,0 +1,999 @@
+//! A registry's repositories on a [`Driver`], in Docker Distribution's on-disk layout:
+//!
+//! ```text
+//! docker/registry/v2/blobs/sha256/ab/<hex>/data                    the bytes, once, globally
+//! docker/registry/v2/repositories/<name>/_layers/sha256/<hex>/link blob is in <name>
+//! .../<name>/_manifests/revisions/sha256/<hex>/link                manifest is in <name>
+//! .../<name>/_manifests/tags/<tag>/current/link                    tag -> digest
+//! .../<name>/_manifests/tags/<tag>/index/sha256/<hex>/link         tag history
+//! .../<name>/_uploads/<uuid>/{data,startedat}                      upload sessions
+//! .../<name>/_referrers/sha256/<subject>/sha256/<hex>/link         berth: OCI 1.1 referrers
+//! ```
+//!
+//! A site can point berth at the directory its Distribution filled and keep going.
+//!
+//! Crash safety: upload bytes are fsynced, hashed and only then renamed into
+//! `blobs/`; links and tags are replaced atomically. A kill at any moment leaves
+//! either no blob or a whole, verified one.
+//!
+//! Garbage collection (a later issue) can run beside pushes because every write
+//! that makes a blob reachable (commit, link, manifest put) happens after the blob
+//! file's mtime is refreshed: a sweep that began at time T only deletes unmarked
+//! blobs whose mtime is older than T, and upload sessions never live in `blobs/`.
+
+use super::{BlobReader, Driver};
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::error::{Error, Kind, Result};
+use crate::oci::{Descriptor, Index, MediaType, Parsed};
+use crate::reference::{validate_name, validate_tag};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+const V2: &str = "/docker/registry/v2";
+
+/// Largest manifest accepted (the spec asks for at least 4 MB).
+pub const MAX_MANIFEST: usize = 4 * 1024 * 1024;
+
+/// A manifest reference: tag or digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestRef {
+    Tag(String),
+    Digest(Digest),
+}
+
+impl ManifestRef {
+    pub fn parse(s: &str) -> Result<ManifestRef> {
+        if s.contains(':') {
+            Ok(ManifestRef::Digest(s.parse()?))
+        } else {
+            validate_tag(s)?;
+            Ok(ManifestRef::Tag(s.to_string()))
+        }
+    }
+}
+
+/// A stored manifest as served.
+pub struct StoredManifest {
+    pub bytes: Vec<u8>,
+    pub digest: Digest,
+    pub media_type: MediaType,
+}
+
+/// What a manifest PUT did.
+#[derive(Debug)]
+pub struct PutManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+struct UploadState {
+    hasher: Hasher,
+    offset: u64,
+}
+
+/// Repositories, blobs and uploads of one registry.
+pub struct RegistryStore {
+    d: Arc<dyn Driver>,
+    uploads: Mutex<HashMap<String, Arc<Mutex<UploadState>>>>,
+    /// Live repositories (at least one manifest) -> tags; serves the catalog and search.
+    catalog: RwLock<BTreeMap<String, Vec<String>>>,
+}
+
+fn blob_dir(d: &Digest) -> String {
+    format!(
+        "{V2}/blobs/{}/{}/{}",
+        d.algorithm().as_str(),
+        &d.hex()[..2],
+        d.hex()
+    )
+}
+fn blob_path(d: &Digest) -> String {
+    format!("{}/data", blob_dir(d))
+}
+fn repo_path(name: &str) -> String {
+    format!("{V2}/repositories/{name}")
+}
+fn layer_link(name: &str, d: &Digest) -> String {
+    format!(
+        "{}/_layers/{}/{}/link",
+        repo_path(name),
+        d.algorithm().as_str(),
+        d.hex()
+    )
+}
+fn revision_dir(name: &str, d: &Digest) -> String {
+    format!(
+        "{}/_manifests/revisions/{}/{}",
+        repo_path(name),
+        d.algorithm().as_str(),
+        d.hex()
+    )
+}
+fn tags_dir(name: &str) -> String {
+    format!("{}/_manifests/tags", repo_path(name))
+}
+fn upload_dir(name: &str, id: &str) -> String {
+    format!("{}/_uploads/{id}", repo_path(name))
+}
+fn referrers_dir(name: &str, subject: &Digest) -> String {
+    format!(
+        "{}/_referrers/{}/{}",
+        repo_path(name),
+        subject.algorithm().as_str(),
+        subject.hex()
+    )
+}
+
+/// Upload ids are uuids we issued; anything else is refused before it meets a path.
+pub fn valid_upload_id(id: &str) -> bool {
+    id.len() == 36
+        && id.bytes().enumerate().all(|(i, b)| {
+            if [8, 13, 18, 23].contains(&i) {
+                b == b'-'
+            } else {
+                b.is_ascii_hexdigit() && !b.is_ascii_uppercase()
+            }
+        })
+}
+
+fn tag_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.to_ascii_lowercase()
+        .cmp(&b.to_ascii_lowercase())
+        .then_with(|| a.cmp(b))
+}
+
+impl RegistryStore {
+    /// Open a store and index its repositories.
+    pub fn open(d: Arc<dyn Driver>) -> Result<RegistryStore> {
+        let s = RegistryStore {
+            d,
+            uploads: Mutex::new(HashMap::new()),
+            catalog: RwLock::new(BTreeMap::new()),
+        };
+        s.refresh_catalog()?;
+        Ok(s)
+    }
+
+    pub fn driver(&self) -> &Arc<dyn Driver> {
+        &self.d
+    }
+
+    fn read_link(&self, path: &str) -> Result<Option<Digest>> {
+        match self.d.get(path) {
+            Ok(b) => {
+                let s = String::from_utf8_lossy(&b);
+                Ok(Some(s.trim().parse().map_err(|e: Error| {
+                    e.context(format!("corrupt link {path}"))
+                })?))
+            }
+            Err(e) if e.kind() == Kind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn exists(&self, path: &str) -> Result<bool> {
+        match self.d.stat(path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == Kind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// True when the repository has any content or sessions.
+    pub fn repo_exists(&self, name: &str) -> Result<bool> {
+        validate_name(name)?;
+        self.exists(&repo_path(name))
+    }
+
+    // ---------------------------------------------------------------- blobs
+
+    /// Size of a blob stored anywhere in the registry.
+    pub fn global_blob_size(&self, d: &Digest) -> Result<Option<u64>> {
+        match self.d.stat(&blob_path(d)) {
+            Ok(s) => Ok(Some(s.size)),
+            Err(e) if e.kind() == Kind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Size of a blob if it is linked into `name`.
+    pub fn blob_size(&self, name: &str, d: &Digest) -> Result<Option<u64>> {
+        validate_name(name)?;
+        if !self.exists(&layer_link(name, d))?
+            && !self.exists(&format!("{}/link", revision_dir(name, d)))?
+        {
+            return Ok(None);
+        }
+        self.global_blob_size(d)
+    }
+
+    /// Open a blob of `name` at `offset`: reader and total size.
+    pub fn open_blob(
+        &self,
+        name: &str,
+        d: &Digest,
+        offset: u64,
+    ) -> Result<Option<(BlobReader, u64)>> {
+        if self.blob_size(name, d)?.is_none() {
+            return Ok(None);
+        }
+        match self.d.reader(&blob_path(d), offset) {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if e.kind() == Kind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Bytes of a blob stored anywhere (manifests, configs): small reads only.
+    fn read_blob(&self, d: &Digest) -> Result<Vec<u8>> {
+        self.d.get(&blob_path(d))
+    }
+
+    /// Make a stored blob part of `name`.
+    pub fn link_blob(&self, name: &str, d: &Digest) -> Result<()> {
+        validate_name(name)?;
+        self.touch_blob(d);
+        self.d.put(&layer_link(name, d), d.to_string().as_bytes())
+    }
+
+    // Refresh the blob's mtime so a concurrent sweep (marking since before now) spares it.
+    fn touch_blob(&self, d: &Digest) {
+        if let Err(e) = self.d.touch(&blob_path(d)) {
+            log::debug!("touch {d}: {e}");
+        }
+    }
+
+    /// Remove a blob from `name` (its bytes stay until garbage collection).
+    pub fn unlink_blob(&self, name: &str, d: &Digest) -> Result<bool> {
+        validate_name(name)?;
+        let link = layer_link(name, d);
+        if !self.exists(&link)? {
+            return Ok(false);
+        }
+        let dir = link.trim_end_matches("/link");
+        self.d.delete(dir)?;
+        Ok(true)
+    }
+
+    /// Mount a blob from another repository into `name`; false if `from` lacks it.
+    pub fn mount_blob(&self, name: &str, from: &str, d: &Digest) -> Result<bool> {
+        validate_name(from)?;
+        if self.blob_size(from, d)?.is_none() {
+            return Ok(false);
+        }
+        self.link_blob(name, d)?;
+        Ok(true)
+    }
+
+    // -------------------------------------------------------------- uploads
+
+    /// Start an upload session; returns its id.
+    pub fn start_upload(&self, name: &str) -> Result<String> {
+        validate_name(name)?;
+        let id = crate::util::uuid4();
+        let dir = upload_dir(name, &id);
+        self.d.put(
+            &format!("{dir}/startedat"),
+            crate::util::rfc3339(crate::util::now_unix()).as_bytes(),
+        )?;
+        let mut w = self.d.writer(&format!("{dir}/data"), false)?;
+        w.commit()?;
+        self.uploads.lock().unwrap().insert(
+            id.clone(),
+            Arc::new(Mutex::new(UploadState {
+                hasher: Hasher::new(Algorithm::Sha256),
+                offset: 0,
+            })),
+        );
+        Ok(id)
+    }
+
+    fn upload_state(&self, name: &str, id: &str) -> Result<Arc<Mutex<UploadState>>> {
+        validate_name(name)?;
+        if !valid_upload_id(id) {
+            return Err(Error::not_found(format!("upload {id:?} unknown")));
+        }
+        let data = format!("{}/data", upload_dir(name, id));
+        let size = match self.d.stat(&data) {
+            Ok(s) => s.size,
+            Err(e) if e.kind() == Kind::NotFound => {
+                self.uploads.lock().unwrap().remove(id);
+                return Err(Error::not_found(format!("upload {id} unknown")));
+            }
+            Err(e) => return Err(e),
+        };
+        let mut map = self.uploads.lock().unwrap();
+        if let Some(s) = map.get(id) {
+            return Ok(s.clone());
+        }
+        // A session from before a restart: rebuild the hash state from the bytes.
+        drop(map);
+        let mut hasher = Hasher::new(Algorithm::Sha256);
+        let (mut r, _) = self.d.reader(&data, 0)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut offset = 0u64;
+        loop {
+            let n = r.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            offset += n as u64;
+        }
+        debug_assert_eq!(offset, size);
+        map = self.uploads.lock().unwrap();
+        Ok(map
+            .entry(id.to_string())
+            .or_insert_with(|| Arc::new(Mutex::new(UploadState { hasher, offset })))
+            .clone())
+    }
+
+    /// Bytes received so far in a session.
+    pub fn upload_offset(&self, name: &str, id: &str) -> Result<u64> {
+        let st = self.upload_state(name, id)?;
+        let off = st.lock().unwrap().offset;
+        Ok(off)
+    }
+
+    /// Append a chunk. `start` is where the client says it begins (Content-Range);
+    /// a chunk that does not start at the current offset is refused with
+    /// `Kind::Conflict` and nothing is written. Returns the new offset.
+    pub fn append_upload(
+        &self,
+        name: &str,
+        id: &str,
+        start: Option<u64>,
+        body: &mut dyn Read,
+        declared_len: Option<u64>,
+    ) -> Result<u64> {
+        let st = self.upload_state(name, id)?;
+        let mut st = st.lock().unwrap();
+        if let Some(s) = start {
+            if s != st.offset {
+                return Err(Error::new(
+                    Kind::Conflict,
+                    format!("chunk starts at {s}, upload is at {}", st.offset),
+                ));
+            }
+        }
+        let data = format!("{}/data", upload_dir(name, id));
+        let mut w = self.d.writer(&data, true)?;
+        if w.size() != st.offset {
+            return Err(Error::internal(format!(
+                "upload {id} has {} bytes on disk, {} expected",
+                w.size(),
+                st.offset
+            )));
+        }
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut hasher = st.hasher.clone();
+        let mut n_total = 0u64;
+        let res = (|| -> Result<()> {
+            loop {
+                let n = match body.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        return Err(Error::with_source(Kind::Network, "reading upload body", e));
+                    }
+                };
+                w.write_all(&buf[..n])?;
+                hasher.update(&buf[..n]);
+                n_total += n as u64;
+            }
+            if let Some(len) = declared_len {
+                if len != n_total {
+                    return Err(Error::new(
+                        Kind::Invalid,
+                        format!(
+                            "chunk is {n_total} bytes, Content-Length/Content-Range said {len}"
+                        ),
+                    ));
+                }
+            }
+            w.commit()
+        })();
+        match res {
+            Ok(()) => {
+                st.hasher = hasher;
+                st.offset += n_total;
+                Ok(st.offset)
+            }
+            Err(e) => {
+                // Keep the session consistent: cut back to the last good offset.
+                drop(w);
+                if let Err(t) = self.d.truncate(&data, st.offset) {
+                    log::warn!("upload {id}: cannot cut back to {} bytes: {t}", st.offset);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Close a session: the whole content must hash to `expected`. On success the
+    /// blob is stored, linked into `name`, and its size returned. On a mismatch the
+    /// session is removed and nothing is stored.
+    pub fn finish_upload(&self, name: &str, id: &str, expected: &Digest) -> Result<u64> {
+        let st = self.upload_state(name, id)?;
+        let st = st.lock().unwrap();
+        let dir = upload_dir(name, id);
+        let data = format!("{dir}/data");
+        let got = if expected.algorithm() == Algorithm::Sha256 {
+            st.hasher.clone().finish()
+        } else {
+            let (mut r, _) = self.d.reader(&data, 0)?;
+            let mut h = expected.hasher();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = r.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            h.finish()
+        };
+        let size = st.offset;
+        if &got != expected {
+            drop(st);
+            self.cancel_upload(name, id)?;
+            return Err(Error::new(
+                Kind::Digest,
+                format!("upload content has digest {got}, not {expected}"),
+            ));
+        }
+        if self.global_blob_size(expected)?.is_none() {
+            // The bytes were fsynced by append_upload; rename makes them visible whole.
+            self.d.rename(&data, &blob_path(expected))?;
+        }
+        drop(st);
+        self.d.delete(&dir)?;
+        self.uploads.lock().unwrap().remove(id);
+        self.link_blob(name, expected)?;
+        Ok(size)
+    }
+
+    /// Abort a session and delete its bytes.
+    pub fn cancel_upload(&self, name: &str, id: &str) -> Result<()> {
+        validate_name(name)?;
+        if !valid_upload_id(id) || !self.exists(&upload_dir(name, id))? {
+            return Err(Error::not_found(format!("upload {id} unknown")));
+        }
+        self.uploads.lock().unwrap().remove(id);
+        self.d.delete(&upload_dir(name, id))
+    }
+
+    /// Store a small blob given whole (manifests): verified, then renamed into place.
+    fn put_blob_bytes(&self, bytes: &[u8]) -> Result<Digest> {
+        let d = Digest::sha256(bytes);
+        if self.global_blob_size(&d)?.is_none() {
+            let tmp = format!("{V2}/_tmp/{}", crate::util::uuid4());
+            let mut w = self.d.writer(&tmp, false)?;
+            w.write_all(bytes)?;
+            w.commit()?;
+            drop(w);
+            self.d.rename(&tmp, &blob_path(&d))?;
+        }
+        Ok(d)
+    }
+
+    /// Delete upload sessions older than `max_age` in every repository (or, with
+    /// `dry_run`, only count them); returns how many.
+    pub fn purge_uploads(&self, max_age: Duration, dry_run: bool) -> Result<usize> {
+        let now = SystemTime::now();
+        let mut n = 0;
+        for repo in self.walk_repositories(false)? {
+            for id in self.d.list(&format!("{}/_uploads", repo_path(&repo)))? {
+                let dir = upload_dir(&repo, &id);
+                let started = self
+                    .d
+                    .get(&format!("{dir}/startedat"))
+                    .ok()
+                    .and_then(|b| crate::util::parse_rfc3339(String::from_utf8_lossy(&b).trim()))
+                    .map(|t| SystemTime::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64))
+                    .or_else(|| self.d.stat(&dir).ok().map(|s| s.modified));
+                let old =
+                    started.is_none_or(|t| now.duration_since(t).unwrap_or_default() > max_age);
+                if old && dry_run {
+                    log::info!("upload purging (dry run): would remove {repo} upload {id}");
+                    n += 1;
+                } else if old {
+                    self.d.delete(&dir)?;
+                    self.uploads.lock().unwrap().remove(&id);
+                    n += 1;
+                }
+            }
+        }
+        if !dry_run {
+            let _ = self.d.delete(&format!("{V2}/_tmp"));
+        }
+        Ok(n)
+    }
+
+    // ------------------------------------------------------------ manifests
+
+    /// Digest a reference points to in `name`, if any.
+    pub fn resolve(&self, name: &str, r: &ManifestRef) -> Result<Option<Digest>> {
+        validate_name(name)?;
+        let d = match r {
+            ManifestRef::Digest(d) => d.clone(),
+            ManifestRef::Tag(t) => {
+                match self.read_link(&format!("{}/{t}/current/link", tags_dir(name)))? {
+                    Some(d) => d,
+                    None => return Ok(None),
+                }
+            }
+        };
+        if self.exists(&format!("{}/link", revision_dir(name, &d)))? {
+            Ok(Some(d))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// A manifest of `name` by tag or digest.
+    pub fn get_manifest(&self, name: &str, r: &ManifestRef) -> Result<Option<StoredManifest>> {
+        let Some(digest) = self.resolve(name, r)? else {
+            return Ok(None);
+        };
+        let bytes = match self.read_blob(&digest) {
+            Ok(b) => b,
+            Err(e) if e.kind() == Kind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // Stored bytes are trusted only after they hash right (disk rot, tampering).
+        if Digest::of(digest.algorithm(), &bytes) != digest {
+            return Err(Error::new(
+                Kind::Digest,
+                format!("stored manifest {digest} is corrupt"),
+            ));
+        }
+        let media_type = Parsed::parse(&bytes, None)
+            .map(|p| p.media_type)
+            .unwrap_or(MediaType::OciManifest);
+        Ok(Some(StoredManifest {
+            bytes,
+            digest,
+            media_type,
+        }))
+    }
+
+    /// Store a manifest under a tag or its digest after checking it: valid JSON of
+    /// a known kind, digest matching a digest reference, every blob and child
+    /// manifest present in `name`. The bytes are kept exactly as given.
+    pub fn put_manifest(
+        &self,
+        name: &str,
+        r: &ManifestRef,
+        bytes: &[u8],
+        content_type: Option<&str>,
+    ) -> Result<PutManifest> {
+        validate_name(name)?;
+        if bytes.len() > MAX_MANIFEST {
+            return Err(Error::new(
+                Kind::Unsupported,
+                format!(
+                    "manifest is {} bytes; the limit is {MAX_MANIFEST}",
+                    bytes.len()
+                ),
+            ));
+        }
+        let parsed = Parsed::parse(bytes, content_type)?;
+        let digest = match r {
+            ManifestRef::Digest(d) => {
+                let got = Digest::of(d.algorithm(), bytes);
+                if &got != d {
+                    return Err(Error::new(
+                        Kind::Digest,
+                        format!("manifest digest is {got}, not {d}"),
+                    ));
+                }
+                Digest::sha256(bytes)
+            }
+            ManifestRef::Tag(_) => Digest::sha256(bytes),
+        };
+        for b in parsed.blob_refs() {
+            if self.blob_size(name, &b.digest)?.is_none() {
+                return Err(Error::not_found(b.digest.to_string()));
+            }
+        }
+        for m in parsed.manifest_refs() {
+            if self
+                .resolve(name, &ManifestRef::Digest(m.digest.clone()))?
+                .is_none()
+            {
+                return Err(Error::not_found(m.digest.to_string()));
+            }
+        }
+        let stored = self.put_blob_bytes(bytes)?;
+        self.touch_blob(&stored);
+        self.d.put(
+            &format!("{}/link", revision_dir(name, &digest)),
+            digest.to_string().as_bytes(),
+        )?;
+        // A digest reference with another algorithm also gets its own revision link.
+        if let ManifestRef::Digest(d) = r {
+            if d != &digest {
+                self.d.put(
+                    &format!("{}/link", revision_dir(name, d)),
+                    d.to_string().as_bytes(),
+                )?;
+            }
+        }
+        if let ManifestRef::Tag(t) = r {
+            let td = format!("{}/{t}", tags_dir(name));
+            self.d.put(
+                &format!(
+                    "{td}/index/{}/{}/link",
+                    digest.algorithm().as_str(),
+                    digest.hex()
+                ),
+                digest.to_string().as_bytes(),
+            )?;
+            self.d
+                .put(&format!("{td}/current/link"), digest.to_string().as_bytes())?;
+        }
+        let subject = parsed.subject().map(|s| s.digest.clone());
+        if let Some(s) = &subject {
+            self.d.put(
+                &format!(
+                    "{}/{}/{}/link",
+                    referrers_dir(name, s),
+                    digest.algorithm().as_str(),
+                    digest.hex()
+                ),
+                digest.to_string().as_bytes(),
+            )?;
+        }
+        self.catalog_update(name)?;
+        Ok(PutManifest { digest, subject })
+    }
+
+    /// Delete a tag only. False if it did not exist.
+    pub fn delete_tag(&self, name: &str, tag: &str) -> Result<bool> {
+        validate_name(name)?;
+        validate_tag(tag)?;
+        let td = format!("{}/{tag}", tags_dir(name));
+        if !self.exists(&td)? {
+            return Ok(false);
+        }
+        self.d.delete(&td)?;
+        self.catalog_update(name)?;
+        Ok(true)
+    }
+
+    /// Delete a manifest revision and every tag pointing at it. False if unknown.
+    pub fn delete_manifest(&self, name: &str, d: &Digest) -> Result<bool> {
+        validate_name(name)?;
+        if self
+            .resolve(name, &ManifestRef::Digest(d.clone()))?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        if let Ok(bytes) = self.read_blob(d) {
+            if let Ok(p) = Parsed::parse(&bytes, None) {
+                if let Some(s) = p.subject() {
+                    self.d.delete(&format!(
+                        "{}/{}/{}",
+                        referrers_dir(name, &s.digest),
+                        d.algorithm().as_str(),
+                        d.hex()
+                    ))?;
+                }
+            }
+        }
+        for t in self.d.list(&tags_dir(name))? {
+            if self
+                .read_link(&format!("{}/{t}/current/link", tags_dir(name)))?
+                .as_ref()
+                == Some(d)
+            {
+                self.d.delete(&format!("{}/{t}", tags_dir(name)))?;
+            }
+        }
+        self.d.delete(&revision_dir(name, d))?;
+        self.catalog_update(name)?;
+        Ok(true)
+    }
+
+    /// Tags of `name` in the spec's lexical order; None if the repository is unknown.
+    pub fn tags(&self, name: &str) -> Result<Option<Vec<String>>> {
+        validate_name(name)?;
+        if !self.exists(&repo_path(name))? {
+            return Ok(None);
+        }
+        let mut tags: Vec<String> = Vec::new();
+        for t in self.d.list(&tags_dir(name))? {
+            if validate_tag(&t).is_ok()
+                && self.exists(&format!("{}/{t}/current/link", tags_dir(name)))?
+            {
+                tags.push(t);
+            }
+        }
+        tags.sort_by(|a, b| tag_order(a, b));
+        Ok(Some(tags))
+    }
+
+    /// Descriptors of manifests in `name` whose subject is `subject`.
+    pub fn referrers(&self, name: &str, subject: &Digest) -> Result<Vec<Descriptor>> {
+        validate_name(name)?;
+        let mut out: Vec<Descriptor> = Vec::new();
+        let mut candidates: Vec<Digest> = Vec::new();
+        for alg in self.d.list(&referrers_dir(name, subject))? {
+            for hex in self
+                .d
+                .list(&format!("{}/{alg}", referrers_dir(name, subject)))?
+            {
+                if let Ok(d) = format!("{alg}:{hex}").parse() {
+                    candidates.push(d);
+                }
+            }
+        }
+        // Referrers pushed by clients that kept the tag schema (`sha256-<hex>`) count too.
+        let schema_tag = format!("{}-{}", subject.algorithm().as_str(), subject.hex());
+        if let Some(m) = self.get_manifest(name, &ManifestRef::Tag(schema_tag))? {
+            if let Ok(idx) = serde_json::from_slice::<Index>(&m.bytes) {
+                candidates.extend(idx.manifests.into_iter().map(|d| d.digest));
+            }
+        }
+        candidates.sort();
+        candidates.dedup();
+        for d in candidates {
+            let Some(m) = self.get_manifest(name, &ManifestRef::Digest(d))? else {
+                continue;
+            };
+            let Ok(p) = Parsed::parse(&m.bytes, None) else {
+                continue;
+            };
+            if p.subject().map(|s| &s.digest) != Some(subject) {
+                continue;
+            }
+            let mut desc =
+                Descriptor::new(p.media_type.clone(), m.digest.clone(), m.bytes.len() as u64);
+            desc.artifact_type = p.artifact_type();
+            desc.annotations = p.annotations().cloned();
+            out.push(desc);
+        }
+        Ok(out)
+    }
+
+    // -------------------------------------------------------------- catalog
+
+    fn walk_repositories(&self, live_only: bool) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut stack = vec![String::new()];
+        while let Some(prefix) = stack.pop() {
+            let dir = if prefix.is_empty() {
+                format!("{V2}/repositories")
+            } else {
+                repo_path(&prefix)
+            };
+            for child in self.d.list(&dir)? {
+                if child.starts_with('_') {
+                    continue;
+                }
+                let name = if prefix.is_empty() {
+                    child
+                } else {
+                    format!("{prefix}/{child}")
+                };
+                if validate_name(&name).is_err() {
+                    continue;
+                }
+                let is_repo = if live_only {
+                    self.is_live(&name)?
+                } else {
+                    self.exists(&format!("{}/_uploads", repo_path(&name)))?
+                        || self.exists(&format!("{}/_manifests", repo_path(&name)))?
+                };
+                if is_repo {
+                    out.push(name.clone());
+                }
+                stack.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn is_live(&self, name: &str) -> Result<bool> {
+        let revs = format!("{}/_manifests/revisions", repo_path(name));
+        for alg in self.d.list(&revs)? {
+            for hex in self.d.list(&format!("{revs}/{alg}"))? {
+                if self.exists(&format!("{revs}/{alg}/{hex}/link"))? {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Rebuild the in-memory catalog from storage (at start and periodically, so
+    /// writes by another process on the same storage show up).
+    pub fn refresh_catalog(&self) -> Result<()> {
+        let mut fresh = BTreeMap::new();
+        for name in self.walk_repositories(true)? {
+            let tags = self.tags(&name)?.unwrap_or_default();
+            fresh.insert(name, tags);
+        }
+        *self.catalog.write().unwrap() = fresh;
+        Ok(())
+    }
+
+    fn catalog_update(&self, name: &str) -> Result<()> {
+        let live = self.is_live(name)?;
+        let tags = if live {
+            self.tags(name)?.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut c = self.catalog.write().unwrap();
+        if live {
+            c.insert(name.to_string(), tags);
+        } else {
+            c.remove(name);
+        }
+        Ok(())
+    }
+
+    /// Live repositories, sorted.
+    pub fn repositories(&self) -> Vec<String> {
+        self.catalog.read().unwrap().keys().cloned().collect()
+    }
+
+    /// Live repositories with their tags, for search.
+    pub fn catalog_snapshot(&self) -> Vec<(String, Vec<String>)> {
+        self.catalog
+            .read()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// A page of a sorted list after `last`, at most `n` long; and whether more follow.
+pub fn page<'a>(
+    items: &'a [String],
+    n: Option<usize>,
+    last: Option<&str>,
+    tag_sort: bool,
+) -> (&'a [String], bool) {
+    let start = match last {
+        Some(l) => items.partition_point(|x| {
+            if tag_sort {
+                tag_order(x, l).is_le()
+            } else {
+                x.as_str() <= l
+            }
+        }),
+        None => 0,
+    };
+    let rest = &items[start..];
+    match n {
+        Some(n) if n < rest.len() => (&rest[..n], true),
+        _ => (rest, false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Filesystem;
+
+    fn store() -> (RegistryStore, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("berth-reg-{}", crate::util::uuid4()));
+        let fs = Filesystem::new(&dir).unwrap();
+        (RegistryStore::open(Arc::new(fs)).unwrap(), dir)
+    }
+
+    fn push_blob(s: &RegistryStore, name: &str, data: &[u8]) -> Digest {
+        let id = s.start_upload(name).unwrap();
+        s.append_upload(
+            name,
+            id.as_str(),
+            Some(0),
+            &mut &data[..],
+            Some(data.len() as u64),
+        )
+        .unwrap();
+        let d = Digest::sha256(data);
+        s.finish_upload(name, &id, &d).unwrap();
+        d
+    }
+
+    #[test]
+    fn upload_mount_manifest_tag_delete() {
+        let (s, dir) = store();
+        let cfg = push_blob(&s, "a/b", b"{}");
+        let layer = push_blob(&s, "a/b", b"layer");
+        assert_eq!(s.blob_size("a/b", &layer).unwrap(), Some(5));
+        assert_eq!(s.blob_size("c", &layer).unwrap(), None);
+        assert!(s.mount_blob("c", "a/b", &layer).unwrap());
+        assert!(!s.mount_blob("c", "nope", &layer).unwrap());
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{cfg}","size":2}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"{layer}","size":5}}]}}"#
+        );
+        let put = s
+            .put_manifest("a/b", &ManifestRef::Tag("v1".into()), m.as_bytes(), None)
+            .unwrap();
+        let got = s
+            .get_manifest("a/b", &ManifestRef::Tag("v1".into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.bytes, m.as_bytes());
+        assert_eq!(got.digest, put.digest);
+        assert_eq!(got.media_type, MediaType::DockerManifest);
+        // missing blob in another repo
+        let e = s
+            .put_manifest("c", &ManifestRef::Tag("v1".into()), m.as_bytes(), None)
+            .unwrap_err();
+        assert_eq!(e.kind(), Kind::NotFound);
+        assert_eq!(s.repositories(), vec!["a/b".to_string()]);
+        assert!(s.delete_tag("a/b", "v1").unwrap());
+        assert!(
+            s.get_manifest("a/b", &ManifestRef::Tag("v1".into()))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            s.get_manifest("a/b", &ManifestRef::Digest(put.digest.clone()))
+                .unwrap()
+                .is_some()
+        );
+        assert!(s.delete_manifest("a/b", &put.digest).unwrap());
+        assert!(s.repositories().is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn wrong_digest_stores_nothing_and_out_of_order_is_refused() {
+        let (s, dir) = store();
+        let id = s.start_upload("x").unwrap();
+        s.append_upload("x", &id, Some(0), &mut &b"abc"[..], None)
+            .unwrap();
+        let e = s
+            .append_upload("x", &id, Some(5), &mut &b"def"[..], None)
+            .unwrap_err();
+        assert_eq!(e.kind(), Kind::Conflict);
+        assert_eq!(s.upload_offset("x", &id).unwrap(), 3);
+        let e = s
+            .finish_upload("x", &id, &Digest::sha256(b"abcd"))
+            .unwrap_err();
+        assert_eq!(e.kind(), Kind::Digest);
+        assert_eq!(s.global_blob_size(&Digest::sha256(b"abc")).unwrap(), None);
+        assert!(s.upload_offset("x", &id).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn restart_rebuilds_upload_state() {
+        let (s, dir) = store();
+        let id = s.start_upload("x").unwrap();
+        s.append_upload("x", &id, Some(0), &mut &b"hello "[..], None)
+            .unwrap();
+        drop(s);
+        let s2 = RegistryStore::open(Arc::new(Filesystem::new(&dir).unwrap())).unwrap();
+        assert_eq!(s2.upload_offset("x", &id).unwrap(), 6);
+        s2.append_upload("x", &id, Some(6), &mut &b"world"[..], None)
+            .unwrap();
+        s2.finish_upload("x", &id, &Digest::sha256(b"hello world"))
+            .unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn paging() {
+        let v: Vec<String> = ["a", "B", "c", "d"].iter().map(|s| s.to_string()).collect();
+        let mut v2 = v.clone();
+        v2.sort_by(|a, b| tag_order(a, b));
+        assert_eq!(v2, ["a", "B", "c", "d"]);
+        assert_eq!(page(&v2, Some(2), None, true), (&v2[..2], true));
+        assert_eq!(page(&v2, Some(2), Some("B"), true), (&v2[2..], false));
+        assert_eq!(page(&v2, Some(0), None, true).0.len(), 0);
+    }
+}
