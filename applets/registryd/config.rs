@@ -1,0 +1,375 @@
+//! registryd's configuration: Docker Distribution's config.yml, read as it is.
+//!
+//! Supported keys do what Distribution does. Keys that only tune Distribution's
+//! internals (caches, redis, health checks, debug server) are accepted quietly:
+//! berth has no such parts. Keys that would change behaviour berth does not have
+//! (notifications, proxy mode, prefixes) are named in a warning with their line, as
+//! is every unknown key. Settings berth cannot honour safely (token auth, cloud
+//! storage drivers) stop the start with an error naming the line.
+//! `REGISTRY_<SECTION>_<KEY>` environment variables override the file.
+
+use berth::config::{Doc, parse_duration};
+use berth::error::{Error, Result};
+use berth::log::Format;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Keys berth implements.
+const SUPPORTED: &[&str] = &[
+    "version",
+    "log.level",
+    "log.formatter",
+    "log.fields.*",
+    "log.accesslog.disabled",
+    "loglevel",
+    "storage.filesystem.rootdirectory",
+    "storage.delete.enabled",
+    "storage.maintenance.uploadpurging.enabled",
+    "storage.maintenance.uploadpurging.age",
+    "storage.maintenance.uploadpurging.interval",
+    "storage.maintenance.uploadpurging.dryrun",
+    "storage.maintenance.readonly.enabled",
+    "http.addr",
+    "http.net",
+    "http.host",
+    "http.relativeurls",
+    "http.headers.*",
+    "http.tls.certificate",
+    "http.tls.key",
+    "http.tls.clientcas",
+    "http.tls.minimumtls",
+    "auth.htpasswd.realm",
+    "auth.htpasswd.path",
+];
+
+/// Distribution internals with no counterpart in berth: accepted without a word.
+const QUIET: &[&str] = &[
+    "storage.cache.*",
+    "storage.filesystem.maxthreads",
+    "storage.redirect.*",
+    "storage.tag.*",
+    "http.secret",
+    "http.draintimeout",
+    "http.debug.*",
+    "http.http2.*",
+    "http.tls.ciphersuites",
+    "health.*",
+    "redis.*",
+    "validation.*",
+    "compatibility.*",
+    "log.hooks.*",
+    "reporting.*",
+];
+
+/// Paths that environment variables may set.
+const ENV_KEYS: &[&str] = &[
+    "log.level",
+    "log.formatter",
+    "log.accesslog.disabled",
+    "storage.filesystem.rootdirectory",
+    "storage.delete.enabled",
+    "storage.maintenance.readonly.enabled",
+    "http.addr",
+    "http.net",
+    "http.host",
+    "http.relativeurls",
+    "http.tls.certificate",
+    "http.tls.key",
+    "http.tls.minimumtls",
+    "auth.htpasswd.realm",
+    "auth.htpasswd.path",
+];
+
+#[derive(Debug, Clone)]
+pub enum Net {
+    Tcp,
+    Unix,
+}
+
+#[derive(Debug, Clone)]
+pub struct Purging {
+    pub enabled: bool,
+    pub age: Duration,
+    pub interval: Duration,
+    pub dryrun: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: String,
+    pub level: log::LevelFilter,
+    pub format: Format,
+    pub fields: Vec<(String, String)>,
+    pub access_log: bool,
+    pub root: PathBuf,
+    pub delete_enabled: bool,
+    pub read_only: bool,
+    pub purging: Purging,
+    pub addr: String,
+    pub net: Net,
+    /// Base URL for absolute Location headers (`http.host`).
+    pub host: Option<String>,
+    pub relative_urls: bool,
+    pub headers: Vec<(String, String)>,
+    pub tls: Option<berth::tls::ServerSettings>,
+    pub htpasswd: Option<(String, PathBuf)>,
+    /// Warnings to log once logging is set up.
+    pub warnings: Vec<String>,
+}
+
+// Relative paths are relative to the working directory, as in Distribution.
+fn resolve_path(doc: &Doc, path: &str) -> Result<Option<PathBuf>> {
+    Ok(doc.str(path)?.map(PathBuf::from))
+}
+
+impl Config {
+    /// Load a file and the environment's overrides.
+    pub fn load(path: &Path) -> Result<Config> {
+        let mut doc = Doc::load(path)?;
+        let env_warnings = doc.apply_env("REGISTRY_", std::env::vars(), ENV_KEYS);
+        let mut c = Config::from_doc(&doc)?;
+        c.warnings.extend(env_warnings);
+        Ok(c)
+    }
+
+    pub fn from_doc(doc: &Doc) -> Result<Config> {
+        let mut warnings = Vec::new();
+        let mut known: Vec<&str> = SUPPORTED.to_vec();
+        known.extend_from_slice(QUIET);
+        for w in doc.unknown_keys(&known) {
+            let unsupported = [
+                "notifications",
+                "proxy",
+                "http.prefix",
+                "middleware",
+                "auth.token",
+                "auth.silly",
+            ]
+            .iter()
+            .any(|p| w.contains(&format!("\"{p}")));
+            warnings.push(if unsupported {
+                w.replace("unknown key", "not supported by berth: key")
+            } else {
+                w
+            });
+        }
+        if let Some(v) = doc.str("version")? {
+            if v != "0.1" {
+                return Err(doc.error("version", format!("expected 0.1, got {v}")));
+            }
+        }
+        for bad in ["auth.token", "auth.silly"] {
+            if doc.node(bad).is_some() {
+                return Err(doc.error(
+                    bad,
+                    "this auth scheme is not supported by berth; use auth.htpasswd",
+                ));
+            }
+        }
+        if let Some(storage) = doc.node("storage") {
+            for (k, _) in storage.entries() {
+                if ![
+                    "filesystem",
+                    "delete",
+                    "maintenance",
+                    "cache",
+                    "redirect",
+                    "tag",
+                ]
+                .contains(&k.as_str())
+                {
+                    return Err(doc.error(
+                        &format!("storage.{k}"),
+                        "storage driver not supported by berth; use storage.filesystem",
+                    ));
+                }
+            }
+        }
+        let level_s = doc
+            .str("log.level")?
+            .or(doc.str("loglevel")?)
+            .unwrap_or_else(|| "info".into());
+        let level = berth::log::parse_level(&level_s).ok_or_else(|| {
+            doc.error(
+                "log.level",
+                format!("expected error, warn, info or debug, got {level_s:?}"),
+            )
+        })?;
+        let format = match doc.str("log.formatter")?.as_deref() {
+            None | Some("text") => Format::Text,
+            Some("json") | Some("logstash") => Format::Json,
+            Some(o) => {
+                return Err(doc.error("log.formatter", format!("expected text or json, got {o:?}")));
+            }
+        };
+        let fields = doc
+            .node("log.fields")
+            .map(|n| {
+                n.entries()
+                    .iter()
+                    .map(|(k, _)| {
+                        Ok((
+                            k.clone(),
+                            doc.str(&format!("log.fields.{k}"))?.unwrap_or_default(),
+                        ))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        let access_log = !doc.bool("log.accesslog.disabled")?.unwrap_or(false);
+        let root = resolve_path(doc, "storage.filesystem.rootdirectory")?.ok_or_else(|| {
+            Error::config(format!("{}: storage.filesystem.rootdirectory: not set; say where the registry keeps its data", doc.file))
+        })?;
+        let delete_enabled = doc.bool("storage.delete.enabled")?.unwrap_or(false);
+        let read_only = doc
+            .bool("storage.maintenance.readonly.enabled")?
+            .unwrap_or(false);
+        let dur = |p: &str, default: Duration| -> Result<Duration> {
+            match doc.str(p)? {
+                None => Ok(default),
+                Some(s) => parse_duration(&s).ok_or_else(|| {
+                    doc.error(
+                        p,
+                        format!("expected a duration like 168h or 30m, got {s:?}"),
+                    )
+                }),
+            }
+        };
+        let purging = Purging {
+            enabled: doc
+                .bool("storage.maintenance.uploadpurging.enabled")?
+                .unwrap_or(true),
+            age: dur(
+                "storage.maintenance.uploadpurging.age",
+                Duration::from_secs(168 * 3600),
+            )?,
+            interval: dur(
+                "storage.maintenance.uploadpurging.interval",
+                Duration::from_secs(24 * 3600),
+            )?,
+            dryrun: doc
+                .bool("storage.maintenance.uploadpurging.dryrun")?
+                .unwrap_or(false),
+        };
+        if purging.enabled && purging.interval.is_zero() {
+            return Err(doc.error(
+                "storage.maintenance.uploadpurging.interval",
+                "must be more than 0",
+            ));
+        }
+        let net = match doc.str("http.net")?.as_deref() {
+            None | Some("tcp") | Some("tcp4") | Some("tcp6") => Net::Tcp,
+            Some("unix") => Net::Unix,
+            Some(o) => {
+                return Err(doc.error("http.net", format!("expected tcp or unix, got {o:?}")));
+            }
+        };
+        let addr = doc.str("http.addr")?.unwrap_or_else(|| ":5000".into());
+        if matches!(net, Net::Tcp) {
+            let port_ok = addr
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(doc.error(
+                    "http.addr",
+                    format!("expected HOST:PORT or :PORT, got {addr:?}"),
+                ));
+            }
+        }
+        let host = doc
+            .str("http.host")?
+            .map(|h| h.trim_end_matches('/').to_string());
+        if let Some(h) = &host {
+            if !(h.starts_with("http://") || h.starts_with("https://")) {
+                return Err(doc.error(
+                    "http.host",
+                    format!("expected a URL like https://registry.example:5000, got {h:?}"),
+                ));
+            }
+        }
+        let relative_urls = doc.bool("http.relativeurls")?.unwrap_or(false);
+        let mut headers = Vec::new();
+        if let Some(n) = doc.node("http.headers") {
+            for (k, _) in n.entries() {
+                for v in doc.str_list(&format!("http.headers.{k}"))? {
+                    headers.push((k.clone(), v));
+                }
+            }
+        }
+        let cert = resolve_path(doc, "http.tls.certificate")?;
+        let key = resolve_path(doc, "http.tls.key")?;
+        let tls = match (cert, key) {
+            (Some(certificate), Some(key)) => {
+                let tls13_only = match doc.str("http.tls.minimumtls")?.as_deref() {
+                    None | Some("tls1.2") => false,
+                    Some("tls1.3") => true,
+                    Some("tls1.0") | Some("tls1.1") => {
+                        return Err(doc.error(
+                            "http.tls.minimumtls",
+                            "TLS before 1.2 is not offered; use tls1.2 or tls1.3",
+                        ));
+                    }
+                    Some(o) => {
+                        return Err(doc.error(
+                            "http.tls.minimumtls",
+                            format!("expected tls1.2 or tls1.3, got {o:?}"),
+                        ));
+                    }
+                };
+                let mut client_cas = Vec::new();
+                for c in doc.str_list("http.tls.clientcas")? {
+                    client_cas.push(PathBuf::from(c));
+                }
+                Some(berth::tls::ServerSettings {
+                    certificate,
+                    key,
+                    client_cas,
+                    tls13_only,
+                })
+            }
+            (Some(_), None) => {
+                return Err(doc.error("http.tls.certificate", "http.tls.key is missing"));
+            }
+            (None, Some(_)) => {
+                return Err(doc.error("http.tls.key", "http.tls.certificate is missing"));
+            }
+            (None, None) => None,
+        };
+        let htpasswd = match (
+            doc.str("auth.htpasswd.realm")?,
+            resolve_path(doc, "auth.htpasswd.path")?,
+        ) {
+            (realm, Some(path)) => Some((realm.unwrap_or_else(|| "basic-realm".into()), path)),
+            (Some(_), None) => {
+                return Err(doc.error("auth.htpasswd", "auth.htpasswd.path is missing"));
+            }
+            (None, None) => None,
+        };
+        if htpasswd.is_some() && tls.is_none() {
+            warnings.push(format!(
+                "{}: auth.htpasswd without http.tls sends passwords in clear text",
+                doc.file
+            ));
+        }
+        Ok(Config {
+            file: doc.file.clone(),
+            level,
+            format,
+            fields,
+            access_log,
+            root,
+            delete_enabled,
+            read_only,
+            purging,
+            addr,
+            net,
+            host,
+            relative_urls,
+            headers,
+            tls,
+            htpasswd,
+            warnings,
+        })
+    }
+}
