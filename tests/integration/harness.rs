@@ -1,0 +1,463 @@
+//! Shared test harness: temp dirs, the binary under test, free ports, a test CA,
+//! a registryd fixture, and an HTTP client that trusts the test CA.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The berth binary under test: `BERTH_BIN` (make test points it at dist/berth),
+/// else the one cargo built for this test run.
+pub fn bin() -> PathBuf {
+    match std::env::var_os("BERTH_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_berth")),
+    }
+}
+
+pub fn berth(args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(args);
+    c
+}
+
+/// Run berth and capture everything.
+pub fn run(args: &[&str]) -> Output {
+    berth(args).output().expect("run berth")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("berth-it-{tag}-{}", berth::util::uuid4()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_port(port: u16, child: &mut Child, log: &Path) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(15) {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!(
+                "server exited with {st}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "server did not listen on {port}: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// A test CA and a server certificate for localhost/127.0.0.1, made once per run.
+pub struct Pki {
+    pub dir: PathBuf,
+    /// A certs.d-style directory holding only ca.crt.
+    pub ca_dir: PathBuf,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub fn pki() -> &'static Pki {
+    static P: OnceLock<Pki> = OnceLock::new();
+    P.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("berth-it-pki-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sh = |cmd: &str| {
+            let o = Command::new("sh").arg("-c").arg(cmd).current_dir(&dir).output().expect("openssl");
+            assert!(o.status.success(), "{cmd}: {}", String::from_utf8_lossy(&o.stderr));
+        };
+        sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 -subj /CN=berth-test-ca \
+            -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null");
+        sh("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null");
+        std::fs::write(
+            dir.join("ext.cnf"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .unwrap();
+        sh("openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 3650 -extfile ext.cnf 2>/dev/null");
+        let ca_dir = dir.join("ca-only");
+        std::fs::create_dir_all(&ca_dir).unwrap();
+        std::fs::copy(dir.join("ca.crt"), ca_dir.join("ca.crt")).unwrap();
+        Pki { ca: dir.join("ca.crt"), cert: dir.join("server.crt"), key: dir.join("server.key"), ca_dir, dir }
+    })
+}
+
+pub const USER: &str = "t1user";
+pub const PASS: &str = "s3cret-pass";
+
+/// Options of a registryd under test.
+pub struct RegOpts {
+    pub tls: bool,
+    pub auth: bool,
+    pub delete: bool,
+    /// Extra YAML appended at the top level.
+    pub extra: String,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for RegOpts {
+    fn default() -> Self {
+        RegOpts {
+            tls: true,
+            auth: true,
+            delete: true,
+            extra: String::new(),
+            env: Vec::new(),
+        }
+    }
+}
+
+/// A running registryd on a free loopback port.
+pub struct Registryd {
+    pub dir: TempDir,
+    pub port: u16,
+    pub child: Child,
+    pub log: PathBuf,
+    pub root: PathBuf,
+    pub config: PathBuf,
+    pub tls: bool,
+    pub auth: bool,
+}
+
+impl Registryd {
+    pub fn start(o: RegOpts) -> Registryd {
+        let dir = TempDir::new("reg");
+        let root = dir.join("data");
+        let port = free_port();
+        let mut y = format!(
+            "version: 0.1\nlog:\n  level: debug\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            root.display(),
+            o.delete
+        );
+        if o.tls {
+            let p = pki();
+            y += &format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                p.cert.display(),
+                p.key.display()
+            );
+        }
+        if o.auth {
+            let pw = dir.join("htpasswd");
+            std::fs::write(
+                &pw,
+                berth::auth::htpasswd::entry(USER, PASS).unwrap() + "\n",
+            )
+            .unwrap();
+            y += &format!(
+                "auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n",
+                pw.display()
+            );
+        }
+        y += &o.extra;
+        let config = dir.join("config.yml");
+        std::fs::write(&config, y).unwrap();
+        let mut r = Registryd {
+            port,
+            child: spawn_placeholder(),
+            log: dir.join("registryd.log"),
+            root,
+            config,
+            tls: o.tls,
+            auth: o.auth,
+            dir,
+        };
+        r.child = r.spawn(&o.env);
+        r
+    }
+
+    fn spawn(&self, env: &[(String, String)]) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut c = berth(&["registryd", self.config.to_str().unwrap()]);
+        c.stdout(Stdio::null()).stderr(log);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().expect("spawn registryd");
+        wait_port(self.port, &mut child, &self.log);
+        child
+    }
+
+    /// kill -9 and start again on the same storage and port.
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = self.spawn(&[]);
+    }
+
+    pub fn host(&self) -> String {
+        format!("localhost:{}", self.port)
+    }
+    pub fn base(&self) -> String {
+        format!(
+            "{}://localhost:{}",
+            if self.tls { "https" } else { "http" },
+            self.port
+        )
+    }
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base())
+    }
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    /// An HTTP client for this registry, logged in when auth is on.
+    pub fn client(&self) -> Client {
+        Client {
+            agent: agent(),
+            auth: self.auth.then(|| basic(USER, PASS)),
+        }
+    }
+    pub fn anonymous(&self) -> Client {
+        Client {
+            agent: agent(),
+            auth: None,
+        }
+    }
+}
+
+fn spawn_placeholder() -> Child {
+    Command::new("true").spawn().unwrap()
+}
+
+impl Drop for Registryd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn basic(u: &str, p: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+    )
+}
+
+/// A ureq agent that trusts the test CA and never turns statuses into errors.
+pub fn agent() -> ureq::Agent {
+    berth::tls::provider();
+    let ca = std::fs::read(&pki().ca).unwrap();
+    let cert = ureq::tls::Certificate::from_pem(&ca).unwrap();
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&[cert]))
+        .build();
+    ureq::Agent::new_with_config(
+        ureq::config::Config::builder()
+            .tls_config(tls)
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build(),
+    )
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, k: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    /// The first error code of a spec error body.
+    pub fn code(&self) -> String {
+        self.json()["errors"][0]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub struct Client {
+    pub agent: ureq::Agent,
+    pub auth: Option<String>,
+}
+
+impl Client {
+    pub fn with_auth(mut self, header: &str) -> Client {
+        self.auth = Some(header.to_string());
+        self
+    }
+
+    /// Any request; `body` None sends no body.
+    pub fn req(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Resp {
+        let mut b = ureq::http::Request::builder().method(method).uri(url);
+        if let Some(a) = &self.auth {
+            b = b.header("Authorization", a.as_str());
+        }
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let res = match body {
+            Some(data) => self.agent.run(b.body(data.to_vec()).unwrap()),
+            None => self.agent.run(b.body(()).unwrap()),
+        };
+        let mut r = res.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = r.status().as_u16();
+        let headers = r
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let mut body = Vec::new();
+        if method != "HEAD" {
+            r.body_mut().as_reader().read_to_end(&mut body).unwrap();
+        }
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn get(&self, url: &str) -> Resp {
+        self.req("GET", url, &[], None)
+    }
+}
+
+/// Push a blob monolithically; returns its digest string.
+pub fn push_blob(r: &Registryd, c: &Client, repo: &str, data: &[u8]) -> String {
+    let d = berth::digest::Digest::sha256(data).to_string();
+    let resp = c.req(
+        "POST",
+        &r.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")),
+        &[("Content-Type", "application/octet-stream")],
+        Some(data),
+    );
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    d
+}
+
+/// An image manifest (OCI or Docker) over a config and layers already pushed.
+pub fn manifest_json(
+    media: &str,
+    config: (&str, &str, usize),
+    layers: &[(&str, usize)],
+    extra: &str,
+) -> String {
+    let layer_type = if media.contains("docker") {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    } else {
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    };
+    let layers: Vec<String> = layers
+        .iter()
+        .map(|(d, s)| format!(r#"{{"mediaType":"{layer_type}","digest":"{d}","size":{s}}}"#))
+        .collect();
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{media}","config":{{"mediaType":"{}","digest":"{}","size":{}}},"layers":[{}]{extra}}}"#,
+        config.0,
+        config.1,
+        config.2,
+        layers.join(",")
+    )
+}
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+/// Every blob file in a Distribution-layout root hashes to its name.
+pub fn assert_blobs_intact(root: &Path) {
+    let blobs = root.join("docker/registry/v2/blobs/sha256");
+    let Ok(rd) = std::fs::read_dir(&blobs) else {
+        return;
+    };
+    for pre in rd.flatten() {
+        for b in std::fs::read_dir(pre.path()).unwrap().flatten() {
+            let data = std::fs::read(b.path().join("data")).unwrap();
+            let name = b.file_name().to_string_lossy().into_owned();
+            assert_eq!(
+                berth::digest::Digest::sha256(&data).hex(),
+                name,
+                "blob {name} is corrupt"
+            );
+        }
+    }
+}
+
+/// Check a command exists, failing the test loudly if not (CI installs it).
+pub fn need(tool: &str) {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "{tool} is not installed: run .ci/run or install it (see README, make test-deps)"
+    );
+}

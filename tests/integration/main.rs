@@ -1,0 +1,9 @@
+//! berth's integration tests: one test binary (fast links), every test drives the
+//! real `berth` binary (BERTH_BIN, or the one cargo built) as a user would.
+
+mod harness;
+
+mod dispatch;
+mod registry_api;
+mod registry_config;
+mod registry_skopeo;
