@@ -12,6 +12,7 @@ pub mod log;
 pub mod oci;
 pub mod reference;
 pub mod store;
+pub mod sys;
 pub mod tls;
 pub mod util;
 

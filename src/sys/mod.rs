@@ -1,0 +1,255 @@
+//! The Sys seam: every privileged system call berth makes (mount, pivot_root,
+//! unshare/setns, sethostname, mknod, chroot, chown) goes through [`Sys`].
+//!
+//! Code that sets up a root filesystem or a container builds a *plan* — a list of
+//! [`Op`]s — and applies it in a dumb loop with [`apply`]. Unit tests check plans
+//! as data with [`Recorder`], without root; the integration tests run the real
+//! thing through [`Linux`]. This is youki's pattern: the interesting decisions
+//! are in plain functions, the syscalls in one small, boring place.
+
+use crate::error::{Context, Error, Result};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Kind of device node for mknod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    Char,
+    Block,
+    Fifo,
+}
+
+/// One privileged operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    SetHostname(String),
+    Mknod {
+        path: PathBuf,
+        kind: NodeKind,
+        mode: u32,
+        major: u64,
+        minor: u64,
+    },
+    Chown {
+        path: PathBuf,
+        uid: u32,
+        gid: u32,
+    },
+    Chroot(PathBuf),
+    /// mount(2): `source`, `target`, filesystem type, flags (MS_*), data.
+    Mount {
+        source: Option<PathBuf>,
+        target: PathBuf,
+        fstype: Option<String>,
+        flags: u64,
+        data: Option<String>,
+    },
+    Umount {
+        target: PathBuf,
+        detach: bool,
+    },
+    PivotRoot {
+        new_root: PathBuf,
+        put_old: PathBuf,
+    },
+    /// unshare(2) with CLONE_* flags.
+    Unshare(i32),
+    /// setns(2) into the namespace file at `path` (CLONE_* `nstype`, 0 for any).
+    Setns {
+        path: PathBuf,
+        nstype: i32,
+    },
+}
+
+/// The seam.
+pub trait Sys: Send + Sync {
+    fn run(&self, op: &Op) -> Result<()>;
+}
+
+/// Apply a plan in order, stopping at the first failure (named with its step).
+pub fn apply(sys: &dyn Sys, plan: &[Op]) -> Result<()> {
+    for (i, op) in plan.iter().enumerate() {
+        sys.run(op)
+            .map_err(|e| e.context(format!("step {} ({})", i + 1, describe(op))))?;
+    }
+    Ok(())
+}
+
+/// A short human description of an operation, for errors and logs.
+pub fn describe(op: &Op) -> String {
+    match op {
+        Op::SetHostname(h) => format!("sethostname {h}"),
+        Op::Mknod { path, .. } => format!("mknod {}", path.display()),
+        Op::Chown { path, uid, gid } => format!("chown {uid}:{gid} {}", path.display()),
+        Op::Chroot(p) => format!("chroot {}", p.display()),
+        Op::Mount {
+            source,
+            target,
+            fstype,
+            ..
+        } => format!(
+            "mount {} on {} ({})",
+            source
+                .as_deref()
+                .map(|s| s.display().to_string())
+                .unwrap_or_else(|| "none".into()),
+            target.display(),
+            fstype.as_deref().unwrap_or("bind")
+        ),
+        Op::Umount { target, .. } => format!("umount {}", target.display()),
+        Op::PivotRoot { new_root, .. } => format!("pivot_root {}", new_root.display()),
+        Op::Unshare(f) => format!("unshare {f:#x}"),
+        Op::Setns { path, .. } => format!("setns {}", path.display()),
+    }
+}
+
+/// The real system.
+pub struct Linux;
+
+impl Sys for Linux {
+    fn run(&self, op: &Op) -> Result<()> {
+        use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+        match op {
+            Op::SetHostname(h) => nix::unistd::sethostname(h).map_err(|e| errno("sethostname", e)),
+            Op::Mknod {
+                path,
+                kind,
+                mode,
+                major,
+                minor,
+            } => {
+                let k = match kind {
+                    NodeKind::Char => SFlag::S_IFCHR,
+                    NodeKind::Block => SFlag::S_IFBLK,
+                    NodeKind::Fifo => SFlag::S_IFIFO,
+                };
+                mknod(
+                    path.as_path(),
+                    k,
+                    Mode::from_bits_truncate(*mode),
+                    makedev(*major, *minor),
+                )
+                .map_err(|e| errno(&format!("mknod {}", path.display()), e))?;
+                // mknod applies the umask; the plan's mode is what we want.
+                std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(*mode))
+                    .context(path.display())
+            }
+            Op::Chown { path, uid, gid } => std::os::unix::fs::lchown(path, Some(*uid), Some(*gid))
+                .with_context(|| format!("chown {}", path.display())),
+            Op::Chroot(p) => {
+                nix::unistd::chroot(p.as_path())
+                    .map_err(|e| errno(&format!("chroot {}", p.display()), e))?;
+                std::env::set_current_dir("/").context("chdir /")
+            }
+            Op::Mount {
+                source,
+                target,
+                fstype,
+                flags,
+                data,
+            } => nix::mount::mount(
+                source.as_deref(),
+                target.as_path(),
+                fstype.as_deref(),
+                nix::mount::MsFlags::from_bits_truncate(*flags as _),
+                data.as_deref(),
+            )
+            .map_err(|e| errno(&describe(op), e)),
+            Op::Umount { target, detach } => {
+                let f = if *detach {
+                    nix::mount::MntFlags::MNT_DETACH
+                } else {
+                    nix::mount::MntFlags::empty()
+                };
+                nix::mount::umount2(target.as_path(), f).map_err(|e| errno(&describe(op), e))
+            }
+            Op::PivotRoot { new_root, put_old } => {
+                nix::unistd::pivot_root(new_root.as_path(), put_old.as_path())
+                    .map_err(|e| errno(&describe(op), e))
+            }
+            Op::Unshare(flags) => {
+                nix::sched::unshare(nix::sched::CloneFlags::from_bits_truncate(*flags))
+                    .map_err(|e| errno("unshare", e))
+            }
+            Op::Setns { path, nstype } => {
+                let f = std::fs::File::open(path)
+                    .with_context(|| format!("open {}", path.display()))?;
+                nix::sched::setns(f, nix::sched::CloneFlags::from_bits_truncate(*nstype))
+                    .map_err(|e| errno(&describe(op), e))
+            }
+        }
+    }
+}
+
+fn errno(what: &str, e: nix::Error) -> Error {
+    let hint = match e {
+        nix::Error::EPERM => " (needs root or CAP_SYS_ADMIN)",
+        _ => "",
+    };
+    Error::from(e).context(format!("{what}{hint}"))
+}
+
+/// A fake that records operations instead of running them; optionally fails the
+/// operation at a given index, to test error paths.
+#[derive(Default)]
+pub struct Recorder {
+    pub ops: Mutex<Vec<Op>>,
+    pub fail_at: Option<usize>,
+}
+
+impl Recorder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn failing_at(i: usize) -> Self {
+        Recorder {
+            ops: Mutex::new(Vec::new()),
+            fail_at: Some(i),
+        }
+    }
+    pub fn taken(&self) -> Vec<Op> {
+        self.ops.lock().unwrap().clone()
+    }
+}
+
+impl Sys for Recorder {
+    fn run(&self, op: &Op) -> Result<()> {
+        let mut ops = self.ops.lock().unwrap();
+        if self.fail_at == Some(ops.len()) {
+            return Err(Error::new(crate::error::Kind::Denied, "injected failure"));
+        }
+        ops.push(op.clone());
+        Ok(())
+    }
+}
+
+/// True when the process runs as root (effective uid 0).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Convenience for paths in plans.
+pub fn p(s: impl AsRef<Path>) -> PathBuf {
+    s.as_ref().to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apply_stops_at_the_failing_step_and_names_it() {
+        let plan = vec![
+            Op::SetHostname("a".into()),
+            Op::Chroot(p("/r")),
+            Op::SetHostname("b".into()),
+        ];
+        let r = Recorder::failing_at(1);
+        let e = apply(&r, &plan).unwrap_err();
+        assert_eq!(r.taken(), vec![Op::SetHostname("a".into())]);
+        assert!(e.to_string().starts_with("step 2 (chroot /r)"), "{e}");
+        let r = Recorder::new();
+        apply(&r, &plan).unwrap();
+        assert_eq!(r.taken(), plan);
+    }
+}
