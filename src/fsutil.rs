@@ -33,7 +33,10 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
 
 /// Atomically replace `path` with `data` and the given mode.
 pub fn atomic_write_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let tmp = temp_path(path);
     let res = (|| -> Result<()> {

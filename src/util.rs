@@ -54,6 +54,25 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
     format!("{}.{:03}Z", &base[..base.len() - 1], d.subsec_millis())
 }
 
+/// `Sat, 28 Nov 2026 07:46:58 GMT` (RFC 9110's IMF-fixdate) for a unix time.
+pub fn http_date(secs: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = secs.div_euclid(86_400);
+    let (y, mo, d) = civil_from_days(days);
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{}, {d:02} {} {y} {:02}:{:02}:{:02} GMT",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[mo as usize - 1],
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
 /// Parse an RFC 3339 timestamp (fractional seconds and offsets accepted) to unix time.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
@@ -194,6 +213,8 @@ mod tests {
             Some(1_490_616_000)
         );
         assert_eq!(parse_rfc3339("2017-03-27"), None);
+        assert_eq!(http_date(1_490_616_000), "Mon, 27 Mar 2017 12:00:00 GMT");
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
         for t in [0i64, 951_782_400, 4_102_444_800, 1_764_000_000] {
             assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));
         }

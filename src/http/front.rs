@@ -456,20 +456,20 @@ impl Client {
         res
     }
 
-    /// Send plaintext to the client.
-    fn send(&self, data: &[u8]) -> io::Result<()> {
+    /// Send plaintext to the client; `out` is scratch space for TLS records.
+    fn send(&self, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
         let Some(tls) = &self.tls else {
             return self.writer.lock().unwrap().write_all(data);
         };
-        let mut out = Vec::with_capacity(data.len() + 256);
+        out.clear();
         {
             let mut c = tls.lock().unwrap();
             c.writer().write_all(data)?;
             while c.wants_write() {
-                c.write_tls(&mut out)?;
+                c.write_tls(out)?;
             }
         }
-        self.writer.lock().unwrap().write_all(&out)
+        self.writer.lock().unwrap().write_all(out)
     }
 
     fn close(&self) {
@@ -532,7 +532,8 @@ fn connection(
             .name("front-out".into())
             .stack_size(256 * 1024)
             .spawn(move || {
-                let mut buf = vec![0u8; 64 * 1024];
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut out = Vec::with_capacity(260 * 1024);
                 loop {
                     let n = match be_r.read(&mut buf) {
                         Ok(n) => n,
@@ -542,13 +543,13 @@ fn connection(
                     if n == 0 {
                         break;
                     }
-                    if client.send(&buf[..n]).is_err() {
+                    if client.send(&buf[..n], &mut out).is_err() {
                         break;
                     }
                     touch(&last);
                 }
                 if let Some(r) = reject.lock().unwrap().take() {
-                    let _ = client.send(&r);
+                    let _ = client.send(&r, &mut out);
                 }
                 client.close();
             })?

@@ -378,21 +378,29 @@ fn serve_one(
             headers.push(h);
         }
     }
-    let (reader, n): (Box<dyn Read + Send>, u64) = match resp.body {
-        Body::Empty => (Box::new(io::empty()), 0),
-        Body::Bytes(b) => (Box::new(io::Cursor::new(b)), len),
-        Body::Reader(r, n) => (r, n),
+    let res = match resp.body {
+        // Large streams bypass tiny_http's body copy, which moves 8 KiB per syscall.
+        Body::Reader(r, n) if n >= STREAM_DIRECT && !is_head => {
+            stream_direct(rq, status, &headers, r, n)
+        }
+        body => {
+            let (reader, n): (Box<dyn Read + Send>, u64) = match body {
+                Body::Empty => (Box::new(io::empty()), 0),
+                Body::Bytes(b) => (Box::new(io::Cursor::new(b)), len),
+                Body::Reader(r, n) => (r, n),
+            };
+            let response = tiny_http::Response::new(
+                tiny_http::StatusCode(status),
+                headers,
+                reader,
+                Some(n as usize),
+                None,
+            )
+            // Content-Length, never chunked: registry clients check blob sizes against it.
+            .with_chunked_threshold(usize::MAX);
+            rq.respond(response)
+        }
     };
-    let response = tiny_http::Response::new(
-        tiny_http::StatusCode(status),
-        headers,
-        reader,
-        Some(n as usize),
-        None,
-    )
-    // Content-Length, never chunked: registry clients check blob sizes against it.
-    .with_chunked_threshold(usize::MAX);
-    let res = rq.respond(response);
     if access_log {
         let sent = if is_head || res.is_err() { 0 } else { len };
         access(
@@ -408,6 +416,49 @@ fn serve_one(
     if let Err(e) = res {
         log::debug!("{peer} {method} {url}: response not delivered: {e}");
     }
+}
+
+/// Bodies at least this long are streamed by [`stream_direct`].
+const STREAM_DIRECT: u64 = 256 * 1024;
+
+/// Write the response head ourselves and copy the body in 256 KiB pieces.
+fn stream_direct(
+    rq: tiny_http::Request,
+    status: u16,
+    headers: &[tiny_http::Header],
+    mut body: Box<dyn Read + Send>,
+    len: u64,
+) -> io::Result<()> {
+    use std::io::Write;
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\nDate: {}\r\n",
+        tiny_http::StatusCode(status).default_reason_phrase(),
+        crate::util::http_date(crate::util::now_unix())
+    );
+    for h in headers {
+        if !h.field.equiv("Content-Length") {
+            head.push_str(&format!("{}: {}\r\n", h.field, h.value));
+        }
+    }
+    head.push_str(&format!("Content-Length: {len}\r\n\r\n"));
+    let mut w = rq.into_writer();
+    w.write_all(head.as_bytes())?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let want = buf.len().min(left as usize);
+        let n = body.read(&mut buf[..want])?;
+        if n == 0 {
+            // The content ended early: the client sees a short body and drops it.
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("body ended {left} bytes early"),
+            ));
+        }
+        w.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    w.flush()
 }
 
 /// One access-log line (text or JSON, per the logger's format).

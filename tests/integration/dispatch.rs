@@ -144,6 +144,7 @@ fn shipped_binary_is_static() {
 
 #[test]
 fn htpasswd_applet_writes_bcrypt_users() {
+    use std::io::Write;
     let d = TempDir::new("htpw");
     let f = d.join("registry_passwd");
     let run_with = |args: &[&str], input: &str| {
@@ -190,6 +191,16 @@ fn htpasswd_applet_writes_bcrypt_users() {
         std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
         0o600
     );
+    // a relative path (as an admin types it in /etc/docker-distribution/registry)
+    let mut c = berth(&["htpasswd", "-c", "-i", "registry_passwd", "t1user"])
+        .current_dir(d.path())
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(b"pw\n").unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success(), "relative path: {}", stderr(&o));
     // a missing file without -c is an error that says what to do
     let o = run_with(&["htpasswd", d.join("none").to_str().unwrap(), "x"], "p\n");
     assert!(!o.status.success());

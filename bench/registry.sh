@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# registryd vs Debian's docker-registry (Docker Distribution 2.8) in one run, on
+# this machine, with the same TLS certificate, the same htpasswd file and the same
+# config.yml (only the address and storage directory differ):
+#   - skopeo push and pull of a 512 MiB image
+#   - 16 parallel GETs of that blob (aggregate MiB/s)
+#   - manifest GETs with basic auth at 32 connections (wrk: req/s, p99)
+#   - peak RSS of each server
+# Absolute numbers wander on a shared machine; the ratios are the result.
+# Usage: bench/registry.sh [SIZE_MIB]   (default 512)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE_MIB=${1:-512}
+BERTH=${BERTH:-$PWD/dist/berth}
+[ -x "$BERTH" ] || { echo "build first: make static" >&2; exit 1; }
+for t in skopeo docker-registry wrk curl openssl; do
+	command -v $t >/dev/null || { echo "missing $t: scripts/need.sh bench" >&2; exit 1; }
+done
+
+W=$(mktemp -d /var/tmp/berth-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
+trap cleanup EXIT
+cd "$W"
+
+# --- shared TLS material and users -----------------------------------------
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 -subj /CN=bench-ca \
+	-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >ext.cnf
+openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 30 -extfile ext.cnf 2>/dev/null
+mkdir certs && cp ca.crt certs/
+USER=bench PASS=bench-pass-1
+echo "$PASS" | "$BERTH" htpasswd -c -i htpasswd "$USER" 2>/dev/null
+AUTH=$(printf '%s:%s' "$USER" "$PASS" | base64)
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+config() { # config NAME PORT
+	cat >"$1.yml" <<EOF
+version: 0.1
+log:
+  level: info
+  formatter: text
+storage:
+  filesystem:
+    rootdirectory: $W/$1-data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$2
+  tls:
+    certificate: $W/server.crt
+    key: $W/server.key
+auth:
+  htpasswd:
+    realm: basic-realm
+    path: $W/htpasswd
+EOF
+}
+BP=$(port); DP=$(port)
+config berth "$BP"; config dist "$DP"
+"$BERTH" registryd berth.yml >berth.log 2>&1 & PIDS+=($!); BPID=$!
+docker-registry serve dist.yml >dist.log 2>&1 & PIDS+=($!); DPID=$!
+for p in $BP $DP; do
+	for _ in $(seq 100); do curl -s --cacert ca.crt "https://localhost:$p/v2/" -o /dev/null && break; sleep 0.1; done
+done
+
+# --- a SIZE_MIB image as an OCI layout (one incompressible layer) -------------
+make_image() { # make_image DIR: a fresh random layer, so every round really uploads
+	local d=$1 LD LS CD CS MD MS
+	rm -rf "$d"; mkdir -p "$d/blobs/sha256"
+	# gzip'd so skopeo keeps the layer as it is (it would compress a plain tar on push)
+	head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom | gzip -1 >"$d/layer"
+	LD=$(sha256sum "$d/layer" | cut -d' ' -f1); mv "$d/layer" "$d/blobs/sha256/$LD"
+	LS=$(stat -c %s "$d/blobs/sha256/$LD")
+	printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$LD" >"$d/cfg"
+	CD=$(sha256sum "$d/cfg" | cut -d' ' -f1); CS=$(stat -c %s "$d/cfg"); mv "$d/cfg" "$d/blobs/sha256/$CD"
+	printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' "$CD" "$CS" "$LD" "$LS" >"$d/man"
+	MD=$(sha256sum "$d/man" | cut -d' ' -f1); MS=$(stat -c %s "$d/man"); mv "$d/man" "$d/blobs/sha256/$MD"
+	printf '{"imageLayoutVersion":"1.0.0"}' >"$d/oci-layout"
+	printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"v1"}}]}' "$MD" "$MS" >"$d/index.json"
+	echo "$LD" >"$d/LAYER"
+}
+
+now() { date +%s.%N; }
+secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
+best() { python3 -c "import sys; v=[float(x) for x in sys.argv[2:]]; print(f'{(min(v) if sys.argv[1]==\"min\" else max(v)):.2f}')" "$@"; }
+SK=(skopeo --insecure-policy)
+
+declare -A R
+measure() { # measure WHO PORT ROUND: push, pull, 16 parallel GETs of image ROUND
+	local who=$1 p=$2 n=$3 LD t0 t1 pids=()
+	LD=$(cat img$n/LAYER)
+	sync; t0=$(now)
+	"${SK[@]}" copy -q --dest-creds "$USER:$PASS" --dest-cert-dir certs oci:img$n:v1 "docker://localhost:$p/bench/img$n:v1"
+	t1=$(now); R[$who.push]+=" $(secs $t0 $t1)"
+	rm -rf out; sync; t0=$(now)
+	"${SK[@]}" copy -q --src-creds "$USER:$PASS" --src-cert-dir certs "docker://localhost:$p/bench/img$n:v1" oci:out:v1
+	t1=$(now); R[$who.pull]+=" $(secs $t0 $t1)"
+	cmp -s out/blobs/sha256/$LD img$n/blobs/sha256/$LD || { echo "$who: pulled layer differs" >&2; exit 1; }
+	rm -rf out; sync
+	t0=$(now)
+	for _ in $(seq 16); do
+		curl -s --cacert ca.crt -H "Authorization: Basic $AUTH" -o /dev/null "https://localhost:$p/v2/bench/img$n/blobs/sha256:$LD" &
+		pids+=($!)
+	done
+	for j in "${pids[@]}"; do wait "$j"; done
+	t1=$(now); R[$who.get16]+=" $(python3 -c "print(f'{16 * $SIZE_MIB / ($t1 - $t0):.0f}')")"
+}
+
+# Two rounds in opposite order, each with its own image; the best of each is kept,
+# so neither server pays more for the other's page-cache writeback.
+make_image img1; measure berth "$BP" 1; measure dist "$DP" 1
+make_image img2; measure dist "$DP" 2; measure berth "$BP" 2
+for who in berth dist; do
+	for k in push pull; do R[$who.$k]=$(best min ${R[$who.$k]}); done
+	R[$who.get16]=$(best max ${R[$who.get16]}); R[$who.get16]=${R[$who.get16]%.*}
+	p=$([ $who = berth ] && echo $BP || echo $DP)
+	wrk -t2 -c32 -d10s --latency -H "Authorization: Basic $AUTH" \
+		-H "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json" \
+		"https://localhost:$p/v2/bench/img1/manifests/v1" >wrk.$who 2>&1
+	R[$who.rps]=$(awk '/Requests\/sec/ {printf "%.0f", $2}' wrk.$who)
+	R[$who.p99]=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; printf "%.1f", v}' wrk.$who)
+	errs=$(awk '/Non-2xx/ {print $NF}' wrk.$who); [ -z "$errs" ] || { echo "$who: $errs non-2xx answers in wrk" >&2; cat wrk.$who >&2; exit 1; }
+done
+R[berth.rss]=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' /proc/$BPID/status)
+R[dist.rss]=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' /proc/$DPID/status)
+
+ratio() { python3 -c "a,b=$1,$2; print(f'{a/b:.2f}' if b else 'n/a')"; }
+printf '\n%s MiB image, TLS + basic auth, %s\n' "$SIZE_MIB" "$(date -u +%Y-%m-%d)"
+printf '| %-34s | %10s | %12s | %-22s |\n' "measure" "berth" "distribution" "ratio"
+printf '|%s|%s|%s|%s|\n' "------------------------------------" "------------" "--------------" "------------------------"
+row() { printf '| %-34s | %10s | %12s | %-22s |\n' "$1" "$2" "$3" "$4"; }
+row "skopeo push (s, lower is better)" "${R[berth.push]}" "${R[dist.push]}" "$(ratio ${R[dist.push]} ${R[berth.push]})x faster"
+row "skopeo pull (s, lower is better)" "${R[berth.pull]}" "${R[dist.pull]}" "$(ratio ${R[dist.pull]} ${R[berth.pull]})x faster"
+row "16 parallel blob GETs (MiB/s)" "${R[berth.get16]}" "${R[dist.get16]}" "$(ratio ${R[berth.get16]} ${R[dist.get16]})x (target >= 1.2)"
+row "manifest GET, 32 conns (req/s)" "${R[berth.rps]}" "${R[dist.rps]}" "$(ratio ${R[berth.rps]} ${R[dist.rps]})x (target >= 5)"
+row "manifest GET p99 (ms)" "${R[berth.p99]}" "${R[dist.p99]}" "target <= 50 ms"
+row "peak RSS (MiB)" "${R[berth.rss]}" "${R[dist.rss]}" "$(ratio ${R[berth.rss]} ${R[dist.rss]}) (target <= 0.33)"
