@@ -70,7 +70,7 @@ pub fn wait(set: u64, timeout: Option<Duration>) -> Option<i32> {
             match timeout {
                 Some(t) => {
                     let ts = libc::timespec {
-                        tv_sec: t.as_secs() as libc::time_t,
+                        tv_sec: t.as_secs() as _,
                         tv_nsec: t.subsec_nanos() as _,
                     };
                     libc::syscall(
