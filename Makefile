@@ -8,7 +8,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 BINDIR   = $(DESTDIR)$(PREFIX)/bin
 
-.PHONY: all static run test test-deps install bench dist fmt clean
+.PHONY: all static run test test-deps install bench bench-init dist fmt clean
 
 all: static
 
@@ -35,6 +35,11 @@ install: static
 bench: static
 	@scripts/need.sh bench
 	bench/registry.sh
+
+# berth init vs dumb-init and tini: start-to-exit time and idle RSS.
+bench-init: static
+	@scripts/need.sh bench
+	bench/init.sh
 
 # Smallest binary for shipping (slow to build: fat LTO, one codegen unit).
 dist:

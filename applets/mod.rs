@@ -5,6 +5,8 @@
 
 #[cfg(feature = "htpasswd")]
 mod htpasswd;
+#[cfg(feature = "init")]
+mod init;
 #[cfg(feature = "registryd")]
 mod registryd;
 
@@ -23,6 +25,21 @@ pub static TABLE: &[Applet] = &[
         name: "htpasswd",
         main: htpasswd::main,
         help: "add or change bcrypt users in an htpasswd file",
+        hidden: false,
+    },
+    #[cfg(feature = "init")]
+    Applet {
+        name: "init",
+        main: init::main,
+        help: "PID 1 for containers: dumb-init compatible, can name the host from DNS",
+        hidden: false,
+    },
+    // Installed as a link, so `#!/usr/bin/dumb-init /bin/bash` images work as they are.
+    #[cfg(feature = "init")]
+    Applet {
+        name: "dumb-init",
+        main: init::main,
+        help: "init under dumb-init's name (same options and behaviour)",
         hidden: false,
     },
     #[cfg(feature = "registryd")]

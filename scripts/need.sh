@@ -21,6 +21,8 @@ if [ "$what" = test ] || [ "$what" = bench ]; then
 	want busybox busybox-static
 	want unshare util-linux
 	want ip iproute2
+	want setpriv util-linux
+	want python3 python3
 fi
 if [ "$what" = bench ]; then
 	want wrk wrk

@@ -9,6 +9,7 @@ pub mod error;
 pub mod fsutil;
 pub mod http;
 pub mod log;
+pub mod net;
 pub mod oci;
 pub mod reference;
 pub mod store;

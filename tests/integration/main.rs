@@ -4,6 +4,7 @@
 mod harness;
 
 mod dispatch;
+mod init;
 mod registry_api;
 mod registry_config;
 mod registry_skopeo;

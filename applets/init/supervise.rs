@@ -1,0 +1,446 @@
+//! Start the child and look after it: one synchronous loop takes every signal
+//! off the pending list (all are blocked; no handler runs), forwards it, reaps
+//! whatever exited, and ends with the child's status.
+//!
+//! The rules are dumb-init's: in setsid mode the child leads a new session and
+//! signals go to its process group; in single-child mode only to the child.
+//! TSTP/TTIN/TTOU are forwarded (as SIGSTOP by default in setsid mode), then init
+//! stops itself, so a shell's job control sees the whole tree stop and continue.
+//! When the child exits, the rest of its group gets SIGTERM and init exits with
+//! the child's status (128+N for a signal). `--wait-all` stays on until every
+//! descendant is gone.
+
+use super::Say;
+use super::args::Opts;
+use super::sig;
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::time::{Duration, Instant};
+
+/// A child ready to fork: everything prepared before `fork`, so the child only
+/// makes system calls between fork and exec.
+pub struct Spawn {
+    argv: Vec<CString>,
+    /// `[name] COMMAND: ` for an exec failure.
+    exec_err: Vec<u8>,
+    /// `[name] ` for the child's debug lines.
+    prefix: Vec<u8>,
+    debug: bool,
+    setsid: bool,
+    mask: u64,
+}
+
+impl Spawn {
+    pub fn new(o: &Opts, say: &Say, mask: u64) -> Spawn {
+        use std::os::unix::ffi::OsStrExt;
+        // argv words come from the kernel's argv, which cannot hold a NUL.
+        let argv: Vec<CString> = o
+            .command
+            .iter()
+            .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
+            .collect();
+        let mut exec_err = say.debug_prefix().into_bytes();
+        exec_err.extend_from_slice(o.command[0].as_bytes());
+        exec_err.extend_from_slice(b": ");
+        Spawn {
+            argv,
+            exec_err,
+            prefix: say.debug_prefix().into_bytes(),
+            debug: o.verbose,
+            setsid: o.setsid,
+            mask,
+        }
+    }
+
+    /// fork; in the child set up and exec (never returns there).
+    pub fn start(&self) -> std::io::Result<i32> {
+        let mut ptrs: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        // SAFETY: init is single-threaded here, or its only other thread is a
+        // stuck resolver that the child never touches; the child uses only the
+        // prepared buffers and async-signal-safe calls before exec or _exit.
+        match unsafe { libc::fork() } {
+            -1 => Err(std::io::Error::last_os_error()),
+            0 => unsafe { self.child(&ptrs) },
+            pid => Ok(pid),
+        }
+    }
+
+    unsafe fn child(&self, argv: &[*const libc::c_char]) -> ! {
+        for s in 1..=64 {
+            if s != libc::SIGKILL && s != libc::SIGSTOP {
+                sig::default_action(s);
+            }
+        }
+        if self.setsid {
+            // SAFETY: plain system calls on our own process and stdin.
+            if unsafe { libc::setsid() } == -1 {
+                let e = errno();
+                raw_write(&[
+                    &self.prefix,
+                    b"Unable to setsid (errno=",
+                    decimal(e, &mut [0; 12]),
+                    b" ",
+                    strerror(e, &mut [0; 128]),
+                    b"). Exiting.\n",
+                ]);
+                unsafe { libc::_exit(1) };
+            }
+            // Take stdin's terminal as the new session's controlling tty (init
+            // gave it up with TIOCNOTTY), so job control works in the child.
+            if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } == -1 && self.debug {
+                let e = errno();
+                raw_write(&[
+                    &self.prefix,
+                    b"Unable to attach to controlling tty (errno=",
+                    decimal(e, &mut [0; 12]),
+                    b" ",
+                    strerror(e, &mut [0; 128]),
+                    b").\n",
+                ]);
+            }
+            if self.debug {
+                raw_write(&[&self.prefix, b"setsid complete.\n"]);
+            }
+        }
+        sig::set_mask(self.mask);
+        // SAFETY: argv is NUL-terminated and its strings outlive the call.
+        unsafe { libc::execvp(argv[0], argv.as_ptr()) };
+        let e = errno();
+        raw_write(&[&self.exec_err, strerror(e, &mut [0; 128]), b"\n"]);
+        // SAFETY: leave without running the parent's exit handlers.
+        unsafe { libc::_exit(2) }
+    }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// strerror without allocating (safe after fork).
+fn strerror(e: i32, buf: &mut [u8; 128]) -> &[u8] {
+    // SAFETY: the XSI strerror_r (what the libc crate binds for glibc and musl)
+    // writes a NUL-terminated message into buf.
+    unsafe { libc::strerror_r(e, buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    let n = buf.iter().position(|&b| b == 0).unwrap_or(0);
+    &buf[..n]
+}
+
+/// A non-negative number in decimal, without allocating (safe after fork).
+fn decimal(mut n: i32, buf: &mut [u8; 12]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n <= 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+fn raw_write(parts: &[&[u8]]) {
+    for p in parts {
+        // SAFETY: writing a live buffer to stderr; a short or failed write of a
+        // diagnostic is not worth handling.
+        unsafe { libc::write(2, p.as_ptr() as *const libc::c_void, p.len()) };
+    }
+}
+
+/// The supervising side: what to forward where, and how the child ended.
+pub struct Supervisor<'a> {
+    o: &'a Opts,
+    say: &'a Say,
+    me: i32,
+    child: i32,
+    /// Set when the main child has exited (`--wait-all` keeps going then).
+    status: Option<u8>,
+    /// In `--wait-all`: when the next SIGKILL round is due.
+    deadline: Option<Instant>,
+    killed: bool,
+}
+
+/// Job-control signals after which init stops itself too.
+fn is_tty_stop(s: i32) -> bool {
+    matches!(s, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU)
+}
+
+impl<'a> Supervisor<'a> {
+    pub fn new(o: &'a Opts, say: &'a Say, child: i32) -> Self {
+        Supervisor {
+            o,
+            say,
+            // SAFETY: getpid cannot fail.
+            me: unsafe { libc::getpid() },
+            child,
+            status: None,
+            deadline: None,
+            killed: false,
+        }
+    }
+
+    /// The loop: returns init's exit code.
+    pub fn run(&mut self) -> u8 {
+        loop {
+            let timeout = self
+                .deadline
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            match sig::wait(sig::ALL, timeout) {
+                None => self.deadline_passed(),
+                Some(libc::SIGCHLD) => {
+                    self.say
+                        .debug(format_args!("Received signal {}.", libc::SIGCHLD));
+                    if let Some(code) = self.reap() {
+                        return code;
+                    }
+                }
+                Some(s) => self.received(s),
+            }
+        }
+    }
+
+    fn translate(&self, s: i32) -> i32 {
+        match self.o.rewrite.get(s as usize) {
+            Some(&r) if r >= 0 => {
+                self.say
+                    .debug(format_args!("Translating signal {s} to {r}."));
+                r
+            }
+            _ => s,
+        }
+    }
+
+    /// Send to the child, or to its process group in setsid mode.
+    fn forward(&self, s: i32) {
+        let s = self.translate(s);
+        if s == 0 {
+            self.say
+                .debug(format_args!("Not forwarding signal to children (ignored)."));
+            return;
+        }
+        if self.o.setsid {
+            // Right after fork the child may not lead its group yet: then the
+            // signal goes to the child itself, which is the whole group anyway.
+            if sig::kill(-self.child, s).is_err() {
+                let _ = sig::kill(self.child, s);
+            }
+        } else {
+            let _ = sig::kill(self.child, s);
+        }
+        self.say
+            .debug(format_args!("Forwarded signal {s} to children."));
+    }
+
+    fn received(&mut self, s: i32) {
+        self.say.debug(format_args!("Received signal {s}."));
+        if self.status.is_some() {
+            // --wait-all: the child is gone, what is left gets the signal.
+            let t = self.translate(s);
+            if t != 0 {
+                self.signal_rest(t);
+            }
+            return;
+        }
+        self.forward(s);
+        if is_tty_stop(s) {
+            self.say
+                .debug(format_args!("Suspending self due to TTY signal."));
+            let _ = sig::kill(self.me, libc::SIGSTOP);
+        }
+    }
+
+    /// Reap everything that has exited. `Some(code)` when init should exit.
+    fn reap(&mut self) -> Option<u8> {
+        loop {
+            let mut st: libc::c_int = 0;
+            // SAFETY: a plain system call with a live status pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+            if pid == 0 {
+                return None;
+            }
+            if pid < 0 {
+                match errno() {
+                    libc::EINTR => continue,
+                    // No children at all: --wait-all is done (without it, init
+                    // left when the main child was reaped).
+                    _ => return Some(self.status.unwrap_or(0)),
+                }
+            }
+            let code = if libc::WIFEXITED(st) {
+                let c = libc::WEXITSTATUS(st);
+                self.say.debug(format_args!(
+                    "A child with PID {pid} exited with exit status {c}."
+                ));
+                c
+            } else if libc::WIFSIGNALED(st) {
+                let s = libc::WTERMSIG(st);
+                self.say.debug(format_args!(
+                    "A child with PID {pid} was terminated by signal {s}."
+                ));
+                128 + s
+            } else {
+                continue;
+            };
+            if pid == self.child {
+                if let Some(done) = self.child_exited(code as u8) {
+                    return Some(done);
+                }
+            } else if self.o.warn_on_reap {
+                self.say.warn(format_args!(
+                    "reaped zombie process {pid} (exit status {code})"
+                ));
+            }
+        }
+    }
+
+    /// The main child is gone: tell the rest, then exit or (--wait-all) wait.
+    fn child_exited(&mut self, code: u8) -> Option<u8> {
+        let code = if self.o.expects(code) { 0 } else { code };
+        let s = self.translate(libc::SIGTERM);
+        let Some(grace) = self.o.wait_all else {
+            // dumb-init's farewell: SIGTERM (or its rewrite) to the child's group.
+            // In single-child mode the pid is already reaped; signalling it could
+            // hit an unrelated process that reused it.
+            if self.o.setsid && s != 0 {
+                let _ = sig::kill(-self.child, s);
+                self.say
+                    .debug(format_args!("Forwarded signal {s} to children."));
+            }
+            self.say
+                .debug(format_args!("Child exited with status {code}. Goodbye."));
+            return Some(code);
+        };
+        self.status = Some(code);
+        if s != 0 {
+            self.signal_rest(s);
+            // A stopped process would sit on its SIGTERM until continued.
+            self.signal_rest(libc::SIGCONT);
+        }
+        self.say.debug(format_args!(
+            "Child exited with status {code}. Waiting for the other descendants."
+        ));
+        self.deadline = Some(Instant::now() + grace);
+        None
+    }
+
+    fn deadline_passed(&mut self) {
+        if !self.killed {
+            self.say.warn(format_args!(
+                "descendants still running {} s after the child exited: sending SIGKILL",
+                self.o.wait_all.unwrap_or_default().as_secs_f64()
+            ));
+            self.killed = true;
+        }
+        self.signal_rest(libc::SIGKILL);
+        // Anything forked between the scan and the kill gets the next round.
+        self.deadline = Some(Instant::now() + Duration::from_millis(200));
+    }
+
+    /// Signal every remaining descendant of init.
+    fn signal_rest(&self, s: i32) {
+        if self.me == 1 {
+            // As a PID namespace's init, kill(-1) reaches exactly the namespace.
+            let _ = sig::kill(-1, s);
+            return;
+        }
+        match descendants(self.me) {
+            Some(pids) => {
+                for p in pids {
+                    let _ = sig::kill(p, s);
+                }
+            }
+            None => {
+                // No usable /proc: the child's group is all we can name.
+                let _ = sig::kill(-self.child, s);
+            }
+        }
+    }
+}
+
+/// Every descendant of `me`, from /proc. `None` when /proc is not this PID
+/// namespace's: its numbers would name other processes.
+pub fn descendants(me: i32) -> Option<Vec<i32>> {
+    let own = std::fs::read_link("/proc/self").ok()?;
+    if own.as_os_str() != me.to_string().as_str() {
+        return None;
+    }
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if let Some(ppid) = parent_of(&stat) {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut out = Vec::new();
+    let mut todo = vec![me];
+    while let Some(p) = todo.pop() {
+        if let Some(kids) = children.get(&p) {
+            for &k in kids {
+                out.push(k);
+                todo.push(k);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The parent pid from a /proc/PID/stat line; the command name in parentheses
+/// may itself hold spaces and parentheses, so read after the last ')'.
+fn parent_of(stat: &str) -> Option<i32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_print_without_allocating() {
+        assert_eq!(decimal(0, &mut [0; 12]), b"0");
+        assert_eq!(decimal(25, &mut [0; 12]), b"25");
+        assert_eq!(decimal(i32::MAX, &mut [0; 12]), b"2147483647");
+        assert_eq!(
+            strerror(libc::ENOENT, &mut [0; 128]),
+            b"No such file or directory"
+        );
+    }
+
+    #[test]
+    fn parent_pid_is_read_after_the_command_name() {
+        assert_eq!(parent_of("42 (sh) S 7 42 42 0 -1"), Some(7));
+        assert_eq!(parent_of("42 (a) b (c) R 9 1 1"), Some(9));
+        assert_eq!(parent_of("garbage"), None);
+    }
+
+    #[test]
+    fn descendants_of_this_process_include_a_grandchild() {
+        // sh runs sleep as its child: both are our descendants.
+        use std::os::unix::process::CommandExt;
+        let mut c = std::process::Command::new("sh")
+            .args(["-c", "sleep 5 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let me = std::process::id() as i32;
+        let t = Instant::now();
+        let found = loop {
+            let d = descendants(me).expect("/proc is ours");
+            if d.len() >= 2 || t.elapsed() > Duration::from_secs(5) {
+                break d;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(found.contains(&(c.id() as i32)), "{found:?}");
+        assert!(found.len() >= 2, "{found:?}");
+        // Other tests run beside this one: kill only our own group.
+        let _ = sig::kill(-(c.id() as i32), libc::SIGKILL);
+        let _ = c.wait();
+    }
+}
