@@ -17,6 +17,9 @@ pub struct Applet {
     pub help: &'static str,
     /// Internal applets (re-exec helpers) are not listed or installed.
     pub hidden: bool,
+    /// Whether `berth --install` makes a link for it. `init` gets none: a link
+    /// named init early on a host's PATH would shadow /sbin/init (`init 6`).
+    pub link: bool,
 }
 
 pub static TABLE: &[Applet] = &[
@@ -26,6 +29,7 @@ pub static TABLE: &[Applet] = &[
         main: htpasswd::main,
         help: "add or change bcrypt users in an htpasswd file",
         hidden: false,
+        link: true,
     },
     #[cfg(feature = "init")]
     Applet {
@@ -33,6 +37,7 @@ pub static TABLE: &[Applet] = &[
         main: init::main,
         help: "PID 1 for containers: dumb-init compatible, can name the host from DNS",
         hidden: false,
+        link: false,
     },
     // Installed as a link, so `#!/usr/bin/dumb-init /bin/bash` images work as they are.
     #[cfg(feature = "init")]
@@ -41,6 +46,7 @@ pub static TABLE: &[Applet] = &[
         main: init::main,
         help: "init under dumb-init's name (same options and behaviour)",
         hidden: false,
+        link: true,
     },
     #[cfg(feature = "registryd")]
     Applet {
@@ -48,6 +54,7 @@ pub static TABLE: &[Applet] = &[
         main: registryd::main,
         help: "OCI/Docker v2 registry (Distribution's config.yml)",
         hidden: false,
+        link: true,
     },
 ];
 

@@ -49,7 +49,7 @@ fn install(args: &[String]) -> Result<(), String> {
     if !dir.is_dir() {
         return Err(format!("{}: not a directory", dir.display()));
     }
-    for a in applets::TABLE.iter().filter(|a| !a.hidden) {
+    for a in applets::TABLE.iter().filter(|a| !a.hidden && a.link) {
         let target = dir.join(a.name);
         if target.symlink_metadata().is_ok() {
             eprintln!("{}: exists, skipped", target.display());

@@ -95,6 +95,9 @@ fn install_makes_links_and_skips_existing() {
     assert!(o.status.success(), "{}", stderr(&o));
     let target = std::fs::read_link(soft.join("registryd")).unwrap();
     assert_eq!(target, exe.canonicalize().unwrap());
+    // no `init` link: on a host's PATH it would shadow /sbin/init; dumb-init is linked
+    assert!(!hard.join("init").exists() && !soft.join("init").exists());
+    assert!(soft.join("dumb-init").exists());
     // the installed link runs the applet
     let o = Command::new(soft.join("registryd"))
         .arg("--help")
