@@ -5,10 +5,24 @@
 
 #[cfg(feature = "htpasswd")]
 mod htpasswd;
+#[cfg(feature = "images")]
+mod images;
+#[cfg(feature = "import")]
+mod import;
 #[cfg(feature = "init")]
 mod init;
+#[cfg(feature = "login")]
+mod login;
+#[cfg(feature = "pull")]
+mod pull;
+#[cfg(feature = "push")]
+mod push;
 #[cfg(feature = "registryd")]
 mod registryd;
+#[cfg(feature = "save")]
+mod save;
+#[cfg(feature = "search")]
+mod search;
 
 /// One applet.
 pub struct Applet {
@@ -23,6 +37,94 @@ pub struct Applet {
 }
 
 pub static TABLE: &[Applet] = &[
+    #[cfg(feature = "images")]
+    Applet {
+        name: "images",
+        main: images::images,
+        help: "list images in the local store",
+        hidden: false,
+        link: true,
+    },
+    #[cfg(feature = "import")]
+    Applet {
+        name: "import",
+        main: import::main,
+        help: "create an image from a rootfs tarball (docker import)",
+        hidden: false,
+        link: true,
+    },
+    #[cfg(feature = "save")]
+    Applet {
+        name: "load",
+        main: save::load,
+        help: "load images from a docker-archive or OCI layout tar",
+        hidden: false,
+        link: true,
+    },
+    #[cfg(feature = "login")]
+    Applet {
+        name: "login",
+        main: login::login,
+        help: "log in to a registry (docker's config.json)",
+        hidden: false,
+        link: true,
+    },
+    #[cfg(feature = "login")]
+    Applet {
+        name: "logout",
+        main: login::logout,
+        help: "remove stored registry credentials",
+        hidden: false,
+        link: true,
+    },
+    #[cfg(feature = "pull")]
+    Applet {
+        name: "pull",
+        main: pull::main,
+        help: "pull an image from a registry into the local store",
+        hidden: false,
+        link: true,
+    },
+    #[cfg(feature = "push")]
+    Applet {
+        name: "push",
+        main: push::main,
+        help: "push an image to a registry",
+        hidden: false,
+        link: true,
+    },
+    #[cfg(feature = "images")]
+    Applet {
+        name: "rmi",
+        main: images::rmi,
+        help: "remove images from the local store",
+        hidden: false,
+        link: true,
+    },
+    #[cfg(feature = "save")]
+    Applet {
+        name: "save",
+        main: save::save,
+        help: "write images to a docker-archive or OCI layout tar",
+        hidden: false,
+        link: true,
+    },
+    #[cfg(feature = "search")]
+    Applet {
+        name: "search",
+        main: search::main,
+        help: "search registries (docker search)",
+        hidden: false,
+        link: true,
+    },
+    #[cfg(feature = "images")]
+    Applet {
+        name: "tag",
+        main: images::tag,
+        help: "give an image another name",
+        hidden: false,
+        link: true,
+    },
     #[cfg(feature = "htpasswd")]
     Applet {
         name: "htpasswd",

@@ -2,16 +2,20 @@
 //! configuration, logging. The core never depends on an applet; applets (in
 //! `applets/`, compiled into the binary) depend only on this crate.
 
+pub mod archive;
 pub mod auth;
 pub mod config;
 pub mod digest;
 pub mod error;
 pub mod fsutil;
 pub mod http;
+pub mod image;
 pub mod log;
 pub mod net;
 pub mod oci;
+pub mod progress;
 pub mod reference;
+pub mod registry;
 pub mod store;
 pub mod sys;
 pub mod tls;

@@ -12,6 +12,7 @@
 //! driver is built from validated names, digests and upload ids (the driver checks
 //! again and refuses `..`, empty or absolute components).
 
+pub mod local;
 pub mod registry;
 
 use crate::error::{Context, Error, Result};

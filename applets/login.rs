@@ -1,0 +1,139 @@
+//! `login [SERVER]` / `logout [SERVER]`: check credentials against a registry and
+//! keep them in docker's config.json (0600), as `docker login` does.
+
+use argh::FromArgs;
+use berth::error::{Error, Result};
+use berth::registry::{Registry, Settings};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+#[derive(FromArgs)]
+/// Log in to a registry; credentials go to ~/.docker/config.json (or $DOCKER_CONFIG).
+struct Args {
+    /// user name
+    #[argh(option, short = 'u')]
+    username: Option<String>,
+    /// password (visible to other users in ps: prefer --password-stdin)
+    #[argh(option, short = 'p')]
+    password: Option<String>,
+    /// read the password from stdin
+    #[argh(switch)]
+    password_stdin: bool,
+    /// client settings file (default /etc/berth/client.yml or BERTH_CLIENT_CONFIG)
+    #[argh(option)]
+    config: Option<PathBuf>,
+    /// registry allowed over HTTP or unverified TLS (repeatable)
+    #[argh(option)]
+    insecure_registry: Vec<String>,
+    /// registry HOST[:PORT] (default: the first search registry, else docker.io)
+    #[argh(positional)]
+    server: Option<String>,
+}
+
+fn host_of(server: Option<&str>, settings: &Settings) -> String {
+    match server {
+        Some(s) => s
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or(s)
+            .to_string(),
+        None => settings
+            .search
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "docker.io".into()),
+    }
+}
+
+fn prompt(label: &str, hidden: bool) -> Result<String> {
+    let mut err = std::io::stderr();
+    write!(err, "{label}")?;
+    err.flush()?;
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    if hidden && stdin.is_terminal() {
+        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+        let old = tcgetattr(&stdin)?;
+        let mut quiet = old.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        tcsetattr(&stdin, SetArg::TCSANOW, &quiet)?;
+        let r = stdin.lock().read_line(&mut line);
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &old);
+        writeln!(err)?;
+        r?;
+    } else {
+        stdin.lock().read_line(&mut line)?;
+    }
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+pub fn login(name: &str, args: &[String]) -> Result<u8> {
+    let a: Args = match crate::applets::parse_args(name, args) {
+        Ok(a) => a,
+        Err(code) => return Ok(code),
+    };
+    berth::log::init_cli();
+    let settings =
+        Settings::load(a.config.as_deref())?.with_flags(&[], &[], &a.insecure_registry)?;
+    let host = host_of(a.server.as_deref(), &settings);
+    let user = match a.username {
+        Some(u) => u,
+        None => prompt("Username: ", false)?,
+    };
+    let pass = match (a.password, a.password_stdin) {
+        (Some(_), true) => {
+            return Err(Error::usage(
+                "--password and --password-stdin are mutually exclusive",
+            ));
+        }
+        (Some(p), false) => p,
+        (None, true) => {
+            let mut l = String::new();
+            std::io::stdin().lock().read_line(&mut l)?;
+            l.trim_end_matches(['\r', '\n']).to_string()
+        }
+        (None, false) => prompt("Password: ", true)?,
+    };
+    if user.is_empty() || pass.is_empty() {
+        return Err(Error::usage("user name and password must not be empty"));
+    }
+    Registry::new(&host, &settings)?
+        .with_credentials(&user, &pass)
+        .ping()?;
+    let path = berth::auth::dockercfg::store(&host, &user, &pass)?;
+    eprintln!(
+        "WARNING! Your password will be stored unencrypted in {}.",
+        path.display()
+    );
+    println!("Login Succeeded");
+    Ok(0)
+}
+
+#[derive(FromArgs)]
+/// Remove stored credentials for a registry.
+struct LogoutArgs {
+    /// client settings file (default /etc/berth/client.yml or BERTH_CLIENT_CONFIG)
+    #[argh(option)]
+    config: Option<PathBuf>,
+    /// registry HOST[:PORT] (default: the first search registry, else docker.io)
+    #[argh(positional)]
+    server: Option<String>,
+}
+
+pub fn logout(name: &str, args: &[String]) -> Result<u8> {
+    let a: LogoutArgs = match crate::applets::parse_args(name, args) {
+        Ok(a) => a,
+        Err(code) => return Ok(code),
+    };
+    let settings = Settings::load(a.config.as_deref())?;
+    let host = host_of(a.server.as_deref(), &settings);
+    if berth::auth::dockercfg::remove(&host)? {
+        println!("Removing login credentials for {host}");
+    } else {
+        println!("Not logged in to {host}");
+    }
+    Ok(0)
+}

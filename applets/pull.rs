@@ -1,0 +1,63 @@
+//! `pull NAME[:TAG|@DIGEST]`: fetch an image into the local store, verifying every
+//! digest; short names are looked up in the configured search registries.
+
+use argh::FromArgs;
+use berth::error::Result;
+use berth::progress::Progress;
+use berth::reference::Reference;
+use berth::registry::{Settings, transfer};
+use berth::store::local::{LocalStore, root_from};
+use std::path::PathBuf;
+
+#[derive(FromArgs)]
+/// Pull an image from a registry into the local store.
+struct Args {
+    /// no progress output
+    #[argh(switch, short = 'q')]
+    quiet: bool,
+    /// graph root of the local image store (default /var/lib/berth or BERTH_ROOT)
+    #[argh(option, short = 'g')]
+    graph: Option<PathBuf>,
+    /// client settings file (default /etc/berth/client.yml or BERTH_CLIENT_CONFIG)
+    #[argh(option)]
+    config: Option<PathBuf>,
+    /// registry to search for short names (repeatable)
+    #[argh(option)]
+    add_registry: Vec<String>,
+    /// registry never to use (repeatable)
+    #[argh(option)]
+    block_registry: Vec<String>,
+    /// registry allowed over HTTP or unverified TLS (repeatable)
+    #[argh(option)]
+    insecure_registry: Vec<String>,
+    /// image, NAME[:TAG|@DIGEST]
+    #[argh(positional)]
+    image: String,
+}
+
+pub fn main(name: &str, args: &[String]) -> Result<u8> {
+    let a: Args = match crate::applets::parse_args(name, args) {
+        Ok(a) => a,
+        Err(code) => return Ok(code),
+    };
+    berth::log::init_cli();
+    let settings = Settings::load(a.config.as_deref())?.with_flags(
+        &a.add_registry,
+        &a.block_registry,
+        &a.insecure_registry,
+    )?;
+    let store = LocalStore::open(&root_from(a.graph.as_deref()))?;
+    let r = Reference::parse(&a.image)?;
+    let progress = Progress::new(a.quiet);
+    let pulled = transfer::pull(&store, &settings, &r, &progress)?;
+    if !a.quiet {
+        let what = if pulled.downloaded {
+            "Downloaded newer image for"
+        } else {
+            "Image is up to date for"
+        };
+        eprintln!("Status: {what} {}", pulled.reference);
+    }
+    println!("{}", pulled.reference);
+    Ok(0)
+}

@@ -1,0 +1,396 @@
+//! Layer archives: deterministic gzip ([`gzip`]), a validating pass-through that
+//! turns an untrusted rootfs tarball into a layer, and a safe extractor.
+//!
+//! Safety rule for every tar berth reads: no entry may leave its root — no `..`
+//! component, no write through a symlink, no hard link to outside. A violation is
+//! an error naming the entry, never a silent skip.
+
+pub mod gzip;
+
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::error::{Context, Error, Kind, Result};
+use std::io::{self, Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+/// What a pass over a tar stream found.
+#[derive(Debug, Clone)]
+pub struct TarSummary {
+    /// sha256 of the uncompressed tar bytes (the layer's diff_id).
+    pub diff_id: Digest,
+    /// Uncompressed size in bytes.
+    pub size: u64,
+    pub entries: u64,
+}
+
+/// Normalise an entry path to a relative path inside the root, or refuse it.
+pub fn safe_relative(p: &Path) -> Result<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                return Err(Error::invalid(format!(
+                    "tar entry {:?} leaves its root (..)",
+                    p.display().to_string()
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads from `inner` and copies everything read into `out` and a hasher.
+struct Tee<R, W> {
+    inner: R,
+    out: W,
+    hasher: Hasher,
+    count: u64,
+}
+
+impl<R: Read, W: Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out.write_all(&buf[..n])?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Copy a tar stream to `out` byte for byte while checking that it is a complete,
+/// well-formed tar whose entries stay inside their root. Errors name the entry or
+/// say the archive is truncated.
+pub fn copy_validated<R: Read, W: Write>(input: R, out: W) -> Result<(TarSummary, W)> {
+    let tee = Tee {
+        inner: input,
+        out,
+        hasher: Hasher::new(Algorithm::Sha256),
+        count: 0,
+    };
+    let mut ar = tar::Archive::new(tee);
+    let mut entries = 0u64;
+    let saw_end;
+    {
+        let iter = ar
+            .entries()
+            .map_err(|e| Error::with_source(Kind::Invalid, "not a tar archive", e))?;
+        for e in iter {
+            let mut e = e.map_err(|e| {
+                Error::with_source(
+                    Kind::Invalid,
+                    format!("corrupt or truncated tar archive after {entries} entries"),
+                    e,
+                )
+            })?;
+            let path = e
+                .path()
+                .map_err(|err| {
+                    Error::with_source(Kind::Invalid, "tar entry with an unreadable name", err)
+                })?
+                .into_owned();
+            safe_relative(&path)?;
+            if let Some(target) = e.link_name().ok().flatten() {
+                if e.header().entry_type().is_hard_link() {
+                    safe_relative(&target)
+                        .map_err(|err| err.context(format!("hard link {}", path.display())))?;
+                }
+            }
+            // Read the data through, so a short archive fails here and not later.
+            let want = e.size();
+            let got = io::copy(&mut e, &mut io::sink()).map_err(|err| {
+                Error::with_source(
+                    Kind::Invalid,
+                    format!("truncated tar archive in entry {}", path.display()),
+                    err,
+                )
+            })?;
+            if got != want {
+                return Err(Error::invalid(format!(
+                    "truncated tar archive: entry {} has {got} of {want} bytes",
+                    path.display()
+                )));
+            }
+            entries += 1;
+        }
+        saw_end = true;
+    }
+    let mut tee = ar.into_inner();
+    // The end-of-archive blocks and any padding after them belong to the layer too.
+    io::copy(&mut tee, &mut io::sink()).context("reading the end of the tar archive")?;
+    if !saw_end || (entries == 0 && tee.count < 1024) {
+        return Err(Error::invalid(
+            "not a tar archive (no entries and no end-of-archive marker)",
+        ));
+    }
+    let summary = TarSummary {
+        diff_id: tee.hasher.finish(),
+        size: tee.count,
+        entries,
+    };
+    Ok((summary, tee.out))
+}
+
+/// Unpack a tar stream under `dest`, refusing anything that would leave it.
+/// Handles OCI whiteouts (`.wh.NAME` deletes NAME, `.wh..wh..opq` empties the
+/// directory). Ownership and device nodes are applied only when running as root.
+pub fn extract<R: Read>(input: R, dest: &Path) -> Result<u64> {
+    std::fs::create_dir_all(dest).with_context(|| format!("create {}", dest.display()))?;
+    let root = nix::unistd::geteuid().is_root();
+    let mut ar = tar::Archive::new(input);
+    ar.set_preserve_permissions(true);
+    ar.set_preserve_mtime(true);
+    ar.set_unpack_xattrs(false);
+    let mut n = 0u64;
+    let mut dir_times: Vec<(PathBuf, u64)> = Vec::new();
+    for e in ar
+        .entries()
+        .map_err(|e| Error::with_source(Kind::Invalid, "not a tar archive", e))?
+    {
+        let mut e = e.map_err(|e| {
+            Error::with_source(Kind::Invalid, "corrupt or truncated tar archive", e)
+        })?;
+        let raw = e
+            .path()
+            .map_err(|err| Error::with_source(Kind::Invalid, "unreadable entry name", err))?
+            .into_owned();
+        let rel = safe_relative(&raw)?;
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        check_no_symlink_parents(dest, &rel)?;
+        let target = dest.join(&rel);
+        let name = rel
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name == ".wh..wh..opq" {
+            let dir = target.parent().unwrap_or(dest);
+            if let Ok(rd) = std::fs::read_dir(dir) {
+                for c in rd.flatten() {
+                    remove_any(&c.path())?;
+                }
+            }
+            continue;
+        }
+        if let Some(victim) = name.strip_prefix(".wh.") {
+            remove_any(&target.with_file_name(victim))?;
+            continue;
+        }
+        let kind = e.header().entry_type();
+        if target.symlink_metadata().is_ok() && !(kind.is_dir() && target.is_dir()) {
+            remove_any(&target)?;
+        }
+        if let Some(p) = target.parent() {
+            std::fs::create_dir_all(p).with_context(|| format!("create {}", p.display()))?;
+        }
+        match kind {
+            k if k.is_hard_link() => {
+                let link = e.link_name().ok().flatten().ok_or_else(|| {
+                    Error::invalid(format!("hard link {} without target", rel.display()))
+                })?;
+                let lrel = safe_relative(&link)?;
+                check_no_symlink_parents(dest, &lrel)?;
+                std::fs::hard_link(dest.join(&lrel), &target)
+                    .with_context(|| format!("link {}", rel.display()))?;
+            }
+            k if k.is_character_special() || k.is_block_special() || k.is_fifo() => {
+                if !root && !k.is_fifo() {
+                    log::debug!("skipping device node {} (not root)", rel.display());
+                    continue;
+                }
+                let h = e.header();
+                let node = if k.is_fifo() {
+                    crate::sys::NodeKind::Fifo
+                } else if k.is_block_special() {
+                    crate::sys::NodeKind::Block
+                } else {
+                    crate::sys::NodeKind::Char
+                };
+                let op = crate::sys::Op::Mknod {
+                    path: target.clone(),
+                    kind: node,
+                    mode: h.mode().unwrap_or(0o644) & 0o7777,
+                    major: h.device_major().ok().flatten().unwrap_or(0) as u64,
+                    minor: h.device_minor().ok().flatten().unwrap_or(0) as u64,
+                };
+                crate::sys::apply(&crate::sys::Linux, &[op])?;
+            }
+            _ => {
+                e.set_preserve_permissions(true);
+                e.unpack(&target).map_err(|err| {
+                    Error::with_source(Kind::Io, format!("unpack {}", rel.display()), err)
+                })?;
+                if kind.is_dir() {
+                    if let Ok(m) = e.header().mtime() {
+                        dir_times.push((target.clone(), m));
+                    }
+                }
+            }
+        }
+        if root {
+            let h = e.header();
+            if let (Ok(uid), Ok(gid)) = (h.uid(), h.gid()) {
+                crate::sys::apply(
+                    &crate::sys::Linux,
+                    &[crate::sys::Op::Chown {
+                        path: target.clone(),
+                        uid: uid as u32,
+                        gid: gid as u32,
+                    }],
+                )?;
+                // chown clears set-id bits: put the mode back.
+                if !kind.is_symlink() {
+                    if let Ok(mode) = h.mode() {
+                        use std::os::unix::fs::PermissionsExt;
+                        let _ = std::fs::set_permissions(
+                            &target,
+                            std::fs::Permissions::from_mode(mode & 0o7777),
+                        );
+                    }
+                }
+            }
+        }
+        n += 1;
+    }
+    // Directory mtimes last: creating entries inside them changed them.
+    for (d, m) in dir_times.into_iter().rev() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(m);
+        if let Ok(f) = std::fs::File::open(&d) {
+            let _ = f.set_modified(t);
+        }
+    }
+    Ok(n)
+}
+
+fn remove_any(p: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => {
+            std::fs::remove_dir_all(p).with_context(|| format!("remove {}", p.display()))
+        }
+        Ok(_) => std::fs::remove_file(p).with_context(|| format!("remove {}", p.display())),
+        Err(_) => Ok(()),
+    }
+}
+
+// Every existing parent of `rel` under `root` must be a real directory: writing
+// through a symlink planted by an earlier entry could land anywhere.
+fn check_no_symlink_parents(root: &Path, rel: &Path) -> Result<()> {
+    let mut cur = root.to_path_buf();
+    let comps: Vec<_> = rel.components().collect();
+    for c in &comps[..comps.len().saturating_sub(1)] {
+        cur.push(c);
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(Error::invalid(format!(
+                    "tar entry {} would be written through the symlink {}",
+                    rel.display(),
+                    cur.display()
+                )));
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(Error::invalid(format!(
+                    "tar entry {} needs {} to be a directory",
+                    rel.display(),
+                    cur.display()
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Open a possibly gzip-compressed stream as plain bytes (detected by content).
+pub fn decompressed<R: Read + Send + 'static>(mut r: R) -> Result<Box<dyn Read + Send>> {
+    let mut head = [0u8; 6];
+    let mut got = 0;
+    while got < head.len() {
+        let n = r.read(&mut head[got..])?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    let prefix = io::Cursor::new(head[..got].to_vec());
+    let chained = prefix.chain(r);
+    if gzip::is_gzip(&head[..got]) {
+        return Ok(Box::new(flate2::read::MultiGzDecoder::new(chained)));
+    }
+    if head[..got].starts_with(b"BZh")
+        || head[..got].starts_with(&[0xfd, b'7', b'z', b'X', b'Z'])
+        || head[..got].starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+    {
+        return Err(Error::new(
+            Kind::Unsupported,
+            "bzip2, xz and zstd input are not supported: decompress it or use gzip",
+        ));
+    }
+    Ok(Box::new(chained))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            // set_path refuses "..": write the raw name to test hostile archives
+            let bytes = name.as_bytes();
+            h.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn validated_copy_is_byte_exact_and_refuses_escapes() {
+        let t = tar_of(&[("etc/hosts", b"127.0.0.1 localhost\n"), ("./bin/sh", b"x")]);
+        let (s, out) = copy_validated(&t[..], Vec::new()).unwrap();
+        assert_eq!(out, t);
+        assert_eq!(s.diff_id, Digest::sha256(&t));
+        assert_eq!(s.entries, 2);
+        let bad = tar_of(&[("../../etc/passwd", b"x")]);
+        let e = copy_validated(&bad[..], Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("leaves its root"), "{e}");
+        let truncated = &t[..700];
+        assert!(copy_validated(truncated, Vec::new()).is_err());
+        assert!(copy_validated(&b"definitely not a tar archive"[..], Vec::new()).is_err());
+    }
+
+    #[test]
+    fn extract_refuses_symlink_tricks_and_applies_whiteouts() {
+        let dir = std::env::temp_dir().join(format!("berth-x-{}", crate::util::uuid4()));
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        b.append_link(&mut h, "evil", "/tmp").unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "evil/planted", &b"x"[..]).unwrap();
+        let hostile = b.into_inner().unwrap();
+        let e = extract(&hostile[..], &dir).unwrap_err();
+        assert!(e.to_string().contains("through the symlink"), "{e}");
+        assert!(!Path::new("/tmp/planted").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let base = tar_of(&[("a/keep", b"1"), ("a/gone", b"2"), ("b/x", b"3")]);
+        extract(&base[..], &dir).unwrap();
+        let upper = tar_of(&[("a/.wh.gone", b""), ("b/.wh..wh..opq", b""), ("b/y", b"4")]);
+        extract(&upper[..], &dir).unwrap();
+        assert!(dir.join("a/keep").exists());
+        assert!(!dir.join("a/gone").exists());
+        assert!(!dir.join("b/x").exists());
+        assert!(dir.join("b/y").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,407 @@
+//! Images as files, the air-gap path: `save` and `load`.
+//!
+//! `save` writes a docker-archive that is at the same time an OCI image layout (as
+//! docker 25+ does): `manifest.json` (Config, RepoTags, Layers) and `repositories`
+//! for `docker load` and skopeo's `docker-archive:`, and `oci-layout`,
+//! `index.json`, `blobs/sha256/…` with every blob exactly as stored — so loading it
+//! back keeps manifest digests, and the repo digests travel as index annotations.
+//! `--format oci` writes only the OCI layout.
+//!
+//! `load` reads either format (plain or gzip'd). An OCI index is preferred, since
+//! it keeps manifests byte-exact; a plain docker-archive (docker save, skopeo) gets
+//! a new schema2 manifest over its config, with each layer kept if it is
+//! compressed already and gzip'd deterministically if not. Every blob, and every
+//! layer's diff_id against the config, is verified before anything is recorded.
+
+use super::Format;
+use crate::archive::gzip::{DEFAULT_LEVEL, ParallelGzip, is_gzip};
+use crate::digest::{Digest, HashingReader};
+use crate::error::{Context, Error, Kind, Result};
+use crate::oci::{AnyManifest, Descriptor, ImageConfig, Index, Manifest, MediaType, Parsed};
+use crate::store::local::{ImageMeta, LocalStore, split_tag};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// Annotations on index.json entries.
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+const IMAGE_NAME: &str = "io.containerd.image.name";
+const REPO_DIGESTS: &str = "io.berth.repo-digests";
+
+/// One `manifest.json` entry of a docker-archive.
+#[derive(Debug, Serialize, Deserialize)]
+struct ArchiveEntry {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags", default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(rename = "Layers")]
+    layers: Vec<String>,
+}
+
+/// An image to save: the manifest and the names it goes by.
+pub struct SaveItem {
+    pub manifest: Digest,
+    pub tags: Vec<String>,
+}
+
+fn blob_name(d: &Digest) -> String {
+    format!("blobs/{}/{}", d.algorithm().as_str(), d.hex())
+}
+
+fn append_bytes<W: Write>(
+    b: &mut tar::Builder<W>,
+    name: &str,
+    data: &[u8],
+    mode: u32,
+) -> Result<()> {
+    let mut h = tar::Header::new_ustar();
+    h.set_size(data.len() as u64);
+    h.set_mode(mode);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_data(&mut h, name, data).context(name)
+}
+
+fn append_dir<W: Write>(b: &mut tar::Builder<W>, name: &str) -> Result<()> {
+    let mut h = tar::Header::new_ustar();
+    h.set_size(0);
+    h.set_mode(0o755);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Directory);
+    b.append_data(&mut h, name, std::io::empty()).context(name)
+}
+
+/// Write `items` as a docker-archive (+ OCI layout) or, with `Format::Oci`, as an
+/// OCI layout only. Entries are in a fixed order with zero mtimes, so the same
+/// images give the same file.
+pub fn save<W: Write>(store: &LocalStore, items: &[SaveItem], format: Format, out: W) -> Result<W> {
+    let refs = store.refs()?;
+    let mut b = tar::Builder::new(out);
+    b.mode(tar::HeaderMode::Deterministic);
+    let mut blobs: BTreeSet<Digest> = BTreeSet::new();
+    let mut entries = Vec::new();
+    let mut index = Vec::new();
+    let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for it in items {
+        let img = store.image(&it.manifest)?;
+        blobs.insert(it.manifest.clone());
+        blobs.insert(img.config_digest.clone());
+        for l in img.layers() {
+            if store.has_blob(&l.digest).is_none() {
+                return Err(Error::not_found(format!(
+                    "layer {} of {} is not in the store",
+                    l.digest, it.manifest
+                )));
+            }
+            blobs.insert(l.digest.clone());
+        }
+        entries.push(ArchiveEntry {
+            config: blob_name(&img.config_digest),
+            repo_tags: (!it.tags.is_empty()).then(|| it.tags.clone()),
+            layers: img.layers().iter().map(|l| blob_name(&l.digest)).collect(),
+        });
+        let top = img
+            .layers()
+            .last()
+            .map(|l| l.digest.hex().to_string())
+            .unwrap_or_default();
+        for t in &it.tags {
+            let (n, tag) = split_tag(t);
+            repositories
+                .entry(n.to_string())
+                .or_default()
+                .insert(tag.to_string(), top.clone());
+        }
+        let repo_digests: Vec<String> = refs
+            .digests
+            .iter()
+            .flat_map(|(n, ds)| {
+                ds.iter()
+                    .filter(|d| **d == it.manifest)
+                    .map(move |d| format!("{n}@{d}"))
+            })
+            .collect();
+        let names: Vec<Option<&String>> = if it.tags.is_empty() {
+            vec![None]
+        } else {
+            it.tags.iter().map(Some).collect()
+        };
+        for name in names {
+            let mut d = Descriptor::new(
+                img.media_type.clone(),
+                it.manifest.clone(),
+                img.manifest_bytes.len() as u64,
+            );
+            let mut ann = BTreeMap::new();
+            if let Some(n) = name {
+                ann.insert(IMAGE_NAME.to_string(), n.clone());
+                ann.insert(REF_NAME.to_string(), split_tag(n).1.to_string());
+            }
+            if !repo_digests.is_empty() {
+                ann.insert(REPO_DIGESTS.to_string(), repo_digests.join(","));
+            }
+            if !ann.is_empty() {
+                d.annotations = Some(ann);
+            }
+            index.push(d);
+        }
+    }
+    append_bytes(
+        &mut b,
+        "oci-layout",
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+        0o644,
+    )?;
+    append_dir(&mut b, "blobs/")?;
+    append_dir(&mut b, "blobs/sha256/")?;
+    for d in &blobs {
+        let mut f = store.open_blob(d)?;
+        let len = f.metadata()?.len();
+        let mut h = tar::Header::new_ustar();
+        h.set_size(len);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, blob_name(d), &mut f)
+            .with_context(|| format!("write {d}"))?;
+    }
+    let idx = Index::new(MediaType::OciIndex, index);
+    append_bytes(
+        &mut b,
+        "index.json",
+        &serde_json::to_vec(&idx).map_err(|e| Error::internal(e.to_string()))?,
+        0o644,
+    )?;
+    if format == Format::Docker {
+        append_bytes(
+            &mut b,
+            "manifest.json",
+            &serde_json::to_vec(&entries).map_err(|e| Error::internal(e.to_string()))?,
+            0o644,
+        )?;
+        append_bytes(
+            &mut b,
+            "repositories",
+            &serde_json::to_vec(&repositories).map_err(|e| Error::internal(e.to_string()))?,
+            0o644,
+        )?;
+    }
+    b.into_inner().context("finish archive")
+}
+
+/// What `load` recorded: `(name or None, manifest digest, config digest)`.
+pub type Loaded = Vec<(Option<String>, Digest, Digest)>;
+
+/// Read an archive (either format, plain or gzip) into the store.
+pub fn load(store: &LocalStore, input: Box<dyn Read + Send>) -> Result<Loaded> {
+    let _lease = store.writer_lease()?;
+    let staging = store
+        .root()
+        .join("tmp")
+        .join(format!("load-{}", crate::util::uuid4()));
+    struct Cleanup<'a>(&'a Path);
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(self.0);
+        }
+    }
+    let _cleanup = Cleanup(&staging);
+    let plain = crate::archive::decompressed(input)?;
+    crate::archive::extract(plain, &staging).map_err(|e| e.context("reading the archive"))?;
+    if staging.join("index.json").is_file() && staging.join("oci-layout").is_file() {
+        load_oci(store, &staging)
+    } else if staging.join("manifest.json").is_file() {
+        load_docker(store, &staging)
+    } else {
+        Err(Error::invalid(
+            "not an image archive: neither manifest.json (docker-archive) nor index.json + oci-layout (OCI layout)",
+        ))
+    }
+}
+
+// Put a file of the staging dir into the store, checking its digest.
+fn ingest(store: &LocalStore, path: &Path, expected: &Digest) -> Result<u64> {
+    if let Some(n) = store.has_blob(expected) {
+        return Ok(n);
+    }
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| Error::from(e).context(format!("archive lacks {}", path.display())))?;
+    let (_, n) = store
+        .put_stream(&mut f, Some(expected))
+        .map_err(|e| e.context(format!("blob {expected} in the archive")))?;
+    Ok(n)
+}
+
+fn load_oci(store: &LocalStore, dir: &Path) -> Result<Loaded> {
+    let idx: Index = serde_json::from_slice(&std::fs::read(dir.join("index.json"))?)
+        .map_err(|e| Error::invalid(format!("index.json: {e}")))?;
+    let blob = |d: &Digest| dir.join(blob_name(d));
+    let mut out = Vec::new();
+    for entry in &idx.manifests {
+        ingest(store, &blob(&entry.digest), &entry.digest)?;
+        let bytes = store.read_blob(&entry.digest)?;
+        let parsed = Parsed::parse(&bytes, Some(entry.media_type.as_str()))?;
+        let (mdigest, index_digest, mparsed) = if parsed.media_type.is_index() {
+            let choice = crate::registry::transfer::select_platform(&parsed)?;
+            ingest(store, &blob(&choice.digest), &choice.digest)?;
+            let mb = store.read_blob(&choice.digest)?;
+            (
+                choice.digest.clone(),
+                Some(entry.digest.clone()),
+                Parsed::parse(&mb, Some(choice.media_type.as_str()))?,
+            )
+        } else {
+            (entry.digest.clone(), None, parsed)
+        };
+        let AnyManifest::Image(m) = &mparsed.manifest else {
+            continue;
+        };
+        ingest(store, &blob(&m.config.digest), &m.config.digest)?;
+        for l in m.layers.iter().filter(|l| !l.media_type.is_foreign()) {
+            ingest(store, &blob(&l.digest), &l.digest)?;
+        }
+        let ann = entry.annotations.clone().unwrap_or_default();
+        let name = ann.get(IMAGE_NAME).cloned().or_else(|| {
+            // A bare OCI layout names only a tag; a full reference there is a name.
+            ann.get(REF_NAME)
+                .filter(|r| r.contains('/') || r.contains(':'))
+                .cloned()
+        });
+        let tags: Vec<String> = name.iter().cloned().collect();
+        store.tag(
+            &mdigest,
+            &tags,
+            ImageMeta {
+                size: None,
+                index: index_digest,
+            },
+        )?;
+        if let Some(rd) = ann.get(REPO_DIGESTS) {
+            for item in rd.split(',') {
+                if let Some((n, d)) = item.split_once('@') {
+                    if let Ok(d) = d.parse::<Digest>() {
+                        store.add_repo_digest(n, &d)?;
+                    }
+                }
+            }
+        }
+        out.push((name, mdigest, m.config.digest.clone()));
+    }
+    Ok(out)
+}
+
+fn load_docker(store: &LocalStore, dir: &Path) -> Result<Loaded> {
+    let entries: Vec<ArchiveEntry> =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json"))?)
+            .map_err(|e| Error::invalid(format!("manifest.json: {e}")))?;
+    let mut out = Vec::new();
+    for e in entries {
+        let cfg_path = dir.join(crate::archive::safe_relative(Path::new(&e.config))?);
+        let cfg_bytes = std::fs::read(&cfg_path)
+            .map_err(|err| Error::from(err).context(format!("archive lacks {}", e.config)))?;
+        let config: ImageConfig = serde_json::from_slice(&cfg_bytes)
+            .map_err(|err| Error::invalid(format!("{}: {err}", e.config)))?;
+        let config_digest = store.put_bytes(&cfg_bytes)?;
+        // docker-archive names the config by its digest: hold it to that.
+        let stem = Path::new(&e.config)
+            .file_name()
+            .and_then(|s| s.to_str())
+            .unwrap_or("")
+            .trim_end_matches(".json")
+            .to_string();
+        if stem.len() == 64 && stem != config_digest.hex() {
+            return Err(Error::new(
+                Kind::Digest,
+                format!("{} does not hash to its name", e.config),
+            ));
+        }
+        if config.rootfs.diff_ids.len() != e.layers.len() {
+            return Err(Error::invalid(format!(
+                "{}: {} layers listed, config has {} diff_ids",
+                e.config,
+                e.layers.len(),
+                config.rootfs.diff_ids.len()
+            )));
+        }
+        let mut descs = Vec::new();
+        for (i, l) in e.layers.iter().enumerate() {
+            let p = dir.join(crate::archive::safe_relative(Path::new(l))?);
+            descs.push(
+                layer_blob(store, &p, &config.rootfs.diff_ids[i]).map_err(|err| err.context(l))?,
+            );
+        }
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(MediaType::DockerManifest),
+            artifact_type: None,
+            config: Descriptor::new(
+                MediaType::DockerConfig,
+                config_digest.clone(),
+                cfg_bytes.len() as u64,
+            ),
+            layers: descs,
+            subject: None,
+            annotations: None,
+            extra: Default::default(),
+        };
+        let mbytes =
+            serde_json::to_vec(&manifest).map_err(|err| Error::internal(err.to_string()))?;
+        let mdigest = store.put_bytes(&mbytes)?;
+        let tags = e.repo_tags.clone().unwrap_or_default();
+        store.tag(&mdigest, &tags, ImageMeta::default())?;
+        if tags.is_empty() {
+            out.push((None, mdigest.clone(), config_digest.clone()));
+        }
+        for t in tags {
+            out.push((Some(t), mdigest.clone(), config_digest.clone()));
+        }
+    }
+    Ok(out)
+}
+
+// A layer file of a docker-archive as a stored gzip blob whose content has the
+// expected diff_id: gzip'd files are kept as they are, plain tars compressed.
+fn layer_blob(store: &LocalStore, path: &Path, diff_id: &Digest) -> Result<Descriptor> {
+    let mut head = [0u8; 2];
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| Error::from(e).context(format!("archive lacks {}", path.display())))?;
+    let n = f.read(&mut head)?;
+    drop(f);
+    if is_gzip(&head[..n]) {
+        let mut r = HashingReader::new(
+            flate2::read::MultiGzDecoder::new(std::fs::File::open(path)?),
+            diff_id.algorithm(),
+        );
+        std::io::copy(&mut r, &mut std::io::sink())
+            .map_err(|e| Error::with_source(Kind::Invalid, "corrupt gzip layer", e))?;
+        let (got, _) = r.finish();
+        if &got != diff_id {
+            return Err(Error::new(
+                Kind::Digest,
+                format!("layer content has diff_id {got}, the config says {diff_id}"),
+            ));
+        }
+        let mut f = std::fs::File::open(path)?;
+        let (d, size) = store.put_stream(&mut f, None)?;
+        return Ok(Descriptor::new(MediaType::DockerLayerGzip, d, size));
+    }
+    let gz = ParallelGzip::new(
+        store.writer()?,
+        DEFAULT_LEVEL,
+        ParallelGzip::<Vec<u8>>::default_threads(),
+    );
+    let mut r = HashingReader::new(std::fs::File::open(path)?, diff_id.algorithm());
+    let mut gz = gz;
+    std::io::copy(&mut r, &mut gz)?;
+    let (got, _) = r.finish();
+    if &got != diff_id {
+        return Err(Error::new(
+            Kind::Digest,
+            format!("layer content has diff_id {got}, the config says {diff_id}"),
+        ));
+    }
+    let (d, size) = gz.finish()?.commit(None)?;
+    Ok(Descriptor::new(MediaType::DockerLayerGzip, d, size))
+}

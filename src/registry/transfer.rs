@@ -1,0 +1,445 @@
+//! Pull and push between a registry and the local image store.
+//!
+//! Pull: content negotiation for OCI and Docker manifests and indexes, the
+//! platform's manifest picked from an index, every blob streamed through a
+//! digest check into the store (nothing is kept that does not match), up to three
+//! layers at a time; a reference by digest that the store already has needs no
+//! network at all.
+//!
+//! Push: each blob is HEADed first and skipped if the registry has it; if another
+//! repository of the same registry is known to hold it, a cross-repository mount is
+//! tried; otherwise it is uploaded in one PUT, or in `--chunk-size` PATCHes with
+//! retries from the registry's reported offset. The manifest goes last, with its
+//! own media type.
+
+use super::client::{FetchedManifest, Registry};
+use super::settings::Settings;
+use crate::digest::{Digest, VerifyingReader};
+use crate::error::{Error, Kind, Result};
+use crate::oci::{AnyManifest, Descriptor, Parsed};
+use crate::progress::{Counted, Progress};
+use crate::reference::Reference;
+use crate::store::local::{ImageMeta, LocalStore, split_tag};
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+/// Layers transferred at once, as docker does.
+const PARALLEL: usize = 3;
+
+/// The platform pulled from an index.
+pub const OS: &str = "linux";
+pub const ARCH: &str = "amd64";
+
+/// What a pull did.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The fully qualified reference that was found.
+    pub reference: Reference,
+    /// The image manifest stored.
+    pub manifest: Digest,
+    /// The digest the registry knows the reference by (index or manifest).
+    pub repo_digest: Digest,
+    /// False when everything was already local.
+    pub downloaded: bool,
+}
+
+fn short(d: &Digest) -> &str {
+    d.short()
+}
+
+/// Pick the linux/amd64 entry of an index.
+pub fn select_platform(index: &Parsed) -> Result<Descriptor> {
+    let AnyManifest::Index(i) = &index.manifest else {
+        return Err(Error::internal("not an index"));
+    };
+    i.manifests
+        .iter()
+        .find(|m| {
+            m.platform
+                .as_ref()
+                .is_some_and(|p| p.os == OS && p.architecture == ARCH)
+        })
+        .or_else(|| {
+            i.manifests
+                .iter()
+                .find(|m| m.platform.is_none() && m.media_type.is_image_manifest())
+        })
+        .cloned()
+        .ok_or_else(|| Error::not_found(format!("no {OS}/{ARCH} image in this index")))
+}
+
+/// Pull `r` into the store (trying search registries for short names).
+pub fn pull(
+    store: &LocalStore,
+    settings: &Settings,
+    r: &Reference,
+    progress: &Progress,
+) -> Result<Pulled> {
+    let candidates = settings.candidates(r)?;
+    let _lease = store.writer_lease()?;
+    // Known by digest already: no network (moby#43570).
+    if let Some(d) = &r.digest {
+        if let Some(m) = store.resolve(&format!("x@{d}"))? {
+            if store.complete(&m) {
+                let full = candidates[0].clone();
+                if let Some(t) = &full.tag {
+                    store.tag(&m, &[format!("{}:{t}", full.name())], ImageMeta::default())?;
+                }
+                store.add_repo_digest(&full.name(), d)?;
+                return Ok(Pulled {
+                    reference: full,
+                    manifest: m,
+                    repo_digest: d.clone(),
+                    downloaded: false,
+                });
+            }
+        }
+    }
+    let mut last_err: Option<Error> = None;
+    for cand in &candidates {
+        let host = cand.registry_or_default();
+        let repo = cand.api_repository();
+        let reference = cand.api_reference();
+        let reg = match Registry::new(host, settings) {
+            Ok(reg) => reg,
+            Err(e) => {
+                last_err = Some(e);
+                continue;
+            }
+        };
+        let fetched = match reg.manifest(&repo, &reference) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                last_err = Some(Error::not_found(format!("{cand}: not found on {host}")));
+                continue;
+            }
+            Err(e)
+                if candidates.len() > 1 && matches!(e.kind(), Kind::Network | Kind::NotFound) =>
+            {
+                log::warn!("{e}");
+                last_err = Some(e);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        progress.line(&format!(
+            "{}: Pulling from {}",
+            cand.tag.as_deref().unwrap_or(&reference),
+            cand.name()
+        ));
+        return pull_from(store, &reg, cand, &repo, fetched, progress);
+    }
+    Err(last_err.unwrap_or_else(|| Error::not_found(format!("{r}: not found"))))
+}
+
+fn pull_from(
+    store: &LocalStore,
+    reg: &Registry,
+    cand: &Reference,
+    repo: &str,
+    top: FetchedManifest,
+    progress: &Progress,
+) -> Result<Pulled> {
+    let top_parsed = Parsed::parse(&top.bytes, Some(top.media_type.as_str()))?;
+    let (manifest, index) = if top_parsed.media_type.is_index() {
+        let choice = select_platform(&top_parsed)?;
+        let m = reg
+            .manifest(repo, &choice.digest.to_string())?
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "{}: {} lists {} which the registry does not have",
+                    reg.host, top.digest, choice.digest
+                ))
+            })?;
+        (m, Some(top.clone()))
+    } else {
+        (top.clone(), None)
+    };
+    let parsed = Parsed::parse(&manifest.bytes, Some(manifest.media_type.as_str()))?;
+    let AnyManifest::Image(img) = &parsed.manifest else {
+        return Err(Error::new(
+            Kind::Unsupported,
+            format!(
+                "{}: {cand} uses a manifest format berth cannot store (schema 1)",
+                reg.host
+            ),
+        ));
+    };
+    let mut blobs: Vec<&Descriptor> = vec![&img.config];
+    blobs.extend(img.layers.iter().filter(|l| !l.media_type.is_foreign()));
+    let downloaded = Mutex::new(false);
+    let errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
+    let queue = Mutex::new(blobs.iter().collect::<Vec<_>>());
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL.min(blobs.len()) {
+            s.spawn(|| {
+                loop {
+                    let Some(b) = queue.lock().unwrap().pop() else {
+                        return;
+                    };
+                    if !errors.lock().unwrap().is_empty() {
+                        return;
+                    }
+                    let is_config = b.digest == img.config.digest;
+                    if store.has_blob(&b.digest) == Some(b.size) {
+                        if !is_config {
+                            progress
+                                .task(short(&b.digest), b.size, "")
+                                .finish("Already exists");
+                        }
+                        continue;
+                    }
+                    let task = progress.task(short(&b.digest), b.size, "Downloading");
+                    let res = (|| -> Result<()> {
+                        let (body, _) = reg.blob(repo, &b.digest)?;
+                        let mut r = VerifyingReader::new(
+                            Counted {
+                                inner: body.into_reader(),
+                                task: &task,
+                            },
+                            b.digest.clone(),
+                            Some(b.size),
+                        );
+                        store.put_stream(&mut r, Some(&b.digest)).map_err(|e| {
+                            if e.to_string().contains("digest mismatch")
+                                || e.to_string().contains("bytes, expected")
+                                || e.kind() == Kind::Digest
+                            {
+                                Error::new(
+                                    Kind::Digest,
+                                    format!(
+                                        "{}: blob {} failed verification ({e}); nothing was stored",
+                                        reg.host, b.digest
+                                    ),
+                                )
+                            } else {
+                                e
+                            }
+                        })?;
+                        Ok(())
+                    })();
+                    match res {
+                        Ok(()) => {
+                            *downloaded.lock().unwrap() = true;
+                            if !is_config {
+                                task.finish("Pull complete");
+                            }
+                        }
+                        Err(e) => {
+                            task.finish("Failed");
+                            errors.lock().unwrap().push(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = errors.into_inner().unwrap().into_iter().next() {
+        return Err(e);
+    }
+    // Manifests last: an image is only recorded once everything it needs is here.
+    let mdigest = store.put_bytes(&manifest.bytes)?;
+    let index_digest = match &index {
+        Some(i) => Some(store.put_bytes(&i.bytes)?),
+        None => None,
+    };
+    let repo_digest = index_digest.clone().unwrap_or_else(|| mdigest.clone());
+    let name = cand.name();
+    let mut tags = Vec::new();
+    if cand.digest.is_none() || cand.tag.is_some() {
+        tags.push(format!(
+            "{name}:{}",
+            cand.tag.as_deref().unwrap_or("latest")
+        ));
+    }
+    store.tag(
+        &mdigest,
+        &tags,
+        ImageMeta {
+            size: None,
+            index: index_digest,
+        },
+    )?;
+    store.add_repo_digest(&name, &repo_digest)?;
+    let downloaded = downloaded.into_inner().unwrap();
+    progress.line(&format!("Digest: {repo_digest}"));
+    Ok(Pulled {
+        reference: cand.clone(),
+        manifest: mdigest,
+        repo_digest,
+        downloaded,
+    })
+}
+
+/// Options of a push.
+#[derive(Debug, Clone, Default)]
+pub struct PushOptions {
+    /// Upload in PATCHes of this many bytes (registries behind body-capping proxies).
+    pub chunk_size: Option<u64>,
+}
+
+/// Repositories on `host` that the store knows to hold `blob` (for mounts).
+fn mount_sources(store: &LocalStore, host: &str, blob: &Digest, except: &str) -> Vec<String> {
+    let Ok(refs) = store.refs() else {
+        return Vec::new();
+    };
+    let mut out = BTreeSet::new();
+    let names = refs
+        .tags
+        .iter()
+        .map(|(k, m)| (split_tag(k).0.to_string(), m.clone()))
+        .chain(
+            refs.digests
+                .iter()
+                .flat_map(|(n, ds)| ds.iter().map(move |d| (n.clone(), d.clone()))),
+        );
+    for (name, m) in names {
+        let Some(rest) = name.strip_prefix(&format!("{host}/")) else {
+            continue;
+        };
+        if rest == except {
+            continue;
+        }
+        let Ok(Some(md)) = store.resolve(&format!("x@{m}")) else {
+            continue;
+        };
+        if let Ok(img) = store.image(&md) {
+            if img.config_digest == *blob || img.layers().iter().any(|l| &l.digest == blob) {
+                out.insert(rest.to_string());
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// Push the local image `local` to `target` (which names the registry).
+pub fn push(
+    store: &LocalStore,
+    settings: &Settings,
+    local: &str,
+    target: &Reference,
+    opts: &PushOptions,
+    progress: &Progress,
+) -> Result<Digest> {
+    let md = store
+        .resolve(local)?
+        .ok_or_else(|| Error::not_found(format!("no such image: {local}")))?;
+    let img = store.image(&md)?;
+    let host = target.registry_or_default().to_string();
+    let repo = target.api_repository();
+    let reg = Registry::new(&host, settings)?;
+    progress.line(&format!(
+        "The push refers to repository [{}]",
+        target.name()
+    ));
+    let mut blobs: Vec<Descriptor> = img
+        .layers()
+        .iter()
+        .filter(|l| !l.media_type.is_foreign())
+        .cloned()
+        .collect();
+    if let AnyManifest::Image(m) = &img.parsed.manifest {
+        blobs.push(m.config.clone());
+    }
+    let errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
+    let queue = Mutex::new(blobs.iter().collect::<Vec<_>>());
+    // Make sure auth is settled for this scope before streams go out.
+    reg.blob_size(&repo, &img.config_digest, true)?;
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL.min(blobs.len()) {
+            s.spawn(|| {
+                loop {
+                    let Some(b) = queue.lock().unwrap().pop() else {
+                        return;
+                    };
+                    if !errors.lock().unwrap().is_empty() {
+                        return;
+                    }
+                    if let Err(e) = push_blob(store, &reg, &host, &repo, b, opts, progress) {
+                        errors.lock().unwrap().push(e);
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = errors.into_inner().unwrap().into_iter().next() {
+        return Err(e);
+    }
+    let tag = target.tag.clone().unwrap_or_else(|| "latest".into());
+    let digest = reg.put_manifest(&repo, &tag, &img.manifest_bytes, &img.media_type)?;
+    store.add_repo_digest(&target.name(), &digest)?;
+    progress.line(&format!(
+        "{tag}: digest: {digest} size: {}",
+        img.manifest_bytes.len()
+    ));
+    Ok(digest)
+}
+
+fn push_blob(
+    store: &LocalStore,
+    reg: &Registry,
+    host: &str,
+    repo: &str,
+    b: &Descriptor,
+    opts: &PushOptions,
+    progress: &Progress,
+) -> Result<()> {
+    let label = short(&b.digest).to_string();
+    if reg.blob_size(repo, &b.digest, true)?.is_some() {
+        progress
+            .task(&label, b.size, "")
+            .finish("Layer already exists");
+        return Ok(());
+    }
+    let sources = mount_sources(store, host, &b.digest, repo);
+    let mut location = None;
+    for from in sources.iter().take(3) {
+        match reg.start_upload(repo, Some((&b.digest, from)))? {
+            None => {
+                progress
+                    .task(&label, b.size, "")
+                    .finish(&format!("Mounted from {from}"));
+                return Ok(());
+            }
+            Some(loc) => {
+                location = Some(loc);
+                break;
+            }
+        }
+    }
+    let location = match location {
+        Some(l) => l,
+        None => reg
+            .start_upload(repo, None)?
+            .ok_or_else(|| Error::internal("upload without a location"))?,
+    };
+    let size = store.has_blob(&b.digest).ok_or_else(|| {
+        Error::not_found(format!("blob {} is missing from the local store", b.digest))
+    })?;
+    let task = progress.task(&label, size, "Pushing");
+    let mut file = store.open_blob(&b.digest)?;
+    let res = match opts.chunk_size {
+        Some(chunk) if chunk > 0 => {
+            reg.upload_chunked(repo, &location, &b.digest, &mut file, size, chunk, &|n| {
+                task.inc(n)
+            })
+        }
+        _ => {
+            let mut r = Counted {
+                inner: &mut file,
+                task: &task,
+            };
+            reg.upload_monolithic(repo, &location, &b.digest, &mut r, size)
+        }
+    };
+    match res {
+        Ok(()) => {
+            task.finish("Pushed");
+            Ok(())
+        }
+        Err(e) => {
+            task.finish("Failed");
+            Err(e)
+        }
+    }
+}
