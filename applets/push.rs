@@ -100,7 +100,11 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
     let opts = PushOptions {
         chunk_size: a.chunk_size.as_deref().map(parse_size).transpose()?,
     };
-    let local = format!("{}:{}", r.name(), r.tag.as_deref().unwrap_or("latest"));
+    let local = berth::store::local::tagged(&format!(
+        "{}:{}",
+        r.name(),
+        r.tag.as_deref().unwrap_or("latest")
+    ));
     let progress = Progress::new(a.quiet);
     let d = transfer::push(&store, &settings, &local, &target, &opts, &progress)?;
     println!("{}@{d}", target.name());

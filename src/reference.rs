@@ -173,6 +173,22 @@ impl Reference {
     }
 }
 
+/// A name as docker shows it locally: Docker Hub's `docker.io/` and
+/// `docker.io/library/` prefixes dropped, everything else as it is.
+pub fn familiar(name: &str) -> String {
+    for hub in [
+        "docker.io/library/",
+        "index.docker.io/library/",
+        "docker.io/",
+        "index.docker.io/",
+    ] {
+        if let Some(rest) = name.strip_prefix(hub) {
+            return rest.to_string();
+        }
+    }
+    name.to_string()
+}
+
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name())?;
@@ -259,6 +275,15 @@ mod tests {
             "localhost:5000/a/b:t@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
         assert!(Reference::parse("UPPER/x").is_err());
+        assert_eq!(
+            familiar("docker.io/library/busybox:latest"),
+            "busybox:latest"
+        );
+        assert_eq!(familiar("docker.io/site/sl6:t"), "site/sl6:t");
+        assert_eq!(
+            familiar("pps04.lcg.triumf.ca:5000/sl6"),
+            "pps04.lcg.triumf.ca:5000/sl6"
+        );
         assert!(Reference::parse("host:99999999/x").is_err());
     }
 }

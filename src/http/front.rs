@@ -133,6 +133,20 @@ impl Framer {
                 State::Head => {
                     let old = self.buf.len();
                     self.buf.extend_from_slice(input);
+                    // Not HTTP at all (a TLS ClientHello on a plain port): say so now
+                    // instead of waiting for a head that never comes.
+                    let lead = self
+                        .buf
+                        .iter()
+                        .position(|b| !b.is_ascii_uppercase())
+                        .unwrap_or(self.buf.len());
+                    if (lead < self.buf.len() && (lead == 0 || self.buf[lead] != b' ')) || lead > 16
+                    {
+                        return Verdict::Reject(
+                            400,
+                            "not an HTTP request (TLS to a plain HTTP port?)".into(),
+                        );
+                    }
                     let scan_from = old.saturating_sub(3);
                     match find(&self.buf[scan_from..], b"\r\n\r\n") {
                         None => {
@@ -704,5 +718,16 @@ mod tests {
             run(&mut f, b"\x00\x01garbage\r\n\r\n").0,
             Verdict::Reject(400, _)
         ));
+        // a TLS ClientHello on a plain port is refused at its first byte
+        let mut f = Framer::new(peer(), 100);
+        assert!(matches!(
+            run(&mut f, b"\x16\x03\x01\x02\x00").0,
+            Verdict::Reject(400, _)
+        ));
+        // a head arriving a byte at a time is not refused early
+        let mut f = Framer::new(peer(), 100);
+        for b in b"GET / HTTP/1.1\r\n\r\n" {
+            assert_eq!(run(&mut f, std::slice::from_ref(b)).0, Verdict::Forward);
+        }
     }
 }

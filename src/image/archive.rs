@@ -349,7 +349,13 @@ fn load_docker(store: &LocalStore, dir: &Path) -> Result<Loaded> {
         let mbytes =
             serde_json::to_vec(&manifest).map_err(|err| Error::internal(err.to_string()))?;
         let mdigest = store.put_bytes(&mbytes)?;
-        let tags = e.repo_tags.clone().unwrap_or_default();
+        let tags: Vec<String> = e
+            .repo_tags
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|t| crate::store::local::tagged(t))
+            .collect();
         store.tag(&mdigest, &tags, ImageMeta::default())?;
         if tags.is_empty() {
             out.push((None, mdigest.clone(), config_digest.clone()));

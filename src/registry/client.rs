@@ -288,6 +288,15 @@ impl Registry {
                 ),
             );
         }
+        if text.contains("InvalidContentType") || text.contains("corrupt message") {
+            return Error::new(
+                Kind::Tls,
+                format!(
+                    "{}: the registry does not speak TLS; if it serves plain HTTP, use --insecure-registry {}",
+                    self.host, self.host
+                ),
+            );
+        }
         if matches!(e, ureq::Error::Rustls(_) | ureq::Error::Tls(_)) {
             return Error::new(Kind::Tls, format!("{}: TLS failed: {text}", self.host));
         }

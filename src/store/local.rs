@@ -429,7 +429,7 @@ impl LocalStore {
     pub fn add_repo_digest(&self, name: &str, digest: &Digest) -> Result<()> {
         self.update_refs(|r| {
             r.digests
-                .entry(name.to_string())
+                .entry(crate::reference::familiar(name))
                 .or_default()
                 .insert(digest.clone());
             Ok(())
@@ -490,9 +490,11 @@ impl LocalStore {
 
 /// `name` with `:latest` added when it has no tag.
 pub fn tagged(name: &str) -> String {
-    let last = name.rsplit('/').next().unwrap_or(name);
+    // docker's familiar form: Docker Hub prefixes dropped
+    let name = crate::reference::familiar(name);
+    let last = name.rsplit('/').next().unwrap_or(&name);
     if last.contains(':') {
-        name.to_string()
+        name
     } else {
         format!("{name}:latest")
     }

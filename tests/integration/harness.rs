@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -129,6 +129,8 @@ pub const PASS: &str = "s3cret-pass";
 
 /// Options of a registryd under test.
 pub struct RegOpts {
+    /// Run Debian's docker-registry (Distribution 2.8) instead of registryd.
+    pub distribution: bool,
     pub tls: bool,
     pub auth: bool,
     pub delete: bool,
@@ -140,6 +142,7 @@ pub struct RegOpts {
 impl Default for RegOpts {
     fn default() -> Self {
         RegOpts {
+            distribution: false,
             tls: true,
             auth: true,
             delete: true,
@@ -159,6 +162,7 @@ pub struct Registryd {
     pub config: PathBuf,
     pub tls: bool,
     pub auth: bool,
+    pub distribution: bool,
 }
 
 impl Registryd {
@@ -202,6 +206,7 @@ impl Registryd {
             config,
             tls: o.tls,
             auth: o.auth,
+            distribution: o.distribution,
             dir,
         };
         r.child = r.spawn(&o.env);
@@ -214,8 +219,15 @@ impl Registryd {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut c = berth(&["registryd", self.config.to_str().unwrap()]);
-        c.stdout(Stdio::null()).stderr(log);
+        let mut c = if self.distribution {
+            need("docker-registry");
+            let mut c = Command::new("docker-registry");
+            c.args(["serve", self.config.to_str().unwrap()]);
+            c
+        } else {
+            berth(&["registryd", self.config.to_str().unwrap()])
+        };
+        c.stdout(log.try_clone().unwrap()).stderr(log);
         for (k, v) in env {
             c.env(k, v);
         }

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod client;
 mod dispatch;
 mod init;
 mod registry_api;
