@@ -16,7 +16,7 @@ static:
 	@scripts/need.sh build
 	$(CARGO) build --release --locked --target $(TARGET) --bin berth
 	@mkdir -p dist
-	cp $(RELEASE) dist/berth
+	cp $(RELEASE) dist/berth.new && mv -f dist/berth.new dist/berth
 
 run: static
 	dist/berth registryd config/registry.yml
@@ -46,7 +46,7 @@ dist:
 	@scripts/need.sh build
 	$(CARGO) build --profile dist --locked --target $(TARGET) --bin berth
 	@mkdir -p dist
-	cp target/$(TARGET)/dist/berth dist/berth
+	cp target/$(TARGET)/dist/berth dist/berth.new && mv -f dist/berth.new dist/berth
 
 fmt:
 	$(CARGO) fmt

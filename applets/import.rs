@@ -64,12 +64,29 @@ fn open_source(src: &str) -> Result<Box<dyn std::io::Read + Send>> {
     Ok(Box::new(f))
 }
 
+/// argh takes a lone "-" for an unknown flag; stand in for it with a string no
+/// real argument can contain (a NUL), and map it back after parsing.
+const STDIN: &str = "\0-";
+
 pub fn main(name: &str, args: &[String]) -> Result<u8> {
-    let a: Args = match crate::applets::parse_args(name, args) {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a == "-" {
+                STDIN.to_string()
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    let mut a: Args = match crate::applets::parse_args(name, &args) {
         Ok(a) => a,
         Err(code) => return Ok(code),
     };
     berth::log::init_cli();
+    if a.source == STDIN {
+        a.source = "-".into();
+    }
     let format = Format::parse(&a.format)?;
     let created = match &a.created {
         Some(c) => parse_created(c)?,

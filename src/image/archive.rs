@@ -84,9 +84,33 @@ pub fn save<W: Write>(store: &LocalStore, items: &[SaveItem], format: Format, ou
     let mut entries = Vec::new();
     let mut index = Vec::new();
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    // Manifests rewritten for an OCI-only layout (not in the store, only in the file).
+    let mut converted: BTreeMap<Digest, Vec<u8>> = BTreeMap::new();
     for it in items {
         let img = store.image(&it.manifest)?;
-        blobs.insert(it.manifest.clone());
+        // skopeo's oci: transport (and the image-layout spec's spirit) wants OCI
+        // manifests in an OCI layout: convert schema2 ones there; the config and
+        // layers keep their digests.
+        let (mdigest, mtype, mlen, original) = match (&img.parsed.manifest, format, &img.media_type)
+        {
+            (AnyManifest::Image(m), Format::Oci, MediaType::DockerManifest) => {
+                let bytes =
+                    serde_json::to_vec(&m.to_oci()).map_err(|e| Error::internal(e.to_string()))?;
+                let d = Digest::sha256(&bytes);
+                let len = bytes.len() as u64;
+                converted.insert(d.clone(), bytes);
+                (d, MediaType::OciManifest, len, false)
+            }
+            _ => {
+                blobs.insert(it.manifest.clone());
+                (
+                    it.manifest.clone(),
+                    img.media_type.clone(),
+                    img.manifest_bytes.len() as u64,
+                    true,
+                )
+            }
+        };
         blobs.insert(img.config_digest.clone());
         for l in img.layers() {
             if store.has_blob(&l.digest).is_none() {
@@ -129,17 +153,14 @@ pub fn save<W: Write>(store: &LocalStore, items: &[SaveItem], format: Format, ou
             it.tags.iter().map(Some).collect()
         };
         for name in names {
-            let mut d = Descriptor::new(
-                img.media_type.clone(),
-                it.manifest.clone(),
-                img.manifest_bytes.len() as u64,
-            );
+            let mut d = Descriptor::new(mtype.clone(), mdigest.clone(), mlen);
             let mut ann = BTreeMap::new();
             if let Some(n) = name {
                 ann.insert(IMAGE_NAME.to_string(), n.clone());
                 ann.insert(REF_NAME.to_string(), split_tag(n).1.to_string());
             }
-            if !repo_digests.is_empty() {
+            // Repo digests name the stored manifest; a converted one has another.
+            if !repo_digests.is_empty() && original {
                 ann.insert(REPO_DIGESTS.to_string(), repo_digests.join(","));
             }
             if !ann.is_empty() {
@@ -156,6 +177,9 @@ pub fn save<W: Write>(store: &LocalStore, items: &[SaveItem], format: Format, ou
     )?;
     append_dir(&mut b, "blobs/")?;
     append_dir(&mut b, "blobs/sha256/")?;
+    for (d, bytes) in &converted {
+        append_bytes(&mut b, &blob_name(d), bytes, 0o644)?;
+    }
     for d in &blobs {
         let mut f = store.open_blob(d)?;
         let len = f.metadata()?.len();

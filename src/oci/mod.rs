@@ -112,6 +112,28 @@ pub struct Manifest {
     pub extra: Map<String, Value>,
 }
 
+impl Manifest {
+    /// The same image as an OCI manifest: Docker media types mapped to their OCI
+    /// twins (config and layer bytes are the same, so their digests stay).
+    pub fn to_oci(&self) -> Manifest {
+        let map = |m: &MediaType| match m {
+            MediaType::DockerConfig => MediaType::OciConfig,
+            MediaType::DockerLayerGzip => MediaType::OciLayerGzip,
+            MediaType::DockerForeignLayer => MediaType::Other(
+                "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip".into(),
+            ),
+            other => other.clone(),
+        };
+        let mut m = self.clone();
+        m.media_type = Some(MediaType::OciManifest);
+        m.config.media_type = map(&m.config.media_type);
+        for l in &mut m.layers {
+            l.media_type = map(&l.media_type);
+        }
+        m
+    }
+}
+
 /// An image index (OCI) or manifest list (Docker).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Index {
