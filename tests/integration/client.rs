@@ -500,12 +500,23 @@ fn save_and_load_with_skopeo_both_ways() {
         oci_tar.to_str().unwrap(),
         &format!("{}/sl6:v1", r.host()),
     ]);
-    let o = skopeo(&[
-        "inspect",
-        "--raw",
-        &format!("oci-archive:{}", oci_tar.display()),
-    ]);
+    let layout = env.dir.join("sl6-oci");
+    std::fs::create_dir_all(&layout).unwrap();
+    let untar = Command::new("tar")
+        .args([
+            "-C",
+            layout.to_str().unwrap(),
+            "-xf",
+            oci_tar.to_str().unwrap(),
+        ])
+        .status();
+    assert!(untar.unwrap().success());
+    // schema2 is converted for an OCI layout; config and layers keep their digests
+    let o = skopeo(&["inspect", "--raw", &format!("oci:{}:v1", layout.display())]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let om: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(om["mediaType"], OCI_MANIFEST);
+    assert_eq!(om["config"]["digest"], id.trim());
     let gz = env.dir.join("sl6.tar.gz");
     let st = Command::new("sh")
         .arg("-c")
