@@ -76,6 +76,7 @@ const ENV_KEYS: &[&str] = &[
     "http.tls.certificate",
     "http.tls.key",
     "http.tls.minimumtls",
+    "http.tls.clientcas",
     "auth.htpasswd.realm",
     "auth.htpasswd.path",
 ];

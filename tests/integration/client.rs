@@ -958,3 +958,331 @@ fn rmi_refuses_images_in_use_and_frees_blobs() {
     assert_eq!(env.blob_count(), 0, "blobs left after removing every image");
     assert!(env.ok(&["images", "-q"]).trim().is_empty());
 }
+
+/// Push a config + layer to `r` (raw HTTP) and return (config digest, layer digest, sizes).
+fn push_image_parts(r: &Registryd, c: &Client, repo: &str) -> (String, usize, String, usize) {
+    let (layer, diff) = crate::registry_skopeo::make_layer(&[("hello.txt", b"from an index\n")]);
+    let cfg = crate::registry_skopeo::config_json(&diff);
+    let cd = push_blob(r, c, repo, &cfg);
+    let ld = push_blob(r, c, repo, &layer);
+    (cd, cfg.len(), ld, layer.len())
+}
+
+#[test]
+fn pull_selects_linux_amd64_from_an_index() {
+    let r = Registryd::start(RegOpts {
+        tls: false,
+        auth: false,
+        ..RegOpts::default()
+    });
+    let c = r.client();
+    let (cd, cs, ld, ls) = push_image_parts(&r, &c, "multi");
+    let amd64 = manifest_json(OCI_MANIFEST, (OCI_CONFIG, &cd, cs), &[(&ld, ls)], "");
+    let arm = manifest_json(
+        OCI_MANIFEST,
+        (OCI_CONFIG, &cd, cs),
+        &[(&ld, ls)],
+        r#","annotations":{"arch":"arm64"}"#,
+    );
+    for m in [&amd64, &arm] {
+        let d = berth::digest::Digest::sha256(m.as_bytes()).to_string();
+        assert_eq!(
+            c.req(
+                "PUT",
+                &r.url(&format!("/v2/multi/manifests/{d}")),
+                &[("Content-Type", OCI_MANIFEST)],
+                Some(m.as_bytes())
+            )
+            .status,
+            201
+        );
+    }
+    let d = |m: &str| berth::digest::Digest::sha256(m.as_bytes()).to_string();
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":{},"platform":{{"architecture":"arm64","os":"linux"}}}},{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
+        d(&arm),
+        arm.len(),
+        d(&amd64),
+        amd64.len()
+    );
+    assert_eq!(
+        c.req(
+            "PUT",
+            &r.url("/v2/multi/manifests/v1"),
+            &[("Content-Type", OCI_INDEX)],
+            Some(index.as_bytes())
+        )
+        .status,
+        201
+    );
+    let env = Env::new();
+    let o = env.run(&[
+        "pull",
+        "--insecure-registry",
+        &r.host(),
+        &format!("{}/multi:v1", r.host()),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        manifest_of(&env, &format!("{}/multi:v1", r.host())),
+        d(&amd64),
+        "not the amd64 manifest"
+    );
+    // the repo digest is the index's, as docker records it
+    let imgs = env.ok(&["images", "--digests"]);
+    assert!(imgs.contains(&d(&index)), "{imgs}");
+    // pulling the index by digest again needs nothing new
+    env.ok(&[
+        "pull",
+        "--insecure-registry",
+        &r.host(),
+        &format!("{}/multi@{}", r.host(), d(&index)),
+    ]);
+}
+
+/// A registry that wants bearer tokens from its own token service.
+fn token_registry(
+    manifest: Vec<u8>,
+    blobs: Vec<(String, Vec<u8>)>,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = vec![0u8; 16384];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            let line = req.lines().next().unwrap_or("").to_string();
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let auth = req
+                .lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+                .map(|l| l[14..].trim().to_string());
+            seen2
+                .lock()
+                .unwrap()
+                .push(format!("{path} {}", auth.clone().unwrap_or_default()));
+            let (status, extra, body): (&str, String, Vec<u8>) = if path.starts_with("/token") {
+                if auth.as_deref() == Some(basic(USER, PASS).as_str())
+                    && path.contains("scope=repository%3Atok%2Fimg%3Apull")
+                {
+                    ("200 OK", String::new(), br#"{"token":"tok-123"}"#.to_vec())
+                } else {
+                    ("401 Unauthorized", String::new(), b"{}".to_vec())
+                }
+            } else if auth.as_deref() != Some("Bearer tok-123") {
+                let ch = format!(
+                    "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"test-registry\",scope=\"repository:tok/img:pull\"\r\n"
+                );
+                (
+                    "401 Unauthorized",
+                    ch,
+                    br#"{"errors":[{"code":"UNAUTHORIZED","message":"token needed"}]}"#.to_vec(),
+                )
+            } else if path.contains("/manifests/") {
+                (
+                    "200 OK",
+                    format!("Content-Type: {OCI_MANIFEST}\r\n"),
+                    manifest.clone(),
+                )
+            } else if let Some((_, b)) = blobs.iter().find(|(d, _)| path.ends_with(d.as_str())) {
+                ("200 OK", String::new(), b.clone())
+            } else {
+                ("404 Not Found", String::new(), b"{}".to_vec())
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            if !line.starts_with("HEAD") {
+                let _ = s.write_all(&body);
+            }
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn bearer_token_flow_and_logout() {
+    let (layer, diff) = crate::registry_skopeo::make_layer(&[("t.txt", b"token protected\n")]);
+    let cfg = crate::registry_skopeo::config_json(&diff);
+    let (cd, ld) = (
+        berth::digest::Digest::sha256(&cfg).to_string(),
+        berth::digest::Digest::sha256(&layer).to_string(),
+    );
+    let m = manifest_json(
+        OCI_MANIFEST,
+        (OCI_CONFIG, &cd, cfg.len()),
+        &[(&ld, layer.len())],
+        "",
+    );
+    let (port, seen) = token_registry(m.clone().into_bytes(), vec![(cd, cfg), (ld, layer)]);
+    let host = format!("127.0.0.1:{port}");
+    let env = Env::new();
+    // no credentials: the token service refuses, and the message says to log in
+    let o = env.run(&[
+        "pull",
+        "--insecure-registry",
+        &host,
+        &format!("{host}/tok/img:v1"),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains(&format!("berth login {host}")),
+        "{}",
+        stderr(&o)
+    );
+    // credentials in docker's config.json are sent to the token service, the token to the registry
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASS}"));
+    std::fs::write(
+        env.dir.join("docker/config.json"),
+        format!(r#"{{"auths":{{"https://{host}":{{"auth":"{auth}","email":""}}}}}}"#),
+    )
+    .unwrap();
+    let o = env.run(&[
+        "pull",
+        "--insecure-registry",
+        &host,
+        &format!("{host}/tok/img:v1"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        manifest_of(&env, &format!("{host}/tok/img:v1")),
+        berth::digest::Digest::sha256(m.as_bytes()).to_string()
+    );
+    let log = seen.lock().unwrap().clone();
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("/token") && l.contains("Basic")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("/manifests/v1 Bearer tok-123")),
+        "{log:?}"
+    );
+    assert!(
+        !log.iter()
+            .any(|l| !l.starts_with("/token") && l.contains("Basic")),
+        "basic credentials went to the registry: {log:?}"
+    );
+    // logout removes the site-style https:// entry
+    let o = env.ok(&["logout", &host]);
+    assert!(
+        o.contains(&format!("Removing login credentials for {host}")),
+        "{o}"
+    );
+    let cfg = json_of(&env.dir.join("docker/config.json"));
+    assert_eq!(cfg["auths"], serde_json::json!({}));
+}
+
+#[test]
+fn client_certificates_from_certs_d() {
+    // a registry that requires client certificates signed by the test CA
+    let p = pki();
+    let r = Registryd::start(RegOpts {
+        auth: false,
+        env: vec![(
+            "REGISTRY_HTTP_TLS_CLIENTCAS".into(),
+            p.ca.display().to_string(),
+        )],
+        ..RegOpts::default()
+    });
+    let env = Env::new();
+    env.trust(&r.host());
+    let tgz = busybox_tarball(env.dir.path(), true);
+    env.ok(&[
+        "import",
+        tgz.to_str().unwrap(),
+        &format!("{}/mtls:v1", r.host()),
+    ]);
+    let o = env.run(&["push", &format!("{}/mtls:v1", r.host())]);
+    assert!(!o.status.success(), "pushed without a client certificate");
+    let d = env.dir.join(&format!("certs.d/{}", r.host()));
+    std::fs::copy(&p.cert, d.join("client.cert")).unwrap();
+    std::fs::copy(&p.key, d.join("client.key")).unwrap();
+    let o = env.run(&["push", &format!("{}/mtls:v1", r.host())]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn import_from_url_and_progress_on_a_terminal() {
+    need("script");
+    let env = Env::new();
+    let tgz = busybox_tarball(env.dir.path(), true);
+    let data = std::fs::read(&tgz).unwrap();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().take(1) {
+            let mut s = s.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                data.len()
+            );
+            let _ = s.write_all(&data);
+        }
+    });
+    // the history names the source unless -m says otherwise: same message, same image
+    let from_url = env.ok(&[
+        "import",
+        "--created",
+        "0",
+        "-m",
+        "rootfs",
+        &format!("http://127.0.0.1:{port}/rootfs.tar.gz"),
+        "fromurl:v1",
+    ]);
+    let from_file = env.ok(&[
+        "import",
+        "--created",
+        "0",
+        "-m",
+        "rootfs",
+        tgz.to_str().unwrap(),
+        "fromfile:v1",
+    ]);
+    assert_eq!(from_url, from_file);
+    // on a terminal, pull draws bars; elsewhere it prints one line per layer (seen above)
+    let r = Registryd::start(RegOpts {
+        tls: false,
+        auth: false,
+        ..RegOpts::default()
+    });
+    env.ok(&["tag", "fromfile:v1", &format!("{}/tty:v1", r.host())]);
+    env.ok(&[
+        "push",
+        "--insecure-registry",
+        &r.host(),
+        &format!("{}/tty:v1", r.host()),
+    ]);
+    let fresh = Env::new();
+    let cmdline = format!(
+        "{} pull --insecure-registry {h} {h}/tty:v1",
+        bin().display(),
+        h = r.host()
+    );
+    let o = fresh.cmd(&["--version"]).output().unwrap();
+    assert!(o.status.success());
+    let o = Command::new("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .env("BERTH_ROOT", &fresh.root)
+        .env("BERTH_CLIENT_CONFIG", fresh.dir.join("client.yml"))
+        .env("TERM", "xterm")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("Pull complete") && out.contains('\u{1b}'),
+        "no terminal progress: {out:?}"
+    );
+}

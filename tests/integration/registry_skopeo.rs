@@ -28,7 +28,7 @@ pub fn make_layer(files: &[(&str, &[u8])]) -> (Vec<u8>, Digest) {
     (gz.finish().unwrap(), diff_id)
 }
 
-fn config_json(diff_id: &Digest) -> Vec<u8> {
+pub fn config_json(diff_id: &Digest) -> Vec<u8> {
     format!(
         r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":["/bin/sh"]}},"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}},"history":[{{"created":"2017-03-27T12:00:00Z","created_by":"berth test"}}]}}"#
     )
