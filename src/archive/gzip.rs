@@ -18,8 +18,21 @@ use std::thread::JoinHandle;
 const BLOCK: usize = 1 << 20;
 const DICT: usize = 32 * 1024;
 
-/// gzip level used for layers: zlib's default, what `gzip`/docker use.
-pub const DEFAULT_LEVEL: u32 = 6;
+/// gzip level used for layers. zlib-rs at 6 writes ~3% more than GNU gzip -6 on
+/// system files; at 9 it is slightly smaller than gzip -6, and with the blocks
+/// compressed in parallel still faster on two cores. Layers are built once and
+/// pulled by every worker node, so size wins.
+pub const DEFAULT_LEVEL: u32 = 9;
+
+/// The level to use: `BERTH_GZIP_LEVEL` (1–9) if set, else [`DEFAULT_LEVEL`]. The
+/// level is part of a build's inputs: another level gives other layer digests.
+pub fn level() -> u32 {
+    std::env::var("BERTH_GZIP_LEVEL")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|l| (1..=9).contains(l))
+        .unwrap_or(DEFAULT_LEVEL)
+}
 
 struct Job {
     seq: u64,

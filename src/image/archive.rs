@@ -14,7 +14,7 @@
 //! layer's diff_id against the config, is verified before anything is recorded.
 
 use super::Format;
-use crate::archive::gzip::{DEFAULT_LEVEL, ParallelGzip, is_gzip};
+use crate::archive::gzip::{ParallelGzip, is_gzip};
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Context, Error, Kind, Result};
 use crate::oci::{AnyManifest, Descriptor, ImageConfig, Index, Manifest, MediaType, Parsed};
@@ -419,7 +419,7 @@ fn layer_blob(store: &LocalStore, path: &Path, diff_id: &Digest) -> Result<Descr
     }
     let gz = ParallelGzip::new(
         store.writer()?,
-        DEFAULT_LEVEL,
+        crate::archive::gzip::level(),
         ParallelGzip::<Vec<u8>>::default_threads(),
     );
     let mut r = HashingReader::new(std::fs::File::open(path)?, diff_id.algorithm());

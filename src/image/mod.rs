@@ -4,7 +4,7 @@
 
 pub mod archive;
 
-use crate::archive::gzip::{DEFAULT_LEVEL, ParallelGzip};
+use crate::archive::gzip::ParallelGzip;
 use crate::archive::{copy_validated, decompressed};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -289,7 +289,7 @@ pub fn import(
     let plain = decompressed(input)?;
     let gz = ParallelGzip::new(
         store.writer()?,
-        DEFAULT_LEVEL,
+        crate::archive::gzip::level(),
         ParallelGzip::<Vec<u8>>::default_threads(),
     );
     let (summary, gz) = copy_validated(plain, gz).map_err(|e| e.context(source))?;
