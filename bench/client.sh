@@ -16,21 +16,12 @@ for t in skopeo curl openssl gzip tar python3; do
 	command -v $t >/dev/null || { echo "missing $t: scripts/need.sh bench" >&2; exit 1; }
 done
 
-W=$(mktemp -d /var/tmp/berth-bench-client.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT
+. bench/lib.sh
+make_pki
 cd "$W"
-
-openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 -subj /CN=bench-ca \
-	-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >ext.cnf
-openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 30 -extfile ext.cnf 2>/dev/null
 USER=bench PASS=bench-pass-1
 echo "$PASS" | "$BERTH" htpasswd -c -i htpasswd "$USER" 2>/dev/null
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 start_registry() { # start_registry NAME: sets PORT (no subshell, so cleanup sees the pid)
 	local p; p=$(port)
 	cat >"$1.yml" <<EOF
@@ -42,7 +33,7 @@ auth: {htpasswd: {realm: basic-realm, path: $W/htpasswd}}
 EOF
 	"$BERTH" registryd "$1.yml" >"$1.log" 2>&1 &
 	PIDS+=($!)
-	for _ in $(seq 100); do curl -s --cacert ca.crt "https://localhost:$p/v2/" -o /dev/null && break; sleep 0.1; done
+	wait_https "$p"
 	PORT=$p
 }
 start_registry for-berth; PB=$PORT
@@ -63,8 +54,6 @@ done
 [ "$have" -lt "$SIZE_MIB" ] && head -c $(((SIZE_MIB - have) * 1024 * 1024)) /dev/urandom >tree/random.bin
 TREE_MIB=$(du -sm tree | cut -f1)
 
-now() { date +%s.%N; }
-secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 ratio() { python3 -c "a,b=$1,$2; print(f'{a/b:.2f}')"; }
 declare -A R
 

@@ -17,24 +17,13 @@ for t in skopeo docker-registry wrk curl openssl; do
 	command -v $t >/dev/null || { echo "missing $t: scripts/need.sh bench" >&2; exit 1; }
 done
 
-W=$(mktemp -d /var/tmp/berth-bench.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT
+. bench/lib.sh
+make_pki
 cd "$W"
-
-# --- shared TLS material and users -----------------------------------------
-openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 -subj /CN=bench-ca \
-	-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >ext.cnf
-openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 30 -extfile ext.cnf 2>/dev/null
-mkdir certs && cp ca.crt certs/
 USER=bench PASS=bench-pass-1
 echo "$PASS" | "$BERTH" htpasswd -c -i htpasswd "$USER" 2>/dev/null
 AUTH=$(printf '%s:%s' "$USER" "$PASS" | base64)
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 config() { # config NAME PORT
 	cat >"$1.yml" <<EOF
 version: 0.1
@@ -61,9 +50,7 @@ BP=$(port); DP=$(port)
 config berth "$BP"; config dist "$DP"
 "$BERTH" registryd berth.yml >berth.log 2>&1 & PIDS+=($!); BPID=$!
 docker-registry serve dist.yml >dist.log 2>&1 & PIDS+=($!); DPID=$!
-for p in $BP $DP; do
-	for _ in $(seq 100); do curl -s --cacert ca.crt "https://localhost:$p/v2/" -o /dev/null && break; sleep 0.1; done
-done
+wait_https "$BP"; wait_https "$DP"
 
 # --- a SIZE_MIB image as an OCI layout (one incompressible layer) -------------
 make_image() { # make_image DIR: a fresh random layer, so every round really uploads
@@ -82,8 +69,6 @@ make_image() { # make_image DIR: a fresh random layer, so every round really upl
 	echo "$LD" >"$d/LAYER"
 }
 
-now() { date +%s.%N; }
-secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 best() { python3 -c "import sys; v=[float(x) for x in sys.argv[2:]]; print(f'{(min(v) if sys.argv[1]==\"min\" else max(v)):.2f}')" "$@"; }
 SK=(skopeo --insecure-policy)
 

@@ -57,22 +57,27 @@ impl Env {
         stdout(&o)
     }
 
-    pub fn login(&self, r: &Registryd) {
-        let mut c = self
-            .cmd(&["login", "-u", USER, "--password-stdin", &r.host()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        c.stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{PASS}\n").as_bytes())
-            .unwrap();
-        let o = c.wait_with_output().unwrap();
+    /// Run with `input` on stdin.
+    pub fn run_with_input(&self, args: &[&str], input: &str) -> Output {
+        let mut c = self.cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        // the command may exit before reading (a refused login): a closed pipe is fine
+        let _ = c.stdin.take().unwrap().write_all(input.as_bytes());
+        c.wait_with_output().unwrap()
+    }
+
+    /// `berth login` with the test user; `extra` goes before the server.
+    pub fn login_with(&self, r: &Registryd, extra: &[&str]) {
+        let host = r.host();
+        let mut args = vec!["login"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["-u", USER, "--password-stdin", &host]);
+        let o = self.run_with_input(&args, &format!("{PASS}\n"));
         assert!(o.status.success(), "login: {}", stderr(&o));
         assert!(stdout(&o).contains("Login Succeeded"));
+    }
+
+    pub fn login(&self, r: &Registryd) {
+        self.login_with(r, &[]);
     }
 
     pub fn blob_count(&self) -> usize {
@@ -688,15 +693,7 @@ fn errors_say_what_to_do() {
         stderr(&o)
     );
     // wrong password: login fails and stores nothing
-    let mut c = env
-        .cmd(&["login", "-u", USER, "--password-stdin", &r.host()])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(b"wrong\n").unwrap();
-    let o = c.wait_with_output().unwrap();
+    let o = env.run_with_input(&["login", "-u", USER, "--password-stdin", &r.host()], "wrong\n");
     assert!(!o.status.success());
     assert!(stderr(&o).contains("login failed"), "{}", stderr(&o));
     assert!(!env.dir.join("docker/config.json").exists());
@@ -728,35 +725,9 @@ fn errors_say_what_to_do() {
     );
     // --insecure-registry: unverified TLS for that host only
     let open = Env::new();
-    open.login_insecure(&r);
+    open.login_with(&r, &["--insecure-registry", &r.host()]);
 }
 
-impl Env {
-    fn login_insecure(&self, r: &Registryd) {
-        let mut c = self
-            .cmd(&[
-                "login",
-                "--insecure-registry",
-                &r.host(),
-                "-u",
-                USER,
-                "--password-stdin",
-                &r.host(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        c.stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{PASS}\n").as_bytes())
-            .unwrap();
-        let o = c.wait_with_output().unwrap();
-        assert!(o.status.success(), "insecure login: {}", stderr(&o));
-    }
-}
 
 #[test]
 fn insecure_plain_http_registry_and_defaults_file() {

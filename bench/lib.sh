@@ -1,0 +1,25 @@
+# Shared by the benchmark scripts: a work dir cleaned on exit, a throw-away CA and
+# server certificate for localhost, free ports, and timing helpers.
+# Source it after `set -euo pipefail`; it sets W (work dir) and PIDS (killed on exit).
+
+W=$(mktemp -d /var/tmp/berth-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
+trap cleanup EXIT
+
+# make_pki: ca.crt, server.crt, server.key (localhost, 127.0.0.1) and certs/ca.crt in $W
+make_pki() {
+	( cd "$W"
+	openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 -subj /CN=bench-ca \
+		-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+	openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null
+	printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >ext.cnf
+	openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 30 -extfile ext.cnf 2>/dev/null
+	mkdir -p certs && cp ca.crt certs/ )
+}
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# wait_https PORT: until the server answers on /v2/
+wait_https() { for _ in $(seq 100); do curl -s --cacert "$W/ca.crt" "https://localhost:$1/v2/" -o /dev/null && return 0; sleep 0.1; done; return 1; }
+now() { date +%s.%N; }
+secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
