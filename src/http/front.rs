@@ -14,8 +14,9 @@
 //! reach it and forge that header.
 
 use rustls::{ServerConfig, ServerConnection};
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -30,9 +31,14 @@ const MAX_HEAD: usize = 64 * 1024;
 /// Limits of the front.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Whole TLS handshake, start to end (a deadline, not a per-read timeout).
     pub handshake_timeout: Duration,
+    /// A request head must be complete this long after its first byte.
+    pub head_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// Connections one client address may hold, so one host cannot take them all.
+    pub max_per_ip: usize,
     /// Largest `Content-Length` accepted (chunked bodies are streamed and not capped).
     pub max_body: u64,
 }
@@ -41,8 +47,10 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             handshake_timeout: Duration::from_secs(10),
+            head_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
             max_connections: 1024,
+            max_per_ip: 256,
             max_body: default_max_body(),
         }
     }
@@ -65,8 +73,15 @@ impl Limits {
         if let Some(s) = num("BERTH_IDLE_TIMEOUT") {
             l.idle_timeout = Duration::from_secs(s.max(1));
         }
+        if let Some(s) = num("BERTH_HEAD_TIMEOUT") {
+            l.head_timeout = Duration::from_secs(s.max(1));
+        }
         if let Some(n) = num("BERTH_MAX_CONNECTIONS") {
             l.max_connections = n.max(1) as usize;
+            l.max_per_ip = l.max_per_ip.min(l.max_connections);
+        }
+        if let Some(n) = num("BERTH_MAX_CONNECTIONS_PER_IP") {
+            l.max_per_ip = n.max(1) as usize;
         }
         l
     }
@@ -101,6 +116,7 @@ pub enum Verdict {
 #[derive(Debug)]
 enum State {
     Head,
+    /// A Content-Length body, re-chunked for tiny_http: bytes still to come.
     Body(u64),
     ChunkSize,
     ChunkData(u64),
@@ -108,12 +124,39 @@ enum State {
     Trailer,
 }
 
+/// Header the front sets to a request's declared Content-Length: bodies reach
+/// tiny_http chunked (see [`Framer`]), so handlers learn the length here.
+pub const LENGTH_HEADER: &str = "X-Berth-Content-Length";
+
 /// Incremental HTTP/1.1 request framing over a plaintext stream.
+///
+/// The framer is the single authority on where each request starts and ends, and
+/// tiny_http must agree with it byte for byte, or a body could be read as a
+/// request the framer never checked. So heads are rebuilt from httparse's fields
+/// (bare LF, bare CR, obs-fold and CL+TE together are refused), chunk-size lines
+/// are rewritten plainly, trailers are refused, and every Content-Length body is
+/// passed on *chunked*: tiny_http then never builds its Content-Length reader,
+/// whose drop drains the unread rest into a buffer of the declared size.
 pub struct Framer {
     state: State,
     buf: Vec<u8>,
     peer: String,
     max_body: u64,
+    /// When the current head began to arrive (for the head deadline).
+    head_since: Option<std::time::Instant>,
+}
+
+fn bad(msg: &str) -> Verdict {
+    Verdict::Reject(400, msg.to_string())
+}
+
+// Every LF in a head ends a CRLF, and every CR starts one.
+fn strict_line_ends(b: &[u8]) -> bool {
+    b.iter().enumerate().all(|(i, &c)| match c {
+        b'\n' => i > 0 && b[i - 1] == b'\r',
+        b'\r' => b.get(i + 1).is_none_or(|&n| n == b'\n'),
+        _ => true,
+    })
 }
 
 impl Framer {
@@ -123,7 +166,35 @@ impl Framer {
             buf: Vec::new(),
             peer: peer.to_string(),
             max_body,
+            head_since: None,
         }
+    }
+
+    /// Since when a request head has been arriving without completing.
+    pub fn head_pending_since(&self) -> Option<std::time::Instant> {
+        self.head_since
+    }
+
+    // Take bytes up to and including the next LF into `self.buf`; true when a
+    // whole line is there.
+    fn take_line(&mut self, input: &mut &[u8]) -> Result<bool, Verdict> {
+        let nl = input.iter().position(|&b| b == b'\n');
+        let take = nl.map(|i| i + 1).unwrap_or(input.len());
+        self.buf.extend_from_slice(&input[..take]);
+        *input = &input[take..];
+        if self.buf.len() > 4096 {
+            return Err(bad("chunk line too long"));
+        }
+        if nl.is_none() {
+            return Ok(false);
+        }
+        if self.buf.len() < 2
+            || self.buf[self.buf.len() - 2] != b'\r'
+            || !strict_line_ends(&self.buf)
+        {
+            return Err(bad("chunk lines must end in CRLF"));
+        }
+        Ok(true)
     }
 
     /// Feed client bytes; what tiny_http should see is appended to `out`.
@@ -131,6 +202,9 @@ impl Framer {
         while !input.is_empty() {
             match self.state {
                 State::Head => {
+                    if self.buf.is_empty() {
+                        self.head_since = Some(std::time::Instant::now());
+                    }
                     let old = self.buf.len();
                     self.buf.extend_from_slice(input);
                     // Not HTTP at all (a TLS ClientHello on a plain port): say so now
@@ -142,10 +216,7 @@ impl Framer {
                         .unwrap_or(self.buf.len());
                     if (lead < self.buf.len() && (lead == 0 || self.buf[lead] != b' ')) || lead > 16
                     {
-                        return Verdict::Reject(
-                            400,
-                            "not an HTTP request (TLS to a plain HTTP port?)".into(),
-                        );
+                        return bad("not an HTTP request (TLS to a plain HTTP port?)");
                     }
                     let scan_from = old.saturating_sub(3);
                     match find(&self.buf[scan_from..], b"\r\n\r\n") {
@@ -157,9 +228,9 @@ impl Framer {
                         }
                         Some(i) => {
                             let end = scan_from + i + 4;
-                            let consumed_from_input = end - old;
-                            input = &input[consumed_from_input..];
+                            input = &input[end - old..];
                             let head = std::mem::take(&mut self.buf);
+                            self.head_since = None;
                             if let Err(v) = self.head(&head[..end], out) {
                                 return v;
                             }
@@ -168,39 +239,33 @@ impl Framer {
                 }
                 State::Body(n) => {
                     let k = (n as usize).min(input.len());
+                    out.extend_from_slice(format!("{k:x}\r\n").as_bytes());
                     out.extend_from_slice(&input[..k]);
+                    out.extend_from_slice(b"\r\n");
                     input = &input[k..];
-                    self.state = if n - k as u64 == 0 {
-                        State::Head
+                    let left = n - k as u64;
+                    if left == 0 {
+                        out.extend_from_slice(b"0\r\n\r\n");
+                        self.state = State::Head;
                     } else {
-                        State::Body(n - k as u64)
-                    };
-                }
-                State::ChunkSize | State::Trailer => {
-                    let nl = input.iter().position(|&b| b == b'\n');
-                    let take = nl.map(|i| i + 1).unwrap_or(input.len());
-                    self.buf.extend_from_slice(&input[..take]);
-                    out.extend_from_slice(&input[..take]);
-                    input = &input[take..];
-                    if self.buf.len() > 8192 {
-                        return Verdict::Reject(400, "chunk header line too long".into());
+                        self.state = State::Body(left);
                     }
-                    if nl.is_none() {
-                        return Verdict::Forward;
+                }
+                State::ChunkSize => {
+                    match self.take_line(&mut input) {
+                        Ok(true) => {}
+                        Ok(false) => return Verdict::Forward,
+                        Err(v) => return v,
                     }
                     let line = std::mem::take(&mut self.buf);
-                    let line = String::from_utf8_lossy(&line);
-                    let line = line.trim_end_matches(['\r', '\n']);
-                    if matches!(self.state, State::Trailer) {
-                        if line.is_empty() {
-                            self.state = State::Head;
-                        }
-                        continue;
-                    }
-                    let hex = line.split(';').next().unwrap_or("").trim();
-                    let Ok(size) = u64::from_str_radix(hex, 16) else {
-                        return Verdict::Reject(400, format!("bad chunk size {hex:?}"));
+                    let text = String::from_utf8_lossy(&line[..line.len() - 2]).into_owned();
+                    // extensions are dropped: tiny_http's decoder does not read them
+                    let hex = text.split(';').next().unwrap_or("").trim();
+                    let size = match u64::from_str_radix(hex, 16) {
+                        Ok(v) if !hex.is_empty() && hex.len() <= 15 => v,
+                        _ => return bad(&format!("bad chunk size {hex:?}")),
                     };
+                    out.extend_from_slice(format!("{size:x}\r\n").as_bytes());
                     self.state = if size == 0 {
                         State::Trailer
                     } else {
@@ -211,21 +276,30 @@ impl Framer {
                     let k = (n as usize).min(input.len());
                     out.extend_from_slice(&input[..k]);
                     input = &input[k..];
-                    self.state = if n - k as u64 == 0 {
+                    let left = n - k as u64;
+                    self.state = if left == 0 {
                         State::ChunkEnd
                     } else {
-                        State::ChunkData(n - k as u64)
+                        State::ChunkData(left)
                     };
                 }
-                State::ChunkEnd => {
-                    // the CRLF after chunk data: pass through up to the newline
-                    let nl = input.iter().position(|&b| b == b'\n');
-                    let take = nl.map(|i| i + 1).unwrap_or(input.len());
-                    out.extend_from_slice(&input[..take]);
-                    input = &input[take..];
-                    if nl.is_some() {
-                        self.state = State::ChunkSize;
+                State::ChunkEnd | State::Trailer => {
+                    match self.take_line(&mut input) {
+                        Ok(true) => {}
+                        Ok(false) => return Verdict::Forward,
+                        Err(v) => return v,
                     }
+                    let line = std::mem::take(&mut self.buf);
+                    if line != b"\r\n" {
+                        // after data: the chunk's CRLF; after the last chunk: no trailers
+                        return bad("malformed chunked body (trailers are not accepted)");
+                    }
+                    out.extend_from_slice(b"\r\n");
+                    self.state = if matches!(self.state, State::Trailer) {
+                        State::Head
+                    } else {
+                        State::ChunkSize
+                    };
                 }
             }
         }
@@ -233,36 +307,51 @@ impl Framer {
     }
 
     fn head(&mut self, head: &[u8], out: &mut Vec<u8>) -> Result<(), Verdict> {
+        if !strict_line_ends(head) {
+            return Err(bad("request head lines must end in CRLF"));
+        }
         let mut headers = [httparse::EMPTY_HEADER; 128];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(head) {
-            Ok(httparse::Status::Complete(_)) => {}
-            _ => return Err(Verdict::Reject(400, "malformed request head".into())),
+            Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+            _ => return Err(bad("malformed request head")),
         }
+        let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
+            return Err(bad("malformed request line"));
+        };
         let mut length: Option<u64> = None;
         let mut chunked = false;
+        let mut keep: Vec<(&str, &[u8])> = Vec::new();
         for h in req.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
                 let v = std::str::from_utf8(h.value)
                     .ok()
-                    .and_then(|s| s.trim().parse::<u64>().ok());
-                match (v, length) {
-                    (None, _) => return Err(Verdict::Reject(400, "bad Content-Length".into())),
-                    (Some(v), Some(l)) if v != l => {
-                        return Err(Verdict::Reject(400, "conflicting Content-Length".into()));
-                    }
+                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
+                match (v.and_then(|s| s.parse::<u64>().ok()), length) {
+                    (None, _) => return Err(bad("bad Content-Length")),
+                    (Some(v), Some(l)) if v != l => return Err(bad("conflicting Content-Length")),
                     (Some(v), _) => length = Some(v),
                 }
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
-                if !v.trim().ends_with("chunked") {
-                    return Err(Verdict::Reject(400, "unsupported Transfer-Encoding".into()));
+                if !h.value.eq_ignore_ascii_case(b"chunked") || chunked {
+                    return Err(bad("only Transfer-Encoding: chunked is accepted"));
                 }
                 chunked = true;
+            } else if h.name.eq_ignore_ascii_case(PEER_HEADER)
+                || h.name.eq_ignore_ascii_case(LENGTH_HEADER)
+            {
+                // ours to set, never the client's
+            } else if h.value.iter().any(|&b| b < 0x20 && b != b'\t') {
+                return Err(bad("control characters in a header"));
+            } else {
+                keep.push((h.name, h.value));
             }
         }
+        if chunked && length.is_some() {
+            return Err(bad("Content-Length and Transfer-Encoding together"));
+        }
         if let Some(l) = length {
-            if !chunked && l > self.max_body {
+            if l > self.max_body {
                 return Err(Verdict::Reject(
                     413,
                     format!(
@@ -272,31 +361,32 @@ impl Framer {
                 ));
             }
         }
-        // Rewrite: request line, the client's headers minus any peer header, ours.
-        let mut lines = head.split(|&b| b == b'\n');
-        if let Some(first) = lines.next() {
-            out.extend_from_slice(first);
-            out.push(b'\n');
+        // The head tiny_http sees, rebuilt from what was parsed.
+        out.extend_from_slice(
+            format!(
+                "{method} {path} HTTP/1.{version}\r\n{PEER_HEADER}: {}\r\n",
+                self.peer
+            )
+            .as_bytes(),
+        );
+        for (n, v) in keep {
+            out.extend_from_slice(n.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v);
+            out.extend_from_slice(b"\r\n");
         }
-        out.extend_from_slice(format!("{PEER_HEADER}: {}\r\n", self.peer).as_bytes());
-        for line in lines {
-            let is_peer = line.len() > PEER_HEADER.len()
-                && line[..PEER_HEADER.len()].eq_ignore_ascii_case(PEER_HEADER.as_bytes())
-                && line[PEER_HEADER.len()] == b':';
-            if !is_peer && !line.is_empty() {
-                out.extend_from_slice(line);
-                out.push(b'\n');
-            }
+        let body = chunked || length.is_some_and(|l| l > 0);
+        if let Some(l) = length.filter(|l| *l > 0) {
+            out.extend_from_slice(format!("{LENGTH_HEADER}: {l}\r\n").as_bytes());
         }
-        // the split dropped the final empty line's newline; `head` ends in \r\n\r\n,
-        // so the last "line" emitted was "\r" and the head is already terminated.
-        self.state = if chunked {
-            State::ChunkSize
-        } else {
-            match length {
-                Some(0) | None => State::Head,
-                Some(n) => State::Body(n),
-            }
+        if body {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        self.state = match (chunked, length) {
+            (true, _) => State::ChunkSize,
+            (false, Some(n)) if n > 0 => State::Body(n),
+            _ => State::Head,
         };
         Ok(())
     }
@@ -334,6 +424,7 @@ pub fn spawn(
     limits: Limits,
 ) -> io::Result<()> {
     let active = Arc::new(AtomicUsize::new(0));
+    let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::new(Mutex::new(HashMap::new()));
     std::thread::Builder::new()
         .name("front-accept".into())
         .spawn(move || {
@@ -347,27 +438,55 @@ pub fn spawn(
                         continue;
                     }
                 };
-                if active.load(Ordering::Relaxed) >= limits.max_connections {
+                let Ok(peer) = sock.peer_addr() else { continue };
+                let ip = peer.ip();
+                let refused = if active.load(Ordering::Relaxed) >= limits.max_connections {
+                    Some(format!(
+                        "connection limit of {} reached; refusing new connections",
+                        limits.max_connections
+                    ))
+                } else if per_ip.lock().unwrap().get(&ip).copied().unwrap_or(0) >= limits.max_per_ip
+                {
+                    Some(format!(
+                        "{ip} holds {} connections (the per-client limit); refusing more",
+                        limits.max_per_ip
+                    ))
+                } else {
+                    None
+                };
+                if let Some(why) = refused {
                     if last_full_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                        log::warn!(
-                            "connection limit of {} reached; refusing new connections",
-                            limits.max_connections
-                        );
+                        log::warn!("{why}");
                         last_full_warning = Some(Instant::now());
                     }
                     continue;
                 }
                 active.fetch_add(1, Ordering::Relaxed);
-                let (tls, backend, active) = (tls.clone(), backend.clone(), active.clone());
+                *per_ip.lock().unwrap().entry(ip).or_insert(0) += 1;
+                // Whatever happens to the thread, the slots are given back.
+                struct Slot(Arc<AtomicUsize>, Arc<Mutex<HashMap<IpAddr, usize>>>, IpAddr);
+                impl Drop for Slot {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, Ordering::Relaxed);
+                        let mut m = self.1.lock().unwrap();
+                        if let Some(n) = m.get_mut(&self.2) {
+                            *n -= 1;
+                            if *n == 0 {
+                                m.remove(&self.2);
+                            }
+                        }
+                    }
+                }
+                let slot = Slot(active.clone(), per_ip.clone(), ip);
+                let (tls, backend) = (tls.clone(), backend.clone());
                 let spawned = std::thread::Builder::new()
                     .name("front-conn".into())
                     .stack_size(256 * 1024)
                     .spawn(move || {
-                        let peer = sock.peer_addr().ok();
+                        let _slot = slot;
                         if let Err(e) = connection(sock, tls, &backend, limits) {
-                            log::debug!("connection from {peer:?}: {e}");
+                            log::debug!("connection from {peer}: {e}");
                         }
-                        active.fetch_sub(1, Ordering::Relaxed);
                     });
                 if let Err(e) = spawned {
                     log::error!("cannot start a connection thread: {e}");
@@ -377,7 +496,10 @@ pub fn spawn(
     Ok(())
 }
 
-fn handshake(sock: &mut TcpStream, conn: &mut ServerConnection) -> io::Result<()> {
+fn handshake(sock: &mut TcpStream, conn: &mut ServerConnection, limit: Duration) -> io::Result<()> {
+    // A deadline for the whole handshake: a byte every few seconds must not keep
+    // a connection slot forever.
+    let deadline = Instant::now() + limit;
     while conn.is_handshaking() {
         while conn.wants_write() {
             conn.write_tls(sock)?;
@@ -385,6 +507,14 @@ fn handshake(sock: &mut TcpStream, conn: &mut ServerConnection) -> io::Result<()
         if !conn.is_handshaking() {
             break;
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "TLS handshake took too long",
+            ));
+        }
+        sock.set_read_timeout(Some(left))?;
         if conn.read_tls(sock)? == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -434,8 +564,7 @@ impl Client {
             plain.extend_from_slice(raw);
             return Ok(false);
         };
-        let mut out = Vec::new();
-        let res = {
+        let (res, wants) = {
             let mut c = tls.lock().unwrap();
             let mut rd = raw;
             let mut closed = false;
@@ -457,17 +586,27 @@ impl Client {
                     }
                 }
             }
-            while c.wants_write() {
-                if c.write_tls(&mut out).is_err() {
-                    break;
-                }
-            }
-            res.map(|_| closed)
+            (res.map(|_| closed), c.wants_write())
         };
-        if !out.is_empty() {
-            self.writer.lock().unwrap().write_all(&out)?;
+        if wants {
+            // Records leave in the order they were sealed: every drain of rustls'
+            // queue happens under the writer lock (taken before the TLS lock).
+            self.flush_tls()?;
         }
         res
+    }
+
+    fn flush_tls(&self) -> io::Result<()> {
+        let Some(tls) = &self.tls else { return Ok(()) };
+        let mut w = self.writer.lock().unwrap();
+        let mut out = Vec::new();
+        {
+            let mut c = tls.lock().unwrap();
+            while c.wants_write() {
+                c.write_tls(&mut out)?;
+            }
+        }
+        w.write_all(&out)
     }
 
     /// Send plaintext to the client; `out` is scratch space for TLS records.
@@ -476,6 +615,7 @@ impl Client {
             return self.writer.lock().unwrap().write_all(data);
         };
         out.clear();
+        let mut w = self.writer.lock().unwrap();
         {
             let mut c = tls.lock().unwrap();
             c.writer().write_all(data)?;
@@ -483,22 +623,13 @@ impl Client {
                 c.write_tls(out)?;
             }
         }
-        self.writer.lock().unwrap().write_all(out)
+        w.write_all(out)
     }
 
     fn close(&self) {
         if let Some(tls) = &self.tls {
-            let mut out = Vec::new();
-            {
-                let mut c = tls.lock().unwrap();
-                c.send_close_notify();
-                while c.wants_write() {
-                    if c.write_tls(&mut out).is_err() {
-                        break;
-                    }
-                }
-            }
-            let _ = self.writer.lock().unwrap().write_all(&out);
+            tls.lock().unwrap().send_close_notify();
+            let _ = self.flush_tls();
         }
         let _ = self.writer.lock().unwrap().shutdown(Shutdown::Both);
     }
@@ -516,10 +647,9 @@ fn connection(
     let mut first = Vec::new();
     let tls_conn = match tls {
         Some(cfg) => {
-            sock.set_read_timeout(Some(limits.handshake_timeout))?;
             let mut conn = ServerConnection::new(cfg).map_err(io::Error::other)?;
             conn.set_buffer_limit(None);
-            handshake(&mut sock, &mut conn)?;
+            handshake(&mut sock, &mut conn, limits.handshake_timeout)?;
             // Bytes that came with the handshake are already decrypted: keep them.
             if drain_plaintext(&mut conn, &mut first)? {
                 return Ok(());
@@ -571,7 +701,7 @@ fn connection(
 
     let mut framer = Framer::new(peer, limits.max_body);
     let mut fwd = Vec::with_capacity(80 * 1024);
-    let mut feed = |plain: &[u8], be: &mut UnixStream| -> io::Result<bool> {
+    let mut feed = |framer: &mut Framer, plain: &[u8], be: &mut UnixStream| -> io::Result<bool> {
         fwd.clear();
         let v = framer.feed(plain, &mut fwd);
         be.write_all(&fwd)?;
@@ -585,14 +715,26 @@ fn connection(
     let mut result = if first.is_empty() {
         Ok(())
     } else {
-        feed(&first, &mut be).map(|_| ())
+        feed(&mut framer, &first, &mut be).map(|_| ())
     };
 
     // client -> backend, on this thread
     sock.set_read_timeout(Some(Duration::from_secs(5).min(limits.idle_timeout)))?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut plain = Vec::with_capacity(80 * 1024);
+    let head_too_slow = |f: &Framer| {
+        f.head_pending_since()
+            .is_some_and(|t| t.elapsed() > limits.head_timeout)
+    };
     while result.is_ok() && reject.lock().unwrap().is_none() {
+        if head_too_slow(&framer) {
+            // A head trickling in a byte at a time would hold the slot for days.
+            log::debug!(
+                "closing connection from {peer}: request head not complete in {:?}",
+                limits.head_timeout
+            );
+            break;
+        }
         let n = match sock.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -624,7 +766,7 @@ fn connection(
                 break;
             }
         };
-        match feed(&plain, &mut be) {
+        match feed(&mut framer, &plain, &mut be) {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => {
@@ -659,13 +801,17 @@ mod tests {
         "10.0.3.145:40000".parse().unwrap()
     }
 
+    fn reject(input: &[u8]) -> u16 {
+        match run(&mut Framer::new(peer(), 100), input).0 {
+            Verdict::Reject(code, _) => code,
+            Verdict::Forward => 0,
+        }
+    }
+
     #[test]
-    fn adds_peer_and_strips_forged_one() {
+    fn rebuilds_heads_with_peer_and_strips_forged_ones() {
         let mut f = Framer::new(peer(), 100);
-        let (v, out) = run(
-            &mut f,
-            b"GET /v2/ HTTP/1.1\r\nHost: x\r\nx-berth-peer: 1.2.3.4:5\r\n\r\n",
-        );
+        let (v, out) = run(&mut f, b"GET /v2/ HTTP/1.1\r\nHost: x\r\nx-berth-peer: 1.2.3.4:5\r\nX-Berth-Content-Length: 9\r\n\r\n");
         assert_eq!(v, Verdict::Forward);
         assert_eq!(
             out,
@@ -674,7 +820,7 @@ mod tests {
     }
 
     #[test]
-    fn follows_bodies_byte_by_byte() {
+    fn content_length_bodies_reach_tiny_http_chunked() {
         let mut f = Framer::new(peer(), 100);
         let input = b"PUT /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\n\r\n";
         let mut all = String::new();
@@ -684,46 +830,87 @@ mod tests {
             all += &out;
         }
         assert_eq!(all.matches("X-Berth-Peer").count(), 2, "{all}");
-        assert!(all.contains("\r\n\r\nhelloGET /b"));
+        assert!(
+            all.contains("X-Berth-Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            "{all}"
+        );
+        assert!(!all.contains("Content-Length: 5\r\nX"), "{all}");
+        // one chunk per byte fed, then the terminator, then the next request
+        assert!(
+            all.contains(
+                "1\r\nh\r\n1\r\ne\r\n1\r\nl\r\n1\r\nl\r\n1\r\no\r\n0\r\n\r\nGET /b HTTP/1.1\r\n"
+            ),
+            "{all}"
+        );
     }
 
     #[test]
-    fn follows_chunked_and_refuses_oversize() {
+    fn follows_chunked_bodies_and_normalises_them() {
         let mut f = Framer::new(peer(), 100);
-        let (v, out) = run(&mut f, b"PATCH /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /n HTTP/1.1\r\n\r\n");
+        let (v, out) = run(&mut f, b"PATCH /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n005;ext=1\r\nhello\r\n0\r\n\r\nGET /n HTTP/1.1\r\n\r\n");
         assert_eq!(v, Verdict::Forward);
         assert_eq!(out.matches("X-Berth-Peer").count(), 2);
-        // a chunk whose data looks like a request head is not taken for one
-        let mut f = Framer::new(peer(), 100);
-        let (_, out) = run(&mut f, b"PATCH /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n14\r\nGET / HTTP/1.1\r\n\r\n\r\n\r\n0\r\n\r\n");
-        assert_eq!(out.matches("X-Berth-Peer").count(), 1);
-        let mut f = Framer::new(peer(), 100);
-        let (v, out) = run(
-            &mut f,
-            b"PUT /a HTTP/1.1\r\nContent-Length: 999999999999\r\n\r\n",
+        assert!(
+            out.contains("\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /n"),
+            "{out}"
         );
-        assert!(matches!(v, Verdict::Reject(413, _)));
-        assert!(out.is_empty());
-        let mut f = Framer::new(peer(), 100);
-        assert!(matches!(
-            run(
-                &mut f,
-                b"PUT /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
-            )
-            .0,
-            Verdict::Reject(400, _)
-        ));
-        let mut f = Framer::new(peer(), 100);
-        assert!(matches!(
-            run(&mut f, b"\x00\x01garbage\r\n\r\n").0,
-            Verdict::Reject(400, _)
-        ));
+        // a chunk whose data looks like a request head is not taken for one
+        let (_, out) = run(&mut Framer::new(peer(), 100), b"PATCH /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n14\r\nGET / HTTP/1.1\r\n\r\n\r\n\r\n0\r\n\r\n");
+        assert_eq!(out.matches("X-Berth-Peer").count(), 1);
+    }
+
+    #[test]
+    fn refuses_what_could_desynchronise_tiny_http() {
+        assert_eq!(
+            reject(b"PUT /a HTTP/1.1\r\nContent-Length: 999999999999\r\n\r\n"),
+            413
+        );
+        assert_eq!(
+            reject(b"PUT /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            reject(b"PUT /a HTTP/1.1\r\nContent-Length: +5\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            reject(b"PUT /a HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            reject(b"PUT /a HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            400
+        );
+        // bare LF inside a head (httparse accepts it, tiny_http would not split there)
+        assert_eq!(
+            reject(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nA: b\nContent-Length: 60\r\n\r\n"),
+            400
+        );
+        assert_eq!(reject(b"GET /v2/ HTTP/1.1\r\nA: b\rc\r\n\r\n"), 400);
+        // a chunk-size line smuggling a request line, and trailers
+        assert_eq!(
+            reject(
+                b"POST /nope HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3a;x /v2/ HTTP/1.1\n"
+            ),
+            400
+        );
+        assert_eq!(
+            reject(b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
+            400
+        );
+        assert_eq!(
+            reject(b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n"),
+            400
+        );
+        assert_eq!(
+            reject(
+                b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Trailer: 1\r\n\r\n"
+            ),
+            400
+        );
+        assert_eq!(reject(b"\x00\x01garbage\r\n\r\n"), 400);
         // a TLS ClientHello on a plain port is refused at its first byte
-        let mut f = Framer::new(peer(), 100);
-        assert!(matches!(
-            run(&mut f, b"\x16\x03\x01\x02\x00").0,
-            Verdict::Reject(400, _)
-        ));
+        assert_eq!(reject(b"\x16\x03\x01\x02\x00"), 400);
         // a head arriving a byte at a time is not refused early
         let mut f = Framer::new(peer(), 100);
         for b in b"GET / HTTP/1.1\r\n\r\n" {

@@ -46,6 +46,8 @@ pub struct Request {
     /// Authenticated user, set by the handler for the access log.
     pub user: Option<String>,
     pub secure: bool,
+    /// Behind the front: its headers are trustworthy, bodies arrive chunked.
+    behind_front: bool,
 }
 
 impl Request {
@@ -62,8 +64,15 @@ impl Request {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
-    /// Declared body length (None for chunked bodies).
+    /// Declared body length (None for chunked bodies). Behind the front every
+    /// body reaches tiny_http chunked; the client's Content-Length comes in the
+    /// front's own header.
     pub fn body_length(&self) -> Option<u64> {
+        if self.behind_front {
+            return self
+                .header(front::LENGTH_HEADER)
+                .and_then(|v| v.parse().ok());
+        }
         self.rq.body_length().map(|l| l as u64)
     }
     /// The request body (sends `100 Continue` if the client waits for it).
@@ -346,6 +355,7 @@ fn serve_one(
         peer,
         user: None,
         secure,
+        behind_front,
     };
     let resp =
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(&mut req))) {
@@ -362,6 +372,16 @@ fn serve_one(
             )
             }
         };
+    // Read what the handler left of the body before answering: tiny_http starts the
+    // next request where this body ends, and must not take the rest of it for one.
+    if let Err(e) = io::copy(req.body(), &mut io::sink()) {
+        log::debug!(
+            "{} {} {}: request body ended early: {e}",
+            req.peer,
+            req.method,
+            req.path
+        );
+    }
     let status = resp.status;
     let len = resp.len();
     let is_head = req.method == "HEAD";

@@ -59,7 +59,13 @@ impl Env {
 
     /// Run with `input` on stdin.
     pub fn run_with_input(&self, args: &[&str], input: &str) -> Output {
-        let mut c = self.cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut c = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         // the command may exit before reading (a refused login): a closed pipe is fine
         let _ = c.stdin.take().unwrap().write_all(input.as_bytes());
         c.wait_with_output().unwrap()
@@ -693,7 +699,10 @@ fn errors_say_what_to_do() {
         stderr(&o)
     );
     // wrong password: login fails and stores nothing
-    let o = env.run_with_input(&["login", "-u", USER, "--password-stdin", &r.host()], "wrong\n");
+    let o = env.run_with_input(
+        &["login", "-u", USER, "--password-stdin", &r.host()],
+        "wrong\n",
+    );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("login failed"), "{}", stderr(&o));
     assert!(!env.dir.join("docker/config.json").exists());
@@ -727,7 +736,6 @@ fn errors_say_what_to_do() {
     let open = Env::new();
     open.login_with(&r, &["--insecure-registry", &r.host()]);
 }
-
 
 #[test]
 fn insecure_plain_http_registry_and_defaults_file() {

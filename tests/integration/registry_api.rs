@@ -1027,3 +1027,53 @@ fn json_access_log() {
     assert!(v["duration_ms"].is_number());
     assert!(v["bytes"].as_u64().unwrap() > 0);
 }
+
+/// Send raw bytes, return what came back before the server closed (or 2 s passed).
+fn raw_exchange(port: u16, bytes: &[u8]) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn request_smuggling_is_refused_and_the_server_lives() {
+    let r = Registryd::start(RegOpts {
+        tls: false,
+        ..RegOpts::default()
+    });
+    // a chunk-size line that would read as a request line to a laxer parser,
+    // carrying a forged peer and a body length meant to exhaust memory
+    let smuggled = b"POST /nope HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3a;x /v2/ HTTP/1.1\r\nContent-Length: 99999999999999\r\nX-Berth-Peer: 1.1.1.1:1\r\n\r\n\r\n0\r\n\r\n";
+    let out = raw_exchange(r.port, smuggled);
+    // /nope is answered; what hid in its body never is (it would get a 401)
+    assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+    assert!(
+        !out.contains("401"),
+        "the smuggled request was answered: {out}"
+    );
+    // a bare LF hiding a Content-Length from one parser but not the other
+    let bare_lf = b"GET /v2/ HTTP/1.1\r\nHost: x\r\nA: b\nContent-Length: 60\r\n\r\nGET /v2/ HTTP/1.1\r\nContent-Length: 99999999999999\r\n\r\n";
+    let out = raw_exchange(r.port, bare_lf);
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert_eq!(out.matches("HTTP/1.1").count(), 1, "{out}");
+    // an early answer to a chunked upload does not let its body be read as requests
+    let early = b"PATCH /v2/x/blobs/uploads/nope HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1c\r\nGET /v2/_catalog HTTP/1.1\r\n\r\n\r\n0\r\n\r\n";
+    let out = raw_exchange(r.port, early);
+    assert!(out.starts_with("HTTP/1.1 401"), "{out}");
+    assert!(
+        !out.contains("repositories"),
+        "the body was served as a request: {out}"
+    );
+    assert_eq!(
+        r.client().get(&r.url("/v2/")).status,
+        200,
+        "the server died"
+    );
+    assert!(
+        !r.logs().contains("1.1.1.1"),
+        "a forged peer reached the log"
+    );
+}
