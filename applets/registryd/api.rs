@@ -3,7 +3,7 @@
 //! API v2 headers, and Docker's v1 search.
 
 use super::config::Config;
-use berth::auth::htpasswd::{Check, FAIL_DELAY, Htpasswd};
+use berth::auth::htpasswd::{Check, FAIL_DELAY, Htpasswd, Throttle};
 use berth::digest::Digest;
 use berth::error::{Error, Kind};
 use berth::http::server::{Handler, Request, Response};
@@ -18,6 +18,7 @@ pub struct Registry {
     store: Arc<RegistryStore>,
     cfg: Config,
     auth: Option<Htpasswd>,
+    throttle: Throttle,
 }
 
 /// The endpoint a path names.
@@ -99,7 +100,12 @@ fn range_header(offset: u64) -> String {
 
 impl Registry {
     pub fn new(store: Arc<RegistryStore>, cfg: Config, auth: Option<Htpasswd>) -> Registry {
-        Registry { store, cfg, auth }
+        Registry {
+            store,
+            cfg,
+            auth,
+            throttle: Throttle::default(),
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -111,6 +117,22 @@ impl Registry {
 
     fn authenticate(&self, req: &mut Request) -> Option<Response> {
         let auth = self.auth.as_ref()?;
+        let ip = req
+            .peer
+            .parse::<std::net::SocketAddr>()
+            .ok()
+            .map(|a| a.ip());
+        if ip.is_some_and(|ip| self.throttle.blocked(ip)) && req.header("Authorization").is_some() {
+            return Some(
+                error(
+                    429,
+                    "TOOMANYREQUESTS",
+                    "too many failed logins from this address; wait a minute",
+                    json!({}),
+                )
+                .header("Retry-After", "60"),
+            );
+        }
         match auth.check(req.header("Authorization")) {
             Check::Ok(user) => {
                 req.user = Some(user);
@@ -119,6 +141,9 @@ impl Registry {
             check => {
                 if check == Check::Failed {
                     log::warn!("{}: failed login for {} {}", req.peer, req.method, req.path);
+                    if let Some(ip) = ip {
+                        self.throttle.failed(ip);
+                    }
                     std::thread::sleep(FAIL_DELAY);
                 }
                 let realm = self

@@ -73,6 +73,7 @@ struct Users {
     id: Option<FileId>,
     users: HashMap<String, String>,
     checked: Instant,
+    dummy: String,
 }
 
 /// An htpasswd file kept current, with a cache of verified credentials.
@@ -80,6 +81,44 @@ pub struct Htpasswd {
     path: PathBuf,
     state: RwLock<Users>,
     cache: Mutex<HashMap<Digest, (String, Instant)>>,
+    /// Headers that just failed: answered without another bcrypt.
+    failed: Mutex<HashMap<Digest, Instant>>,
+    /// bcrypt runs at most this many at once, so bad logins cannot eat every core.
+    bcrypt_slots: (Mutex<usize>, std::sync::Condvar),
+}
+
+/// How long a failed Authorization header is refused without bcrypt.
+const FAILED_TTL: Duration = Duration::from_secs(10);
+
+/// Failed logins one client may make per window before it is told to wait.
+pub const MAX_FAILURES: u32 = 20;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Counts failed logins per client address, so a guesser is slowed to
+/// [`MAX_FAILURES`] tries a minute instead of tying up workers and CPU.
+#[derive(Default)]
+pub struct Throttle {
+    seen: Mutex<HashMap<std::net::IpAddr, (u32, Instant)>>,
+}
+
+impl Throttle {
+    /// True when `ip` has used up its failures for now.
+    pub fn blocked(&self, ip: std::net::IpAddr) -> bool {
+        let m = self.seen.lock().unwrap();
+        m.get(&ip)
+            .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
+    }
+    pub fn failed(&self, ip: std::net::IpAddr) {
+        let mut m = self.seen.lock().unwrap();
+        if m.len() > 100_000 {
+            m.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+        }
+        let e = m.entry(ip).or_insert((0, Instant::now()));
+        if e.1.elapsed() >= FAILURE_WINDOW {
+            *e = (0, Instant::now());
+        }
+        e.0 += 1;
+    }
 }
 
 /// Result of checking credentials.
@@ -114,10 +153,20 @@ impl Htpasswd {
             path: path.to_path_buf(),
             state: RwLock::new(Users {
                 id: file_id(path),
+                dummy: dummy_for(&users),
                 users,
                 checked: Instant::now(),
             }),
             cache: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
+            bcrypt_slots: (
+                Mutex::new(
+                    std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(1),
+                ),
+                std::sync::Condvar::new(),
+            ),
         })
     }
 
@@ -143,9 +192,11 @@ impl Htpasswd {
         {
             Ok(users) => {
                 log::info!("{}: reloaded, {} users", self.path.display(), users.len());
+                s.dummy = dummy_for(&users);
                 s.users = users;
                 s.id = id;
                 self.cache.lock().unwrap().clear();
+                self.failed.lock().unwrap().clear();
             }
             Err(e) => {
                 // Keep serving with the users we had; say why the new file was refused.
@@ -177,37 +228,85 @@ impl Htpasswd {
                 c.remove(&key);
             }
         }
-        use base64::Engine;
-        let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
-            return Check::Failed;
-        };
-        let Ok(raw) = String::from_utf8(raw) else {
-            return Check::Failed;
-        };
-        let Some((user, pass)) = raw.split_once(':') else {
-            return Check::Failed;
-        };
-        let hash = self.state.read().unwrap().users.get(user).cloned();
-        // Unknown users cost a bcrypt too, so timing does not reveal who exists.
-        static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        let ok = match &hash {
-            Some(h) => bcrypt::verify(pass, h).unwrap_or(false),
-            None => {
-                let d = DUMMY.get_or_init(|| bcrypt::hash("berth-dummy", 10).unwrap_or_default());
-                let _ = bcrypt::verify(pass, d);
-                false
+        {
+            let mut f = self.failed.lock().unwrap();
+            if let Some(at) = f.get(&key) {
+                if at.elapsed() < FAILED_TTL {
+                    return Check::Failed;
+                }
+                f.remove(&key);
             }
-        };
-        if !ok {
+        }
+        let ok = self.verify(b64);
+        if ok.is_none() {
+            let mut f = self.failed.lock().unwrap();
+            if f.len() > 10_000 {
+                f.retain(|_, at| at.elapsed() < FAILED_TTL);
+            }
+            f.insert(key, Instant::now());
             return Check::Failed;
         }
+        let user = ok.unwrap_or_default();
         let mut c = self.cache.lock().unwrap();
         if c.len() > 10_000 {
             c.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
         }
-        c.insert(key, (user.to_string(), Instant::now()));
-        Check::Ok(user.to_string())
+        c.insert(key, (user.clone(), Instant::now()));
+        Check::Ok(user)
     }
+
+    // Decode and bcrypt-check `user:password`; the user on success.
+    fn verify(&self, b64: &str) -> Option<String> {
+        use base64::Engine;
+        let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
+            return None;
+        };
+        let raw = String::from_utf8(raw).ok()?;
+        let (user, pass) = raw.split_once(':')?;
+        let (hash, dummy) = {
+            let st = self.state.read().unwrap();
+            (st.users.get(user).cloned(), st.dummy.clone())
+        };
+        let _slot = self.bcrypt_slot();
+        // Unknown users cost a bcrypt of the file's own cost too, so timing does
+        // not tell who exists.
+        let ok = match &hash {
+            Some(h) => bcrypt::verify(pass, h).unwrap_or(false),
+            None => {
+                let _ = bcrypt::verify(pass, &dummy);
+                false
+            }
+        };
+        ok.then(|| user.to_string())
+    }
+
+    fn bcrypt_slot(&self) -> impl Drop + '_ {
+        struct Slot<'a>(&'a (Mutex<usize>, std::sync::Condvar));
+        impl Drop for Slot<'_> {
+            fn drop(&mut self) {
+                *self.0.0.lock().unwrap() += 1;
+                self.0.1.notify_one();
+            }
+        }
+        let (m, cv) = &self.bcrypt_slots;
+        let mut free = m.lock().unwrap();
+        while *free == 0 {
+            free = cv.wait(free).unwrap();
+        }
+        *free -= 1;
+        Slot(&self.bcrypt_slots)
+    }
+}
+
+/// A bcrypt hash of a throw-away password at the cost the file's users have.
+fn dummy_for(users: &HashMap<String, String>) -> String {
+    let cost = users
+        .values()
+        .next()
+        .and_then(|h| h.get(4..6))
+        .and_then(|c| c.parse::<u32>().ok())
+        .unwrap_or(10);
+    bcrypt::hash("berth-dummy", cost.clamp(4, 31)).unwrap_or_default()
 }
 
 /// One htpasswd line for `user` with a bcrypt hash of `password` (cost 10).

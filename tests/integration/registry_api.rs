@@ -1077,3 +1077,25 @@ fn request_smuggling_is_refused_and_the_server_lives() {
         "a forged peer reached the log"
     );
 }
+
+#[test]
+fn a_password_guesser_is_throttled() {
+    let r = Registryd::start(RegOpts::default());
+    // 20 wrong guesses at once (each costs the guesser the failure delay)
+    std::thread::scope(|s| {
+        for i in 0..20 {
+            let r = &r;
+            s.spawn(move || {
+                let c = r.anonymous().with_auth(&basic(USER, &format!("guess-{i}")));
+                assert_eq!(c.get(&r.url("/v2/")).status, 401);
+            });
+        }
+    });
+    let t = Instant::now();
+    let next = r.anonymous().with_auth(&basic(USER, "guess-21")).get(&r.url("/v2/"));
+    assert_eq!((next.status, next.code().as_str()), (429, "TOOMANYREQUESTS"));
+    assert_eq!(next.header("Retry-After"), Some("60"));
+    assert!(t.elapsed() < Duration::from_millis(200), "a throttled guess still cost a bcrypt or a delay");
+    // even the right password waits out the window from that address
+    assert_eq!(r.client().get(&r.url("/v2/")).status, 429);
+}
