@@ -135,8 +135,39 @@ pub fn copy_validated<R: Read, W: Write>(input: R, out: W) -> Result<(TarSummary
 /// Handles OCI whiteouts (`.wh.NAME` deletes NAME, `.wh..wh..opq` empties the
 /// directory). Ownership and device nodes are applied only when running as root.
 pub fn extract<R: Read>(input: R, dest: &Path) -> Result<u64> {
+    unpack(input, dest, true)
+}
+
+/// Unpack an archive of plain files (an image archive for `load`): directories,
+/// regular files, hard links and symlinks that stay inside `dest`; no devices,
+/// no whiteouts, no owners, no set-id or world-writable modes. What cannot be in
+/// such an archive is an error naming the entry.
+pub fn extract_files<R: Read>(input: R, dest: &Path) -> Result<u64> {
+    unpack(input, dest, false)
+}
+
+// `..` from a symlink's directory must not climb above the root.
+fn symlink_stays_inside(rel: &Path, target: &Path) -> bool {
+    if target.is_absolute() {
+        return false;
+    }
+    let mut depth = rel.components().count() as i64 - 1;
+    for c in target.components() {
+        match c {
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return false;
+        }
+    }
+    true
+}
+
+fn unpack<R: Read>(input: R, dest: &Path, rootfs: bool) -> Result<u64> {
     std::fs::create_dir_all(dest).with_context(|| format!("create {}", dest.display()))?;
-    let root = nix::unistd::geteuid().is_root();
+    let root = rootfs && nix::unistd::geteuid().is_root();
     let mut ar = tar::Archive::new(input);
     ar.set_preserve_permissions(true);
     ar.set_preserve_mtime(true);
@@ -164,7 +195,7 @@ pub fn extract<R: Read>(input: R, dest: &Path) -> Result<u64> {
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if name == ".wh..wh..opq" {
+        if rootfs && name == ".wh..wh..opq" {
             let dir = target.parent().unwrap_or(dest);
             if let Ok(rd) = std::fs::read_dir(dir) {
                 for c in rd.flatten() {
@@ -173,11 +204,45 @@ pub fn extract<R: Read>(input: R, dest: &Path) -> Result<u64> {
             }
             continue;
         }
-        if let Some(victim) = name.strip_prefix(".wh.") {
+        if let Some(victim) = name.strip_prefix(".wh.").filter(|_| rootfs) {
+            if victim.is_empty() || victim == "." || victim == ".." || victim.contains('/') {
+                return Err(Error::invalid(format!(
+                    "tar entry {}: a whiteout of {victim:?} is not allowed",
+                    rel.display()
+                )));
+            }
             remove_any(&target.with_file_name(victim))?;
             continue;
         }
         let kind = e.header().entry_type();
+        if !rootfs {
+            let allowed = kind.is_dir()
+                || kind.is_file()
+                || kind.is_hard_link()
+                || kind.is_symlink()
+                || kind == tar::EntryType::Continuous;
+            if !allowed {
+                return Err(Error::invalid(format!(
+                    "{}: an image archive holds only files and directories",
+                    rel.display()
+                )));
+            }
+            if kind.is_symlink() {
+                let t = e
+                    .link_name()
+                    .ok()
+                    .flatten()
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                if !symlink_stays_inside(&rel, &t) {
+                    return Err(Error::invalid(format!(
+                        "{}: symlink to {} leaves the archive",
+                        rel.display(),
+                        t.display()
+                    )));
+                }
+            }
+        }
         if target.symlink_metadata().is_ok() && !(kind.is_dir() && target.is_dir()) {
             remove_any(&target)?;
         }
@@ -217,10 +282,18 @@ pub fn extract<R: Read>(input: R, dest: &Path) -> Result<u64> {
                 crate::sys::apply(&crate::sys::Linux, &[op])?;
             }
             _ => {
-                e.set_preserve_permissions(true);
+                e.set_preserve_permissions(rootfs);
                 e.unpack(&target).map_err(|err| {
                     Error::with_source(Kind::Io, format!("unpack {}", rel.display()), err)
                 })?;
+                if !rootfs && !kind.is_symlink() {
+                    // no set-id bits or world-writable files from an untrusted archive
+                    use std::os::unix::fs::PermissionsExt;
+                    let exec = e.header().mode().unwrap_or(0) & 0o111 != 0;
+                    let mode = if kind.is_dir() || exec { 0o755 } else { 0o644 };
+                    let _ =
+                        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode));
+                }
                 if kind.is_dir() {
                     if let Ok(m) = e.header().mtime() {
                         dir_times.push((target.clone(), m));
@@ -392,5 +465,56 @@ mod tests {
         assert!(!dir.join("b/x").exists());
         assert!(dir.join("b/y").exists());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn whiteouts_cannot_name_the_parent_and_archives_hold_only_files() {
+        // nested, so a regression could only ever empty this test's own directory
+        let base = std::env::temp_dir().join(format!("berth-wh-{}", crate::util::uuid4()));
+        let dir = base.join("root");
+        let sibling = base.join("keep");
+        std::fs::create_dir_all(&sibling).unwrap();
+        let evil = tar_of(&[(".wh...", b"")]);
+        assert!(extract(&evil[..], &dir).is_err());
+        assert!(sibling.exists(), "a whiteout reached outside its root");
+        // image archives: no devices, no links out, no set-id modes
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "a/out", "../../etc").unwrap();
+        let out = b.into_inner().unwrap();
+        let e = extract_files(&out[..], &dir.join("files")).unwrap_err();
+        assert!(e.to_string().contains("leaves the archive"), "{e}");
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Block);
+        h.set_size(0);
+        h.set_mode(0o666);
+        b.append_data(&mut h, "sda", std::io::empty()).unwrap();
+        let dev = b.into_inner().unwrap();
+        assert!(extract_files(&dev[..], &dir.join("files2")).is_err());
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o4777);
+        b.append_data(&mut h, "suid", &b"x"[..]).unwrap();
+        let suid = b.into_inner().unwrap();
+        extract_files(&suid[..], &dir.join("files3")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(dir.join("files3/suid"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777,
+            0o755
+        );
+        assert!(symlink_stays_inside(
+            Path::new("a/b/link"),
+            Path::new("../c")
+        ));
+        assert!(!symlink_stays_inside(Path::new("link"), Path::new("../c")));
+        let _ = std::fs::remove_dir_all(&base);
     }
 }

@@ -22,6 +22,7 @@ use crate::store::local::{ImageMeta, LocalStore, split_tag};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 /// Annotations on index.json entries.
@@ -233,7 +234,13 @@ pub fn load(store: &LocalStore, input: Box<dyn Read + Send>) -> Result<Loaded> {
     }
     let _cleanup = Cleanup(&staging);
     let plain = crate::archive::decompressed(input)?;
-    crate::archive::extract(plain, &staging).map_err(|e| e.context("reading the archive"))?;
+    // A private staging directory: nothing of an untrusted archive is visible to
+    // other users while it is checked.
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
+        .with_context(|| format!("create {}", staging.display()))?;
+    crate::archive::extract_files(plain, &staging).map_err(|e| e.context("reading the archive"))?;
     if staging.join("index.json").is_file() && staging.join("oci-layout").is_file() {
         load_oci(store, &staging)
     } else if staging.join("manifest.json").is_file() {

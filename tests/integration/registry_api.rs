@@ -1092,10 +1092,19 @@ fn a_password_guesser_is_throttled() {
         }
     });
     let t = Instant::now();
-    let next = r.anonymous().with_auth(&basic(USER, "guess-21")).get(&r.url("/v2/"));
-    assert_eq!((next.status, next.code().as_str()), (429, "TOOMANYREQUESTS"));
+    let next = r
+        .anonymous()
+        .with_auth(&basic(USER, "guess-21"))
+        .get(&r.url("/v2/"));
+    assert_eq!(
+        (next.status, next.code().as_str()),
+        (429, "TOOMANYREQUESTS")
+    );
     assert_eq!(next.header("Retry-After"), Some("60"));
-    assert!(t.elapsed() < Duration::from_millis(200), "a throttled guess still cost a bcrypt or a delay");
+    assert!(
+        t.elapsed() < Duration::from_millis(200),
+        "a throttled guess still cost a bcrypt or a delay"
+    );
     // even the right password waits out the window from that address
     assert_eq!(r.client().get(&r.url("/v2/")).status, 429);
 }
