@@ -79,6 +79,7 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
     if cfg.purging.enabled {
         spawn_purger(store.clone(), cfg.purging.clone());
     }
+    spawn_catalog_refresh(store.clone());
     let listen = match cfg.net {
         config::Net::Tcp => Listen::Tcp(cfg.addr.clone()),
         config::Net::Unix => Listen::Unix(PathBuf::from(&cfg.addr)),
@@ -115,6 +116,24 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
     );
     server.wait();
     Ok(0)
+}
+
+/// Re-read the catalog from storage every ten minutes: it heals anything a race
+/// left stale and picks up what another process wrote to the same storage.
+fn spawn_catalog_refresh(store: Arc<RegistryStore>) {
+    let spawned = std::thread::Builder::new()
+        .name("catalog-refresh".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(600));
+                if let Err(e) = store.refresh_catalog() {
+                    log::error!("catalog refresh: {e}");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the catalog refresh: {e}");
+    }
 }
 
 /// Remove upload sessions older than the configured age: now, then every interval.

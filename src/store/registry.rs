@@ -71,12 +71,38 @@ pub struct PutManifest {
 struct UploadState {
     hasher: Hasher,
     offset: u64,
+    /// Finished, cancelled or purged: a PATCH that waited for the lock must not
+    /// bring the session back.
+    closed: bool,
+}
+
+/// A session: its state (locked while a chunk is written) and the offset, which
+/// status requests read without waiting for a slow chunk.
+struct Session {
+    state: Mutex<UploadState>,
+    offset: std::sync::atomic::AtomicU64,
+}
+
+impl Session {
+    fn new(hasher: Hasher, offset: u64) -> Arc<Session> {
+        Arc::new(Session {
+            state: Mutex::new(UploadState {
+                hasher,
+                offset,
+                closed: false,
+            }),
+            offset: std::sync::atomic::AtomicU64::new(offset),
+        })
+    }
 }
 
 /// Repositories, blobs and uploads of one registry.
 pub struct RegistryStore {
     d: Arc<dyn Driver>,
-    uploads: Mutex<HashMap<String, Arc<Mutex<UploadState>>>>,
+    uploads: Mutex<HashMap<String, Arc<Session>>>,
+    /// Per-repository locks: manifest puts and deletes of one repository do not
+    /// interleave (a tag must never point at a revision deleted under it).
+    repo_locks: (Mutex<std::collections::HashSet<String>>, std::sync::Condvar),
     /// Live repositories (at least one manifest) -> tags; serves the catalog and search.
     catalog: RwLock<BTreeMap<String, Vec<String>>>,
 }
@@ -150,6 +176,7 @@ impl RegistryStore {
         let s = RegistryStore {
             d,
             uploads: Mutex::new(HashMap::new()),
+            repo_locks: Default::default(),
             catalog: RwLock::new(BTreeMap::new()),
         };
         s.refresh_catalog()?;
@@ -280,17 +307,14 @@ impl RegistryStore {
         )?;
         let mut w = self.d.writer(&format!("{dir}/data"), false)?;
         w.commit()?;
-        self.uploads.lock().unwrap().insert(
-            id.clone(),
-            Arc::new(Mutex::new(UploadState {
-                hasher: Hasher::new(Algorithm::Sha256),
-                offset: 0,
-            })),
-        );
+        self.uploads
+            .lock()
+            .unwrap()
+            .insert(id.clone(), Session::new(Hasher::new(Algorithm::Sha256), 0));
         Ok(id)
     }
 
-    fn upload_state(&self, name: &str, id: &str) -> Result<Arc<Mutex<UploadState>>> {
+    fn upload_state(&self, name: &str, id: &str) -> Result<Arc<Session>> {
         validate_name(name)?;
         if !valid_upload_id(id) {
             return Err(Error::not_found(format!("upload {id:?} unknown")));
@@ -304,12 +328,10 @@ impl RegistryStore {
             }
             Err(e) => return Err(e),
         };
-        let mut map = self.uploads.lock().unwrap();
-        if let Some(s) = map.get(id) {
+        if let Some(s) = self.uploads.lock().unwrap().get(id) {
             return Ok(s.clone());
         }
         // A session from before a restart: rebuild the hash state from the bytes.
-        drop(map);
         let mut hasher = Hasher::new(Algorithm::Sha256);
         let (mut r, _) = self.d.reader(&data, 0)?;
         let mut buf = vec![0u8; 1 << 20];
@@ -323,18 +345,21 @@ impl RegistryStore {
             offset += n as u64;
         }
         debug_assert_eq!(offset, size);
-        map = self.uploads.lock().unwrap();
+        let mut map = self.uploads.lock().unwrap();
         Ok(map
             .entry(id.to_string())
-            .or_insert_with(|| Arc::new(Mutex::new(UploadState { hasher, offset })))
+            .or_insert_with(|| Session::new(hasher, offset))
             .clone())
     }
 
-    /// Bytes received so far in a session.
+    fn gone(id: &str) -> Error {
+        Error::not_found(format!("upload {id} unknown"))
+    }
+
+    /// Bytes received so far in a session (without waiting for a chunk in flight).
     pub fn upload_offset(&self, name: &str, id: &str) -> Result<u64> {
         let st = self.upload_state(name, id)?;
-        let off = st.lock().unwrap().offset;
-        Ok(off)
+        Ok(st.offset.load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// Append a chunk. `start` is where the client says it begins (Content-Range);
@@ -348,8 +373,11 @@ impl RegistryStore {
         body: &mut dyn Read,
         declared_len: Option<u64>,
     ) -> Result<u64> {
-        let st = self.upload_state(name, id)?;
-        let mut st = st.lock().unwrap();
+        let session = self.upload_state(name, id)?;
+        let mut st = session.state.lock().unwrap();
+        if st.closed {
+            return Err(Self::gone(id));
+        }
         if let Some(s) = start {
             if s != st.offset {
                 return Err(Error::new(
@@ -359,6 +387,9 @@ impl RegistryStore {
             }
         }
         let data = format!("{}/data", upload_dir(name, id));
+        if !self.exists(&data)? {
+            return Err(Self::gone(id));
+        }
         let mut w = self.d.writer(&data, true)?;
         if w.size() != st.offset {
             return Err(Error::internal(format!(
@@ -400,6 +431,9 @@ impl RegistryStore {
             Ok(()) => {
                 st.hasher = hasher;
                 st.offset += n_total;
+                session
+                    .offset
+                    .store(st.offset, std::sync::atomic::Ordering::Release);
                 Ok(st.offset)
             }
             Err(e) => {
@@ -417,8 +451,11 @@ impl RegistryStore {
     /// blob is stored, linked into `name`, and its size returned. On a mismatch the
     /// session is removed and nothing is stored.
     pub fn finish_upload(&self, name: &str, id: &str, expected: &Digest) -> Result<u64> {
-        let st = self.upload_state(name, id)?;
-        let st = st.lock().unwrap();
+        let session = self.upload_state(name, id)?;
+        let mut st = session.state.lock().unwrap();
+        if st.closed {
+            return Err(Self::gone(id));
+        }
         let dir = upload_dir(name, id);
         let data = format!("{dir}/data");
         let got = if expected.algorithm() == Algorithm::Sha256 {
@@ -437,9 +474,10 @@ impl RegistryStore {
             h.finish()
         };
         let size = st.offset;
+        st.closed = true;
+        self.uploads.lock().unwrap().remove(id);
         if &got != expected {
-            drop(st);
-            self.cancel_upload(name, id)?;
+            self.d.delete(&dir)?;
             return Err(Error::new(
                 Kind::Digest,
                 format!("upload content has digest {got}, not {expected}"),
@@ -449,26 +487,28 @@ impl RegistryStore {
             // The bytes were fsynced by append_upload; rename makes them visible whole.
             self.d.rename(&data, &blob_path(expected))?;
         }
-        drop(st);
         self.d.delete(&dir)?;
-        self.uploads.lock().unwrap().remove(id);
+        drop(st);
         self.link_blob(name, expected)?;
         Ok(size)
     }
 
     /// Abort a session and delete its bytes.
     pub fn cancel_upload(&self, name: &str, id: &str) -> Result<()> {
-        validate_name(name)?;
-        if !valid_upload_id(id) || !self.exists(&upload_dir(name, id))? {
-            return Err(Error::not_found(format!("upload {id} unknown")));
+        let session = self.upload_state(name, id)?;
+        let mut st = session.state.lock().unwrap();
+        if st.closed {
+            return Err(Self::gone(id));
         }
+        st.closed = true;
         self.uploads.lock().unwrap().remove(id);
         self.d.delete(&upload_dir(name, id))
     }
 
-    /// Store a small blob given whole (manifests): verified, then renamed into place.
-    fn put_blob_bytes(&self, bytes: &[u8]) -> Result<Digest> {
-        let d = Digest::sha256(bytes);
+    /// Store a small blob given whole (manifests) under its digest of `algo`:
+    /// written, fsynced, then renamed into place.
+    fn put_blob_bytes(&self, bytes: &[u8], algo: Algorithm) -> Result<Digest> {
+        let d = Digest::of(algo, bytes);
         if self.global_blob_size(&d)?.is_none() {
             let tmp = format!("{V2}/_tmp/{}", crate::util::uuid4());
             let mut w = self.d.writer(&tmp, false)?;
@@ -501,14 +541,33 @@ impl RegistryStore {
                     log::info!("upload purging (dry run): would remove {repo} upload {id}");
                     n += 1;
                 } else if old {
-                    self.d.delete(&dir)?;
+                    // A session being written to is not stale, whatever startedat says.
+                    let live = self.uploads.lock().unwrap().get(&id).cloned();
+                    match live {
+                        Some(session) => match session.state.try_lock() {
+                            Ok(mut st) if !st.closed => {
+                                st.closed = true;
+                                self.d.delete(&dir)?;
+                            }
+                            _ => continue,
+                        },
+                        None => self.d.delete(&dir)?,
+                    }
                     self.uploads.lock().unwrap().remove(&id);
                     n += 1;
                 }
             }
         }
         if !dry_run {
-            let _ = self.d.delete(&format!("{V2}/_tmp"));
+            // Leftovers of manifest writes that died; a write in progress is seconds old.
+            for f in self.d.list(&format!("{V2}/_tmp"))? {
+                let p = format!("{V2}/_tmp/{f}");
+                if self.d.stat(&p).is_ok_and(|s| {
+                    now.duration_since(s.modified).unwrap_or_default() > Duration::from_secs(3600)
+                }) {
+                    let _ = self.d.delete(&p);
+                }
+            }
         }
         Ok(n)
     }
@@ -561,6 +620,19 @@ impl RegistryStore {
         }))
     }
 
+    /// Held while a repository's manifests and tags change.
+    fn repo_lock(&self, name: &str) -> RepoGuard<'_> {
+        let mut busy = self.repo_locks.0.lock().unwrap();
+        while busy.contains(name) {
+            busy = self.repo_locks.1.wait(busy).unwrap();
+        }
+        busy.insert(name.to_string());
+        RepoGuard {
+            busy: &self.repo_locks,
+            name: name.to_string(),
+        }
+    }
+
     /// Store a manifest under a tag or its digest after checking it: valid JSON of
     /// a known kind, digest matching a digest reference, every blob and child
     /// manifest present in `name`. The bytes are kept exactly as given.
@@ -591,10 +663,12 @@ impl RegistryStore {
                         format!("manifest digest is {got}, not {d}"),
                     ));
                 }
-                Digest::sha256(bytes)
+                // The client's digest is the manifest's name here (sha512 too).
+                d.clone()
             }
             ManifestRef::Tag(_) => Digest::sha256(bytes),
         };
+        let _repo = self.repo_lock(name);
         for b in parsed.blob_refs() {
             if self.blob_size(name, &b.digest)?.is_none() {
                 return Err(Error::not_found(b.digest.to_string()));
@@ -608,21 +682,12 @@ impl RegistryStore {
                 return Err(Error::not_found(m.digest.to_string()));
             }
         }
-        let stored = self.put_blob_bytes(bytes)?;
+        let stored = self.put_blob_bytes(bytes, digest.algorithm())?;
         self.touch_blob(&stored);
         self.d.put(
             &format!("{}/link", revision_dir(name, &digest)),
             digest.to_string().as_bytes(),
         )?;
-        // A digest reference with another algorithm also gets its own revision link.
-        if let ManifestRef::Digest(d) = r {
-            if d != &digest {
-                self.d.put(
-                    &format!("{}/link", revision_dir(name, d)),
-                    d.to_string().as_bytes(),
-                )?;
-            }
-        }
         if let ManifestRef::Tag(t) = r {
             let td = format!("{}/{t}", tags_dir(name));
             self.d.put(
@@ -656,6 +721,7 @@ impl RegistryStore {
     pub fn delete_tag(&self, name: &str, tag: &str) -> Result<bool> {
         validate_name(name)?;
         validate_tag(tag)?;
+        let _repo = self.repo_lock(name);
         let td = format!("{}/{tag}", tags_dir(name));
         if !self.exists(&td)? {
             return Ok(false);
@@ -668,6 +734,7 @@ impl RegistryStore {
     /// Delete a manifest revision and every tag pointing at it. False if unknown.
     pub fn delete_manifest(&self, name: &str, d: &Digest) -> Result<bool> {
         validate_name(name)?;
+        let _repo = self.repo_lock(name);
         if self
             .resolve(name, &ManifestRef::Digest(d.clone()))?
             .is_none()
@@ -856,6 +923,19 @@ impl RegistryStore {
     }
 }
 
+/// Held while one repository's manifests and tags change; released on drop.
+struct RepoGuard<'a> {
+    busy: &'a (Mutex<std::collections::HashSet<String>>, std::sync::Condvar),
+    name: String,
+}
+
+impl Drop for RepoGuard<'_> {
+    fn drop(&mut self) {
+        self.busy.0.lock().unwrap().remove(&self.name);
+        self.busy.1.notify_all();
+    }
+}
+
 /// A page of a sorted list after `last`, at most `n` long; and whether more follow.
 pub fn page<'a>(
     items: &'a [String],
@@ -983,6 +1063,54 @@ mod tests {
             .unwrap();
         s2.finish_upload("x", &id, &Digest::sha256(b"hello world"))
             .unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_closed_session_stays_closed() {
+        let (s, dir) = store();
+        let id = s.start_upload("x").unwrap();
+        s.append_upload("x", &id, Some(0), &mut &b"abc"[..], None)
+            .unwrap();
+        s.finish_upload("x", &id, &Digest::sha256(b"abc")).unwrap();
+        // a PATCH that was waiting for the lock must not bring the session back
+        assert_eq!(
+            s.append_upload("x", &id, None, &mut &b"more"[..], None)
+                .unwrap_err()
+                .kind(),
+            Kind::NotFound
+        );
+        assert!(
+            !dir.join(format!("docker/registry/v2/repositories/x/_uploads/{id}"))
+                .exists()
+        );
+        let id2 = s.start_upload("x").unwrap();
+        s.cancel_upload("x", &id2).unwrap();
+        assert_eq!(
+            s.cancel_upload("x", &id2).unwrap_err().kind(),
+            Kind::NotFound
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn sha512_manifests_are_found_by_their_digest() {
+        let (s, dir) = store();
+        let cfg = push_blob(&s, "m", b"{}");
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cfg}","size":2}},"layers":[]}}"#
+        );
+        let d512 = Digest::of(Algorithm::Sha512, m.as_bytes());
+        let put = s
+            .put_manifest("m", &ManifestRef::Digest(d512.clone()), m.as_bytes(), None)
+            .unwrap();
+        assert_eq!(put.digest, d512);
+        let got = s
+            .get_manifest("m", &ManifestRef::Digest(d512.clone()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.bytes, m.as_bytes());
+        assert_eq!(got.digest, d512);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
