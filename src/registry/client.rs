@@ -69,6 +69,7 @@ pub struct Registry {
     tokens: Mutex<HashMap<String, String>>,
     basic: Mutex<bool>,
     certs_dir: PathBuf,
+    insecure: bool,
 }
 
 fn system_roots() -> Vec<ureq::tls::Certificate<'static>> {
@@ -165,6 +166,28 @@ fn join_url(base: &str, location: &str) -> String {
     }
 }
 
+/// A Location header resolved against the URL it answered.
+fn resolve_location(current: &str, loc: &str) -> String {
+    if loc.starts_with("http://") || loc.starts_with("https://") {
+        return loc.to_string();
+    }
+    let scheme_end = current.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_end = current[scheme_end..]
+        .find('/')
+        .map(|i| scheme_end + i)
+        .unwrap_or(current.len());
+    if loc.starts_with('/') {
+        return format!("{}{loc}", &current[..host_end]);
+    }
+    let path = current[..current.find('?').unwrap_or(current.len())].to_string();
+    let dir_end = path
+        .rfind('/')
+        .filter(|&i| i >= host_end)
+        .map(|i| i + 1)
+        .unwrap_or(path.len());
+    format!("{}{loc}", &path[..dir_end])
+}
+
 fn with_query(url: &str, k: &str, v: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}{k}={}", crate::http::percent_encode(v))
@@ -246,13 +269,26 @@ impl Registry {
             tokens: Mutex::new(HashMap::new()),
             basic: Mutex::new(false),
             certs_dir,
+            insecure,
         };
         if insecure {
-            // Plain HTTP when the registry does not speak TLS (the site's first setup).
-            let probe = r.agent.get(format!("{}/v2/", r.base)).call();
-            if probe.is_err() {
-                r.base = format!("http://{api_host}");
-                log::debug!("{host}: no TLS, using plain HTTP (insecure registry)");
+            // Plain HTTP when the registry does not speak TLS (the site's first
+            // setup) — only then: a host that is down stays an error about the host.
+            if let Err(e) = r.agent.get(format!("{}/v2/", r.base)).call() {
+                let t = e.to_string();
+                let tls_failed = matches!(e, ureq::Error::Rustls(_) | ureq::Error::Tls(_))
+                    || [
+                        "InvalidContentType",
+                        "corrupt message",
+                        "handshake",
+                        "HandshakeFailure",
+                    ]
+                    .iter()
+                    .any(|k| t.contains(k));
+                if tls_failed {
+                    r.base = format!("http://{api_host}");
+                    log::debug!("{host}: no TLS ({t}), using plain HTTP (insecure registry)");
+                }
             }
         }
         Ok(r)
@@ -327,11 +363,20 @@ impl Registry {
         if let Some(s) = service {
             url = with_query(&url, "service", s);
         }
-        if !scope.is_empty() {
-            url = with_query(&url, "scope", scope);
+        // One `scope` parameter per resource, as the token spec's GET form wants.
+        for sc in scope.split_whitespace() {
+            url = with_query(&url, "scope", sc);
         }
         let mut req = self.agent.get(&url);
-        if let Some((u, p)) = &self.creds {
+        // Credentials go in the clear only to a registry the site marked insecure.
+        let may_send = realm.starts_with("https://") || self.insecure;
+        if !may_send && self.creds.is_some() {
+            log::warn!(
+                "{}: token service {realm} is not HTTPS; not sending credentials there",
+                self.host
+            );
+        }
+        if let (true, Some((u, p))) = (may_send, &self.creds) {
             use base64::Engine;
             req = req.header(
                 "Authorization",
@@ -435,17 +480,8 @@ impl Registry {
             };
             let resp = res.map_err(|e| self.transport_error(e))?;
             let status = resp.status().as_u16();
-            if follow && (300..400).contains(&status) {
-                if let Some(loc) = header(&resp, "Location") {
-                    // Blob redirects (object storage) are followed without our Authorization.
-                    let target = join_url(&self.base, &loc);
-                    let req = http::Request::builder()
-                        .method(method)
-                        .uri(&target)
-                        .body(())
-                        .map_err(|e| Error::internal(e.to_string()))?;
-                    return self.agent.run(req).map_err(|e| self.transport_error(e));
-                }
+            if follow && (300..400).contains(&status) && header(&resp, "Location").is_some() {
+                return self.follow_redirects(method, url, resp);
             }
             if status != 401 || attempt == 1 {
                 if status == 401 {
@@ -490,6 +526,35 @@ impl Registry {
             }
         }
         unreachable!("the loop returns on its second pass")
+    }
+
+    /// Blob redirects (object storage, CDNs) are followed — a few hops, each
+    /// relative to the last — without our Authorization header.
+    fn follow_redirects(
+        &self,
+        method: &str,
+        from: &str,
+        mut resp: http::Response<ureq::Body>,
+    ) -> Result<http::Response<ureq::Body>> {
+        let mut at = from.to_string();
+        for _ in 0..5 {
+            let status = resp.status().as_u16();
+            let Some(loc) = header(&resp, "Location").filter(|_| (300..400).contains(&status))
+            else {
+                return Ok(resp);
+            };
+            at = resolve_location(&at, &loc);
+            let req = http::Request::builder()
+                .method(method)
+                .uri(&at)
+                .body(())
+                .map_err(|e| Error::internal(e.to_string()))?;
+            resp = self.agent.run(req).map_err(|e| self.transport_error(e))?;
+        }
+        Err(Error::new(
+            Kind::Network,
+            format!("{}: too many redirects for {from}", self.host),
+        ))
     }
 
     fn url(&self, path: &str) -> String {
@@ -683,10 +748,17 @@ impl Registry {
         let loc = header(&r, "Location")
             .map(|l| join_url(&self.base, &l))
             .unwrap_or_else(|| location.to_string());
-        let off = header(&r, "Range")
-            .and_then(|rg| rg.rsplit('-').next().and_then(|e| e.parse::<u64>().ok()))
-            .map(|e| e + 1)
-            .unwrap_or(0);
+        // "0-0" is what registries say for an empty session (one byte is never a
+        // state berth's chunks leave); "0-N" means N+1 bytes are there.
+        let off = match header(&r, "Range").as_deref() {
+            None | Some("0-0") => 0,
+            Some(rg) => rg
+                .rsplit('-')
+                .next()
+                .and_then(|e| e.parse::<u64>().ok())
+                .map(|e| e + 1)
+                .unwrap_or(0),
+        };
         Ok((off, loc))
     }
 
@@ -757,7 +829,6 @@ impl Registry {
                 // Resume where the registry says it is.
                 let (at, l) = self.upload_status(repo, &loc)?;
                 loc = l;
-                let at = if at == 1 && off == 0 { 0 } else { at };
                 if at > off {
                     on_progress(at - off);
                 }
@@ -856,5 +927,28 @@ impl Registry {
             serde_json::from_value(v.get("results").cloned().unwrap_or_default())
                 .unwrap_or_default();
         Ok(hits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_resolve_against_the_url_they_answered() {
+        let at = "https://r.example:5000/v2/a/blobs/sha256:ab?x=1";
+        assert_eq!(
+            resolve_location(at, "https://cdn.example/o/1"),
+            "https://cdn.example/o/1"
+        );
+        assert_eq!(resolve_location(at, "/v2/b"), "https://r.example:5000/v2/b");
+        assert_eq!(
+            resolve_location(at, "data?sig=2"),
+            "https://r.example:5000/v2/a/blobs/data?sig=2"
+        );
+        assert_eq!(
+            with_query("https://a/token?service=x", "scope", "repository:a/b:pull"),
+            "https://a/token?service=x&scope=repository%3Aa%2Fb%3Apull"
+        );
     }
 }

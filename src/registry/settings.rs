@@ -122,8 +122,17 @@ impl Settings {
         Ok(self)
     }
 
+    /// Insecure registries: those listed, and — as docker has it — any on
+    /// 127.0.0.0/8, where TLS protects nothing.
     pub fn is_insecure(&self, host: &str) -> bool {
         let h = norm_host(host);
+        let ip = h.rsplit_once(':').map(|(a, _)| a).unwrap_or(&h);
+        if ip
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|a| a.is_loopback())
+        {
+            return true;
+        }
         self.insecure.iter().any(|i| *i == h)
     }
 

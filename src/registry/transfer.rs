@@ -394,7 +394,16 @@ fn push_blob(
     let sources = mount_sources(store, host, &b.digest, repo);
     let mut location = None;
     for from in sources.iter().take(3) {
-        match reg.start_upload(repo, Some((&b.digest, from)))? {
+        // A registry that refuses the mount (or its token) still takes an upload.
+        let tried = match reg.start_upload(repo, Some((&b.digest, from))) {
+            Ok(t) => t,
+            Err(e) if e.kind() != Kind::Network && e.kind() != Kind::Tls => {
+                log::debug!("{}: mount from {from} refused: {e}", reg.host);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        match tried {
             None => {
                 progress
                     .task(&label, b.size, "")
