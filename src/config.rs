@@ -126,7 +126,10 @@ fn convert(r: Spanned<Raw>) -> Node {
 }
 
 impl Node {
-    fn scalar_string(&self) -> Option<String> {
+    /// A scalar as text (numbers and booleans converted); None for null, lists
+    /// and maps. For keys that may contain dots (labels, sysctl-like names), which
+    /// a dotted path cannot reach.
+    pub fn scalar_string(&self) -> Option<String> {
         match &self.value {
             Value::Str(s) => Some(s.clone()),
             Value::Int(i) => Some(i.to_string()),
