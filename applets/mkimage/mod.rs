@@ -334,26 +334,32 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
         oci: a.oci.clone().or(recipe.output.oci.clone()),
         format,
     };
+    let missing = recipe.missing_sources();
     if a.check {
+        for m in &missing {
+            eprintln!("note: {m} (here)");
+        }
+        let s = &recipe.stages;
         let layers: Vec<String> = recipe
             .layers
             .iter()
-            .map(|l| {
-                let s = &recipe.stages;
-                format!(
+            .map(|l| match l.stages.len() {
+                1 => format!("{} ({})", l.name, s[l.stages.start].name),
+                _ => format!(
                     "{} ({}..{})",
                     l.name,
                     s[l.stages.start].name,
                     s[l.stages.end - 1].name
-                )
+                ),
             })
             .collect();
+        let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
         println!(
-            "{}: ok: {:?}, {} stages in {} layers{}{}",
+            "{}: ok: {:?}, {} in {}{}{}",
             a.recipe.display(),
             recipe.name,
-            recipe.stages.len(),
-            recipe.layers.len(),
+            plural(s.len(), "stage"),
+            plural(layers.len(), "layer"),
             if layers.is_empty() {
                 String::new()
             } else {
@@ -372,6 +378,9 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
             Kind::Denied,
             "mkimage must run as root: it makes device nodes, sets owners and runs chroot stages",
         ));
+    }
+    if let Some(m) = missing.first() {
+        return Err(Error::new(Kind::NotFound, m.clone()));
     }
     if !out.image() && out.tar.is_none() {
         return Err(Error::usage(

@@ -73,6 +73,8 @@ impl Action {
 pub struct CopyItem {
     /// Host path (absolute, or made so from the recipe's directory).
     pub src: PathBuf,
+    /// `file:line` of `src`, for the pre-flight check.
+    pub origin: String,
     /// Path inside the root; a trailing `/` means "into this directory".
     pub dest: String,
     /// Mode of copied regular files (directories keep theirs).
@@ -426,6 +428,11 @@ impl Parser<'_> {
                         self.expand(&format!("{it}.src"), &self.need_str(&format!("{it}.src"))?)?;
                     v.push(CopyItem {
                         src: self.host_path(&src),
+                        origin: self
+                            .doc
+                            .node(&format!("{it}.src"))
+                            .map(|n| self.doc.origin(n))
+                            .unwrap_or_default(),
                         dest: self.root_path(&format!("{it}.dest"))?,
                         mode: parse_mode(self.doc, &format!("{it}.mode"))?,
                         owner: parse_owner(self.doc, &format!("{it}.owner"))?,
@@ -735,6 +742,28 @@ impl Parser<'_> {
 }
 
 impl Recipe {
+    /// Copy sources that do not exist on this host, as `file:line: path`
+    /// messages: checked before a build starts, so a missing site file is not
+    /// found after an hour of yum.
+    pub fn missing_sources(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for st in &self.stages {
+            if let Action::Copy(items) = &st.action {
+                for it in items {
+                    if std::fs::metadata(&it.src).is_err() {
+                        out.push(format!(
+                            "{}: stage {:?}: copy source {} does not exist",
+                            it.origin,
+                            st.name,
+                            it.src.display()
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Read and validate a recipe; `overrides` (`--env KEY=VALUE`) replace the
     /// recipe's variables of the same name, or add new ones.
     pub fn load(file: &Path, overrides: &[(String, String)]) -> Result<Recipe> {
