@@ -553,3 +553,63 @@ fn refuses_to_run_without_root() {
     );
     assert!(!dir.join("store").exists());
 }
+
+#[test]
+fn a_recipe_on_a_base_image_stacks_its_layer_on_the_base_layers() {
+    need("busybox");
+    let env = Env::new();
+    ok(
+        &mkimage(&env, &["--tag", "bb:base", s(&shipped("busybox.yml"))]),
+        "mkimage busybox",
+    );
+    let recipe = env.dir.join("on-base.yml");
+    std::fs::write(
+        &recipe,
+        "name: on-base\nepoch: 1490616000\nbase: bb:base\nstages:\n  - name: motd\n    append: {file: /etc/motd, lines: [\"Tier-1 worker\"]}\n  - name: slim\n    remove: [/bin/vi]\nconfig:\n  User: nobody\n  Labels: {tier: \"1\"}\n",
+    )
+    .unwrap();
+    let tgz = env.dir.join("on-base.tar.gz");
+    let o = mkimage(&env, &["--tag", "bb:derived", "--tar", s(&tgz), s(&recipe)]);
+    ok(&o, "mkimage on base");
+    assert!(stdout(&o).starts_with("STAGE"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("(base bb:base)"), "{}", stdout(&o));
+    let (base, derived) = (layers(&env, "bb:base"), layers(&env, "bb:derived"));
+    assert_eq!(derived.len(), base.len() + 1);
+    assert_eq!(
+        derived[..base.len()],
+        base[..],
+        "base layers are reused as they are"
+    );
+    // the new layer: the new file and a whiteout, nothing of the base's content
+    let top = names(&blob(&env, derived.last().unwrap()));
+    assert!(top.contains(&"etc/motd".to_string()), "{top:?}");
+    assert!(top.contains(&"bin/.wh.vi".to_string()), "{top:?}");
+    assert!(!top.iter().any(|n| n == "bin/busybox"), "{top:?}");
+    // config: the base's, with the recipe's over it
+    let m = json_of(&blob(&env, &manifest_of(&env, "bb:derived")));
+    let cfg = json_of(&blob(&env, m["config"]["digest"].as_str().unwrap()));
+    assert_eq!(cfg["config"]["Cmd"], serde_json::json!(["/bin/sh"]));
+    assert_eq!(cfg["config"]["User"], "nobody");
+    assert_eq!(cfg["config"]["Labels"]["tier"], "1");
+    assert_eq!(
+        cfg["config"]["Labels"]["io.berth.mkimage.recipe"],
+        "on-base"
+    );
+    assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
+    assert_eq!(cfg["history"].as_array().unwrap().len(), 3);
+    // the tarball is the whole final root
+    let all = names(&tgz);
+    assert!(all.contains(&"bin/busybox".to_string()));
+    assert!(all.contains(&"etc/motd".to_string()));
+    assert!(!all.contains(&"bin/vi".to_string()));
+    assert!(!all.iter().any(|n| n.contains(".wh.")));
+    // an unknown base is named
+    std::fs::write(&recipe, "name: x\nbase: nosuch:image\n").unwrap();
+    let o = mkimage(&env, &["--tar", s(&tgz), s(&recipe)]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("base image nosuch:image is not in the local store"),
+        "{}",
+        stderr(&o)
+    );
+}
