@@ -64,6 +64,10 @@ struct Args {
     /// manifest format: docker (schema2, default) or oci
     #[argh(option)]
     format: Option<String>,
+    /// gzip level of layers and tarball, 1-9 (default 6, as gzip and docker; 9 gives
+    /// ~3% smaller output at about twice the time; digests depend on it)
+    #[argh(option, default = "DEFAULT_LEVEL")]
+    level: u32,
     /// only read and check the recipe, then exit (needs no root)
     #[argh(switch)]
     check: bool,
@@ -100,6 +104,7 @@ struct Outputs {
     tar: Option<PathBuf>,
     oci: Option<PathBuf>,
     format: Format,
+    level: u32,
 }
 
 impl Outputs {
@@ -153,11 +158,17 @@ fn print_table(out: &mut impl Write, rows: &[Row]) -> std::io::Result<()> {
 }
 
 // Pack changes of the tree at `root` into a stored layer blob.
-fn pack_layer(store: &LocalStore, root: &Path, changes: &[Change], clamp: i64) -> Result<Packed> {
+fn pack_layer(
+    store: &LocalStore,
+    root: &Path,
+    changes: &[Change],
+    clamp: i64,
+    level: u32,
+) -> Result<Packed> {
     let t = Instant::now();
     let gz = ParallelGzip::new(
         store.writer()?,
-        DEFAULT_LEVEL,
+        level,
         ParallelGzip::<Vec<u8>>::default_threads(),
     );
     let mut tw = TarWriter::new(HashingWriter::new(gz, Algorithm::Sha256), Some(clamp));
@@ -176,13 +187,13 @@ fn pack_layer(store: &LocalStore, root: &Path, changes: &[Change], clamp: i64) -
 }
 
 // Write the whole tree as a gzip'd tarball at `dest` (atomically).
-fn pack_file(dest: &Path, root: &Path, tree: &Tree, clamp: i64) -> Result<u64> {
+fn pack_file(dest: &Path, root: &Path, tree: &Tree, clamp: i64, level: u32) -> Result<u64> {
     let tmp = berth::fsutil::temp_path(dest);
     let res = (|| -> Result<u64> {
         let f = std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
         let gz = ParallelGzip::new(
             std::io::BufWriter::with_capacity(1 << 20, f),
-            DEFAULT_LEVEL,
+            level,
             ParallelGzip::<Vec<u8>>::default_threads(),
         );
         let mut tw = TarWriter::new(gz, Some(clamp));
@@ -333,7 +344,14 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
         tar: a.tar.clone().or(recipe.output.tar.clone()),
         oci: a.oci.clone().or(recipe.output.oci.clone()),
         format,
+        level: a.level,
     };
+    if !(1..=9).contains(&out.level) {
+        return Err(Error::usage(format!(
+            "--level {}: gzip levels are 1 to 9",
+            out.level
+        )));
+    }
     let missing = recipe.missing_sources();
     if a.check {
         for m in &missing {
@@ -602,7 +620,7 @@ fn build(
         }
         if out.image() {
             let changes = lower.diff(&current);
-            let p = pack_layer(store, root_dir, &changes, created)
+            let p = pack_layer(store, root_dir, &changes, created, out.level)
                 .map_err(|e| e.context(format!("packing layer {:?}", layer.name)))?;
             eprintln!(
                 "==> layer {}: {} entries, {} tar, {} gzip, {} ({:.1}s)",
@@ -626,7 +644,7 @@ fn build(
             [(_, only)] if base_layers.is_empty() => {
                 copy_out(&store.blob_path(&only.digest), dest)?
             }
-            _ => pack_file(dest, root_dir, &current, created)?,
+            _ => pack_file(dest, root_dir, &current, created, out.level)?,
         };
         tar_line = Some(format!(
             "tar {}: {}, {} entries, {:.1}s",

@@ -508,6 +508,22 @@ fn recipe_errors_name_file_and_line_and_shipped_recipes_check() {
         "{}",
         stderr(&o)
     );
+    let o = mkimage(
+        &env,
+        &[
+            "--level",
+            "10",
+            "--tar",
+            "/tmp/x",
+            s(&shipped("busybox.yml")),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("gzip levels are 1 to 9"),
+        "{}",
+        stderr(&o)
+    );
     // no output asked for: said before anything runs
     let o = mkimage(&env, &[s(&shipped("busybox.yml"))]);
     assert_eq!(o.status.code(), Some(2));
