@@ -56,7 +56,7 @@ printf 'name: bench\nepoch: 1490616000\n' >"$W/pack.yml"
 
 now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
-ratio() { python3 -c "a,b=$1,$2; print(f'{a/b:.2f}')"; }
+ratio() { python3 -c "a,b=$1,$2; print(f'{a/b:.${3:-2}f}')"; }
 
 sync; t0=$(now)
 tar -C "$W/tree" -czf "$W/tar.tar.gz" .
@@ -75,11 +75,11 @@ n_tar=$(tar -tzf "$W/tar.tar.gz" | grep -vc '^\./$')
 n_berth=$(tar -tzf "$W/berth.tar.gz" | wc -l)
 [ "$n_tar" = "$n_berth" ] || { echo "entry counts differ: tar $n_tar, berth $n_berth" >&2; exit 1; }
 
-echo "tree: ${TREE_MIB} MiB, ${TREE_FILES} entries; $(nproc) cores; $(tar --version | head -1), gzip -6"
+echo "tree: ${TREE_MIB} MiB, ${TREE_FILES} entries; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $(tar --version | head -1), gzip -6"
 printf '%-32s %10s %14s\n' "tool" "seconds" "bytes"
 printf '%-32s %10s %14s\n' "tar -czf (GNU tar + gzip -6)" "$TAR_S" "$TAR_B"
 printf '%-32s %10s %14s\n' "berth mkimage --root --tar" "$B_S" "$B_B"
 printf '%-32s %10s %14s\n' "berth mkimage --level 9" "$B9_S" "$B9_B"
-echo "ratios berth/tar: time $(ratio "$B_S" "$TAR_S") (target <= 0.80), size $(ratio "$B_B" "$TAR_B") (target <= 1.02)"
-echo "ratios berth --level 9/tar: time $(ratio "$B9_S" "$TAR_S"), size $(ratio "$B9_B" "$TAR_B")"
+echo "ratios berth/tar: time $(ratio "$B_S" "$TAR_S") (target <= 0.80), size $(ratio "$B_B" "$TAR_B" 3) (target <= 1.02)"
+echo "ratios berth --level 9/tar: time $(ratio "$B9_S" "$TAR_S"), size $(ratio "$B9_B" "$TAR_B" 3)"
 grep '^tar ' "$W/mkimage.out" | sed 's/^/mkimage: /'

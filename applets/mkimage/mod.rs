@@ -65,7 +65,7 @@ struct Args {
     #[argh(option)]
     format: Option<String>,
     /// gzip level of layers and tarball, 1-9 (default 6, as gzip and docker; 9 gives
-    /// ~3% smaller output at about twice the time; digests depend on it)
+    /// ~3% smaller output at 2-3 times the time; digests depend on it)
     #[argh(option, default = "DEFAULT_LEVEL")]
     level: u32,
     /// only read and check the recipe, then exit (needs no root)
