@@ -394,7 +394,7 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
     if !berth::sys::is_root() {
         return Err(Error::new(
             Kind::Denied,
-            "mkimage must run as root: it makes device nodes, sets owners and runs chroot stages",
+            "must run as root (it makes device nodes, sets owners and runs chroot stages)",
         ));
     }
     if let Some(m) = missing.first() {
@@ -409,6 +409,20 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
         return Err(Error::usage(
             "--root builds in an existing directory: it cannot start from a base image too",
         ));
+    }
+    // Outputs are written at the end: a wrong path must not cost the build.
+    if let Some(t) = &out.tar {
+        let dir = t
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            return Err(Error::usage(format!(
+                "--tar {}: the directory {} does not exist",
+                t.display(),
+                dir.display()
+            )));
+        }
     }
     if let Some(o) = &out.oci {
         if std::fs::read_dir(o).is_ok_and(|mut d| d.next().is_some()) {

@@ -524,6 +524,21 @@ fn recipe_errors_name_file_and_line_and_shipped_recipes_check() {
         "{}",
         stderr(&o)
     );
+    let o = mkimage(
+        &env,
+        &[
+            "--tar",
+            "/nonexistent/dir/x.tar.gz",
+            s(&shipped("busybox.yml")),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("the directory /nonexistent/dir does not exist"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(mkimage_dirs(&env).is_empty());
     // no output asked for: said before anything runs
     let o = mkimage(&env, &[s(&shipped("busybox.yml"))]);
     assert_eq!(o.status.code(), Some(2));
@@ -565,7 +580,7 @@ fn refuses_to_run_without_root() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_eq!(
         stderr(&o),
-        "mkimage: mkimage must run as root: it makes device nodes, sets owners and runs chroot stages\n"
+        "mkimage: must run as root (it makes device nodes, sets owners and runs chroot stages)\n"
     );
     assert!(!dir.join("store").exists());
 }
