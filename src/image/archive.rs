@@ -235,16 +235,14 @@ pub fn save<W: Write>(store: &LocalStore, items: &[SaveItem], format: Format, ou
 /// umoci read). `dir` must not exist or be empty: a layout is written whole, never
 /// merged into another.
 pub fn save_dir(store: &LocalStore, items: &[SaveItem], dir: &Path) -> Result<()> {
-    if let Ok(mut rd) = std::fs::read_dir(dir) {
-        if rd.next().is_some() {
-            return Err(Error::new(
-                Kind::Conflict,
-                format!(
-                    "{}: exists and is not empty; give a new directory for the OCI layout",
-                    dir.display()
-                ),
-            ));
-        }
+    if std::fs::read_dir(dir).is_ok_and(|mut rd| rd.next().is_some()) {
+        return Err(Error::new(
+            Kind::Conflict,
+            format!(
+                "{}: exists and is not empty; give a new directory for the OCI layout",
+                dir.display()
+            ),
+        ));
     }
     let parts = layout(store, items, Format::Oci)?;
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
