@@ -8,7 +8,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 BINDIR   = $(DESTDIR)$(PREFIX)/bin
 
-.PHONY: all static run test test-deps install bench bench-init dist fmt clean
+.PHONY: all static run test test-deps install bench bench-init bench-mkimage dist fmt clean
 
 all: static
 
@@ -40,6 +40,11 @@ bench: static
 bench-init: static
 	@scripts/need.sh bench
 	bench/init.sh
+
+# mkimage's packing vs GNU tar -czf on the same 1 GiB tree (as root).
+bench-mkimage: static
+	@scripts/need.sh bench
+	bench/mkimage.sh
 
 # Smallest binary for shipping (slow to build: fat LTO, one codegen unit).
 dist:

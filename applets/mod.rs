@@ -13,6 +13,8 @@ mod import;
 mod init;
 #[cfg(feature = "login")]
 mod login;
+#[cfg(feature = "mkimage")]
+mod mkimage;
 #[cfg(feature = "pull")]
 mod pull;
 #[cfg(feature = "push")]
@@ -74,6 +76,14 @@ pub static TABLE: &[Applet] = &[
         name: "logout",
         main: login::logout,
         help: "remove stored registry credentials",
+        hidden: false,
+        link: true,
+    },
+    #[cfg(feature = "mkimage")]
+    Applet {
+        name: "mkimage",
+        main: mkimage::main,
+        help: "build an image from a recipe: stages, layers, size report (reproducible)",
         hidden: false,
         link: true,
     },

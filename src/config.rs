@@ -126,7 +126,10 @@ fn convert(r: Spanned<Raw>) -> Node {
 }
 
 impl Node {
-    fn scalar_string(&self) -> Option<String> {
+    /// A scalar as text (numbers and booleans converted); None for null, lists
+    /// and maps. For keys that may contain dots (labels, sysctl-like names), which
+    /// a dotted path cannot reach.
+    pub fn scalar_string(&self) -> Option<String> {
         match &self.value {
             Value::Str(s) => Some(s.clone()),
             Value::Int(i) => Some(i.to_string()),
@@ -144,11 +147,25 @@ impl Node {
         }
     }
 
+    /// A map entry by key, or a list item by its index (`"0"`, `"1"`, …), so a
+    /// dotted path can reach into lists: `stages.2.run`.
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.entries()
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v)
+        match &self.value {
+            Value::Seq(v) => key.parse::<usize>().ok().and_then(|i| v.get(i)),
+            _ => self
+                .entries()
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v),
+        }
+    }
+
+    /// Items of a list node (empty for anything else).
+    pub fn items(&self) -> &[Node] {
+        match &self.value {
+            Value::Seq(v) => v,
+            _ => &[],
+        }
     }
 }
 
@@ -490,6 +507,24 @@ mod tests {
         assert_eq!(
             unk,
             vec!["c.yml:13: unknown key \"http.bogus\" ignored".to_string()]
+        );
+    }
+
+    #[test]
+    fn dotted_paths_reach_into_lists() {
+        let d = Doc::parse(
+            "r.yml",
+            "stages:\n  - name: a\n    run: true\n  - name: b\n    copy:\n      - src: x\n",
+        )
+        .unwrap();
+        assert_eq!(d.str("stages.1.name").unwrap().as_deref(), Some("b"));
+        assert_eq!(d.str("stages.1.copy.0.src").unwrap().as_deref(), Some("x"));
+        assert_eq!(d.node("stages").unwrap().items().len(), 2);
+        assert!(d.node("stages.2").is_none());
+        assert!(d.node("stages.x").is_none());
+        assert_eq!(
+            d.error("stages.1.copy.0.src", "missing").to_string(),
+            "r.yml:6: stages.1.copy.0.src: missing"
         );
     }
 

@@ -1,6 +1,10 @@
 //! Crash-safe file primitives: write to a temporary file beside the target, fsync,
 //! rename, fsync the directory. After a crash a reader sees the old file or the new
-//! one, never a torn one.
+//! one, never a torn one. [`confined`] resolves and changes paths inside an image
+//! root as if it were `/`; [`glob`] matches shell-style path patterns.
+
+pub mod confined;
+pub mod glob;
 
 use crate::error::{Context, Result};
 use std::fs::{self, File, OpenOptions};

@@ -1,11 +1,15 @@
 //! Layer archives: deterministic gzip ([`gzip`]), a validating pass-through that
-//! turns an untrusted rootfs tarball into a layer, and a safe extractor.
+//! turns an untrusted rootfs tarball into a layer, a safe extractor, and the
+//! writing side: directory snapshots and their differences ([`tree`]) packed into
+//! reproducible tars ([`writer`]).
 //!
 //! Safety rule for every tar berth reads: no entry may leave its root — no `..`
 //! component, no write through a symlink, no hard link to outside. A violation is
 //! an error naming the entry, never a silent skip.
 
 pub mod gzip;
+pub mod tree;
+pub mod writer;
 
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Context, Error, Kind, Result};

@@ -5,7 +5,8 @@
 //! for `docker load` and skopeo's `docker-archive:`, and `oci-layout`,
 //! `index.json`, `blobs/sha256/…` with every blob exactly as stored — so loading it
 //! back keeps manifest digests, and the repo digests travel as index annotations.
-//! `--format oci` writes only the OCI layout.
+//! `--format oci` writes only the OCI layout, and [`save_dir`] the same layout as a
+//! directory (mkimage's `--oci DIR`).
 //!
 //! `load` reads either format (plain or gzip'd). An OCI index is preferred, since
 //! it keeps manifests byte-exact; a plain docker-archive (docker save, skopeo) gets
@@ -74,13 +75,18 @@ fn append_dir<W: Write>(b: &mut tar::Builder<W>, name: &str) -> Result<()> {
     b.append_data(&mut h, name, std::io::empty()).context(name)
 }
 
-/// Write `items` as a docker-archive (+ OCI layout) or, with `Format::Oci`, as an
-/// OCI layout only. Entries are in a fixed order with zero mtimes, so the same
-/// images give the same file.
-pub fn save<W: Write>(store: &LocalStore, items: &[SaveItem], format: Format, out: W) -> Result<W> {
+/// One file of an image archive, in writing order.
+enum Part {
+    Dir,
+    Bytes(Vec<u8>),
+    /// A blob copied from the store as it is.
+    Blob(Digest),
+}
+
+/// The files of a docker-archive (+ OCI layout) or, with `Format::Oci`, of an OCI
+/// layout only, in a fixed order.
+fn layout(store: &LocalStore, items: &[SaveItem], format: Format) -> Result<Vec<(String, Part)>> {
     let refs = store.refs()?;
-    let mut b = tar::Builder::new(out);
-    b.mode(tar::HeaderMode::Deterministic);
     let mut blobs: BTreeSet<Digest> = BTreeSet::new();
     let mut entries = Vec::new();
     let mut index = Vec::new();
@@ -170,50 +176,91 @@ pub fn save<W: Write>(store: &LocalStore, items: &[SaveItem], format: Format, ou
             index.push(d);
         }
     }
-    append_bytes(
-        &mut b,
-        "oci-layout",
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-        0o644,
-    )?;
-    append_dir(&mut b, "blobs/")?;
-    append_dir(&mut b, "blobs/sha256/")?;
-    for (d, bytes) in &converted {
-        append_bytes(&mut b, &blob_name(d), bytes, 0o644)?;
+    let mut parts = vec![
+        (
+            "oci-layout".to_string(),
+            Part::Bytes(br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+        ),
+        ("blobs/".to_string(), Part::Dir),
+        ("blobs/sha256/".to_string(), Part::Dir),
+    ];
+    for (d, bytes) in converted {
+        parts.push((blob_name(&d), Part::Bytes(bytes)));
     }
-    for d in &blobs {
-        let mut f = store.open_blob(d)?;
-        let len = f.metadata()?.len();
-        let mut h = tar::Header::new_ustar();
-        h.set_size(len);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, blob_name(d), &mut f)
-            .with_context(|| format!("write {d}"))?;
+    for d in blobs {
+        parts.push((blob_name(&d), Part::Blob(d)));
     }
     let idx = Index::new(MediaType::OciIndex, index);
-    append_bytes(
-        &mut b,
-        "index.json",
-        &serde_json::to_vec(&idx).map_err(|e| Error::internal(e.to_string()))?,
-        0o644,
-    )?;
+    parts.push(("index.json".to_string(), Part::Bytes(json(&idx)?)));
     if format == Format::Docker {
-        append_bytes(
-            &mut b,
-            "manifest.json",
-            &serde_json::to_vec(&entries).map_err(|e| Error::internal(e.to_string()))?,
-            0o644,
-        )?;
-        append_bytes(
-            &mut b,
-            "repositories",
-            &serde_json::to_vec(&repositories).map_err(|e| Error::internal(e.to_string()))?,
-            0o644,
-        )?;
+        parts.push(("manifest.json".to_string(), Part::Bytes(json(&entries)?)));
+        parts.push((
+            "repositories".to_string(),
+            Part::Bytes(json(&repositories)?),
+        ));
+    }
+    Ok(parts)
+}
+
+fn json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::internal(e.to_string()))
+}
+
+/// Write `items` as a docker-archive (+ OCI layout) or, with `Format::Oci`, as an
+/// OCI layout only. Entries are in a fixed order with zero mtimes, so the same
+/// images give the same file.
+pub fn save<W: Write>(store: &LocalStore, items: &[SaveItem], format: Format, out: W) -> Result<W> {
+    let mut b = tar::Builder::new(out);
+    b.mode(tar::HeaderMode::Deterministic);
+    for (name, part) in layout(store, items, format)? {
+        match part {
+            Part::Dir => append_dir(&mut b, &name)?,
+            Part::Bytes(bytes) => append_bytes(&mut b, &name, &bytes, 0o644)?,
+            Part::Blob(d) => {
+                let mut f = store.open_blob(&d)?;
+                let len = f.metadata()?.len();
+                let mut h = tar::Header::new_ustar();
+                h.set_size(len);
+                h.set_mode(0o644);
+                h.set_mtime(0);
+                h.set_entry_type(tar::EntryType::Regular);
+                b.append_data(&mut h, &name, &mut f)
+                    .with_context(|| format!("write {d}"))?;
+            }
+        }
     }
     b.into_inner().context("finish archive")
+}
+
+/// Write `items` as an OCI image layout directory (what skopeo's `oci:DIR` and
+/// umoci read). `dir` must not exist or be empty: a layout is written whole, never
+/// merged into another.
+pub fn save_dir(store: &LocalStore, items: &[SaveItem], dir: &Path) -> Result<()> {
+    if std::fs::read_dir(dir).is_ok_and(|mut rd| rd.next().is_some()) {
+        return Err(Error::new(
+            Kind::Conflict,
+            format!(
+                "{}: exists and is not empty; give a new directory for the OCI layout",
+                dir.display()
+            ),
+        ));
+    }
+    let parts = layout(store, items, Format::Oci)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    for (name, part) in parts {
+        let path = dir.join(&name);
+        match part {
+            Part::Dir => std::fs::create_dir_all(&path)
+                .with_context(|| format!("create {}", path.display()))?,
+            Part::Bytes(bytes) => crate::fsutil::atomic_write(&path, &bytes)?,
+            // A copy, not a hard link: nothing done to the layout may change the store.
+            Part::Blob(d) => {
+                std::fs::copy(store.blob_path(&d), &path)
+                    .with_context(|| format!("copy blob {d} to {}", path.display()))?;
+            }
+        }
+    }
+    crate::fsutil::fsync_dir(dir)
 }
 
 /// What `load` recorded: `(name or None, manifest digest, config digest)`.
@@ -441,4 +488,52 @@ fn layer_blob(store: &LocalStore, path: &Path, diff_id: &Digest) -> Result<Descr
     }
     let (d, size) = gz.finish()?.commit(None)?;
     Ok(Descriptor::new(MediaType::DockerLayerGzip, d, size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_dir_writes_an_oci_layout_and_refuses_a_used_directory() {
+        let base = std::env::temp_dir().join(format!("berth-savedir-{}", crate::util::uuid4()));
+        let store = LocalStore::open(&base.join("store")).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(2);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "etc/hostname", &b"x\n"[..]).unwrap();
+        let tarball = b.into_inner().unwrap();
+        let opts = crate::image::ImportOptions {
+            changes: vec![],
+            message: None,
+            created: 0,
+            format: Format::Docker,
+        };
+        let img = crate::image::import(&store, Box::new(std::io::Cursor::new(tarball)), "t", &opts)
+            .unwrap();
+        let item = SaveItem {
+            manifest: img.manifest.clone(),
+            tags: vec!["site/wn:v1".into()],
+        };
+        let dir = base.join("layout");
+        save_dir(&store, std::slice::from_ref(&item), &dir).unwrap();
+        let idx: Index =
+            serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+        assert_eq!(idx.manifests.len(), 1);
+        let m = &idx.manifests[0];
+        assert_eq!(m.media_type, MediaType::OciManifest);
+        assert_eq!(m.annotations.as_ref().unwrap()[REF_NAME], "v1");
+        let mbytes = std::fs::read(dir.join(blob_name(&m.digest))).unwrap();
+        assert_eq!(Digest::sha256(&mbytes), m.digest);
+        for d in [&img.config, &img.layer] {
+            let bytes = std::fs::read(dir.join(blob_name(d))).unwrap();
+            assert_eq!(&Digest::sha256(&bytes), d);
+        }
+        assert!(dir.join("oci-layout").is_file());
+        assert!(!dir.join("manifest.json").exists());
+        let e = save_dir(&store, &[item], &dir).unwrap_err();
+        assert!(e.to_string().contains("not empty"), "{e}");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }

@@ -133,12 +133,12 @@ pub fn busybox_tarball(dir: &Path, gzip: bool) -> PathBuf {
     out
 }
 
-fn json_of(path: &Path) -> serde_json::Value {
+pub fn json_of(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
 /// Manifest digest an image name resolves to in an env's store.
-fn manifest_of(env: &Env, name: &str) -> String {
+pub fn manifest_of(env: &Env, name: &str) -> String {
     let refs = json_of(&env.root.join("refs.json"));
     let key = if name.rsplit('/').next().unwrap().contains(':') {
         name.to_string()

@@ -6,6 +6,7 @@ mod harness;
 mod client;
 mod dispatch;
 mod init;
+mod mkimage;
 mod registry_api;
 mod registry_config;
 mod registry_skopeo;
