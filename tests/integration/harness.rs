@@ -102,7 +102,18 @@ pub struct Pki {
 pub fn pki() -> &'static Pki {
     static P: OnceLock<Pki> = OnceLock::new();
     P.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("berth-it-pki-{}", std::process::id()));
+        // cargo's per-target scratch space, not /tmp; runs that ended leave nothing
+        let base = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+        if let Ok(rd) = std::fs::read_dir(base) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let pid = name.strip_prefix("pki-").and_then(|p| p.parse::<u32>().ok());
+                if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = base.join(format!("pki-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let sh = |cmd: &str| {
             let o = Command::new("sh").arg("-c").arg(cmd).current_dir(&dir).output().expect("openssl");
