@@ -1265,3 +1265,38 @@ fn import_from_url_and_progress_on_a_terminal() {
         "no terminal progress: {out:?}"
     );
 }
+
+#[test]
+fn concurrent_applets_share_one_store() {
+    let env = Env::new();
+    let tgz = busybox_tarball(env.dir.path(), true);
+    // several imports, tags and rmis at once on one store: every ref update lands
+    std::thread::scope(|s| {
+        for i in 0..6 {
+            let (env, tgz) = (&env, &tgz);
+            s.spawn(move || {
+                let created = format!("{}", 1_490_616_000 + i);
+                env.ok(&[
+                    "import",
+                    "--created",
+                    &created,
+                    tgz.to_str().unwrap(),
+                    &format!("par/img:{i}"),
+                ]);
+                env.ok(&["tag", &format!("par/img:{i}"), &format!("par/alias:{i}")]);
+            });
+        }
+    });
+    let refs = json_of(&env.root.join("refs.json"));
+    for i in 0..6 {
+        assert!(
+            refs["tags"][format!("par/img:{i}")].is_string(),
+            "par/img:{i} lost: {refs}"
+        );
+        assert!(
+            refs["tags"][format!("par/alias:{i}")].is_string(),
+            "par/alias:{i} lost"
+        );
+    }
+    assert_eq!(std::fs::read_dir(env.root.join("tmp")).unwrap().count(), 0);
+}
