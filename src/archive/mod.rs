@@ -155,11 +155,15 @@ fn symlink_stays_inside(rel: &Path, target: &Path) -> bool {
     if target.is_absolute() {
         return false;
     }
+    // Leading `..` only: after a name, `..` could climb through another link
+    // (`q/a -> ..` makes `q/a/..` leave q), which a lexical count cannot see.
     let mut depth = rel.components().count() as i64 - 1;
+    let mut seen_name = false;
     for c in target.components() {
         match c {
+            Component::ParentDir if seen_name => return false,
             Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
+            Component::Normal(_) => seen_name = true,
             _ => {}
         }
         if depth < 0 {
@@ -247,7 +251,8 @@ fn unpack<R: Read>(input: R, dest: &Path, rootfs: bool) -> Result<u64> {
                 }
             }
         }
-        if target.symlink_metadata().is_ok() && !(kind.is_dir() && target.is_dir()) {
+        let existing = target.symlink_metadata().ok();
+        if existing.is_some() && !(kind.is_dir() && existing.as_ref().is_some_and(|m| m.is_dir())) {
             remove_any(&target)?;
         }
         if let Some(p) = target.parent() {
@@ -305,7 +310,12 @@ fn unpack<R: Read>(input: R, dest: &Path, rootfs: bool) -> Result<u64> {
                 }
             }
         }
-        if root {
+        // A hard link shares the inode its first name already set up; and what is
+        // a symlink now must never be chmodded (chmod follows it, out of the root).
+        let is_link_now = target
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink());
+        if root && !kind.is_hard_link() {
             let h = e.header();
             if let (Ok(uid), Ok(gid)) = (h.uid(), h.gid()) {
                 crate::sys::apply(
@@ -317,7 +327,7 @@ fn unpack<R: Read>(input: R, dest: &Path, rootfs: bool) -> Result<u64> {
                     }],
                 )?;
                 // chown clears set-id bits: put the mode back.
-                if !kind.is_symlink() {
+                if !is_link_now {
                     if let Ok(mode) = h.mode() {
                         use std::os::unix::fs::PermissionsExt;
                         let _ = std::fs::set_permissions(
@@ -331,11 +341,18 @@ fn unpack<R: Read>(input: R, dest: &Path, rootfs: bool) -> Result<u64> {
         n += 1;
     }
     // Directory mtimes last: creating entries inside them changed them.
+    // Never through a symlink: a later entry may have replaced the directory by one.
     for (d, m) in dir_times.into_iter().rev() {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(m);
-        if let Ok(f) = std::fs::File::open(&d) {
-            let _ = f.set_modified(t);
-        }
+        use nix::sys::stat::{UtimensatFlags, utimensat};
+        use nix::sys::time::TimeSpec;
+        let t = TimeSpec::new(m as i64, 0);
+        let _ = utimensat(
+            nix::fcntl::AT_FDCWD,
+            &d,
+            &t,
+            &t,
+            UtimensatFlags::NoFollowSymlink,
+        );
     }
     Ok(n)
 }
@@ -520,5 +537,39 @@ mod tests {
         ));
         assert!(!symlink_stays_inside(Path::new("link"), Path::new("../c")));
         let _ = std::fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn a_hard_link_to_a_symlink_never_chmods_outside() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("berth-hl-{}", crate::util::uuid4()));
+        let outside = base.join("outside-file");
+        std::fs::create_dir_all(&base).unwrap();
+        std::fs::write(&outside, "secret").unwrap();
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        b.append_link(&mut h, "etc/tz", &outside).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Link);
+        h.set_size(0);
+        h.set_mode(0o666);
+        b.append_link(&mut h, "x", "etc/tz").unwrap();
+        let t = b.into_inner().unwrap();
+        let _ = extract(&t[..], &base.join("root"));
+        assert_eq!(
+            std::fs::metadata(&outside).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "host file re-moded"
+        );
+        // chains of links cannot climb out of an archive either
+        assert!(!symlink_stays_inside(
+            Path::new("p/x"),
+            Path::new("q/a/../..")
+        ));
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }
