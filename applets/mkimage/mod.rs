@@ -575,8 +575,14 @@ fn build(
             secs: t.elapsed().as_secs_f64(),
         });
     }
-    let mut lower = walk(root_dir)?;
-    let mut current = lower.clone();
+    // What the first layer is measured against: the base image's tree, or
+    // nothing — a --root directory's own contents belong in the image too.
+    let mut current = walk(root_dir)?;
+    let mut lower = if recipe.base.is_some() {
+        current.clone()
+    } else {
+        Tree::default()
+    };
     let mut stage_env = recipe.env.clone();
     stage_env.push(("SOURCE_DATE_EPOCH".into(), created.to_string()));
     let ctx = stage::Ctx {
@@ -586,8 +592,9 @@ fn build(
         sys: &berth::sys::Linux,
     };
     let total = recipe.stages.len();
-    let mut packed: Vec<(usize, Packed)> = Vec::new();
-    for (li, layer) in recipe.layers.iter().enumerate() {
+    // (layer name, the stages it holds, the packed layer)
+    let mut packed: Vec<(String, String, Packed)> = Vec::new();
+    for layer in &recipe.layers {
         for si in layer.stages.clone() {
             let st = &recipe.stages[si];
             let kind = st.action.kind();
@@ -645,9 +652,20 @@ fn build(
                 p.digest,
                 p.secs
             );
-            packed.push((li, p));
+            let stages: Vec<&str> = recipe.stages[layer.stages.clone()]
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
+            packed.push((layer.name.clone(), stages.join(", "), p));
         }
         lower = current.clone();
+    }
+    if recipe.layers.is_empty() && out.image() {
+        // No stages (packing a --root as it is): one layer holds the whole tree.
+        let changes = lower.diff(&current);
+        let p = pack_layer(store, root_dir, &changes, created, out.level)
+            .map_err(|e| e.context("packing the root"))?;
+        packed.push((recipe.name.clone(), "the root as it is".into(), p));
     }
     let mut report = Vec::new();
     // The whole root for import: the layer itself when it is the only one.
@@ -655,7 +673,7 @@ fn build(
     if let Some(dest) = &out.tar {
         let t = Instant::now();
         let size = match packed.as_slice() {
-            [(_, only)] if base_layers.is_empty() => {
+            [(_, _, only)] if base_layers.is_empty() => {
                 copy_out(&store.blob_path(&only.digest), dest)?
             }
             _ => pack_file(dest, root_dir, &current, created, out.level)?,
@@ -676,30 +694,21 @@ fn build(
         merge_config(&mut run, &recipe.config);
         run.labels = Some(labels);
         let mut layers = base_layers.clone();
-        for (li, p) in &packed {
-            let l = &recipe.layers[*li];
-            let names: Vec<&str> = recipe.stages[l.stages.clone()]
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect();
+        for (lname, stages, p) in &packed {
             layers.push((
                 p.digest.clone(),
                 p.size,
                 p.diff_id.clone(),
                 History {
                     created: Some(berth::util::rfc3339(created)),
-                    created_by: Some(format!(
-                        "berth mkimage {}: {}",
-                        recipe.name,
-                        names.join(", ")
-                    )),
-                    comment: Some(format!("layer {}", l.name)),
+                    created_by: Some(format!("berth mkimage {}: {stages}", recipe.name)),
+                    comment: Some(format!("layer {lname}")),
                     ..Default::default()
                 },
             ));
         }
         let (manifest, config) = assemble(store, out.format, created, run, &layers)?;
-        let size: u64 = packed.iter().map(|(_, p)| p.tar_size).sum::<u64>()
+        let size: u64 = packed.iter().map(|(_, _, p)| p.tar_size).sum::<u64>()
             + recipe
                 .base
                 .as_ref()
@@ -736,10 +745,9 @@ fn build(
     print_table(&mut o, &rows)?;
     if !packed.is_empty() {
         writeln!(o)?;
-        let w = recipe
-            .layers
+        let w = packed
             .iter()
-            .map(|l| l.name.len())
+            .map(|(n, _, _)| n.len())
             .max()
             .unwrap_or(5)
             .max(5);
@@ -748,11 +756,11 @@ fn build(
             "{:<w$}  {:>8}  {:>9}  {:>9}  {:<19}  {:>8}",
             "LAYER", "ENTRIES", "TAR", "GZIP", "DIGEST", "SECONDS"
         )?;
-        for (li, p) in &packed {
+        for (name, _, p) in &packed {
             writeln!(
                 o,
                 "{:<w$}  {:>8}  {:>9}  {:>9}  {:<19}  {:>8.1}",
-                recipe.layers[*li].name,
+                name,
                 p.entries,
                 berth::util::human_size(p.tar_size),
                 berth::util::human_size(p.size),

@@ -644,3 +644,70 @@ fn a_recipe_on_a_base_image_stacks_its_layer_on_the_base_layers() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_root_directory_is_packed_whole_into_images_and_tarballs() {
+    let env = Env::new();
+    let root = TempDir::new("mkroot");
+    std::fs::create_dir_all(root.join("opt/site")).unwrap();
+    std::fs::write(root.join("opt/site/data.txt"), "already there\n").unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+    // no stages: the directory as it is
+    let plain = env.dir.join("plain.yml");
+    std::fs::write(&plain, "name: packed\nepoch: 1490616000\n").unwrap();
+    let tgz = env.dir.join("plain.tar.gz");
+    ok(
+        &mkimage(
+            &env,
+            &[
+                "--root",
+                s(root.path()),
+                "--tag",
+                "packed:v1",
+                "--tar",
+                s(&tgz),
+                s(&plain),
+            ],
+        ),
+        "pack",
+    );
+    let l = layers(&env, "packed:v1");
+    assert_eq!(l.len(), 1, "one layer for a root without stages");
+    let in_layer = names(&blob(&env, &l[0]));
+    assert!(
+        in_layer.iter().any(|n| n.ends_with("opt/site/data.txt")),
+        "{in_layer:?}"
+    );
+    assert!(names(&tgz).iter().any(|n| n.ends_with("opt/site/data.txt")));
+    // with a stage: what was there before it is in the image too
+    let staged = env.dir.join("staged.yml");
+    std::fs::write(&staged, "name: staged\nepoch: 1490616000\nstages:\n  - name: users\n    append:\n      file: /etc/passwd\n      lines: ['condor:x:64:64::/var/lib/condor:/sbin/nologin']\n").unwrap();
+    let tgz2 = env.dir.join("staged.tar.gz");
+    ok(
+        &mkimage(
+            &env,
+            &[
+                "--root",
+                s(root.path()),
+                "--tag",
+                "staged:v1",
+                "--tar",
+                s(&tgz2),
+                s(&staged),
+            ],
+        ),
+        "staged",
+    );
+    let l = layers(&env, "staged:v1");
+    let all: Vec<String> = l.iter().flat_map(|d| names(&blob(&env, d))).collect();
+    assert!(
+        all.iter().any(|n| n.ends_with("opt/site/data.txt")),
+        "pre-existing content missing: {all:?}"
+    );
+    assert!(
+        names(&tgz2)
+            .iter()
+            .any(|n| n.ends_with("opt/site/data.txt"))
+    );
+}
