@@ -55,7 +55,8 @@ pub fn run(ctx: &Ctx, stage: &Stage) -> Result<()> {
         Action::Chroot(cmd) => {
             let proc_dir = ctx.root.resolve(Path::new("/proc"), true)?;
             let proc_dir = proc_dir.is_dir().then_some(proc_dir);
-            let plan = chroot_plan(ctx.root.path(), proc_dir.as_deref());
+            let isolate = isolate_plan();
+            let enter = enter_plan(ctx.root.path(), proc_dir.as_deref());
             let mut c = Command::new("/bin/sh");
             c.arg("-c")
                 .arg(cmd)
@@ -65,11 +66,22 @@ pub fn run(ctx: &Ctx, stage: &Stage) -> Result<()> {
                 .envs(ctx.env.iter().map(|(k, v)| (k, v)));
             // SAFETY: runs in the forked child before exec. mkimage has no other
             // threads while stages run (the gzip workers are joined after each
-            // layer), and the plan's syscalls allocate only on failure.
+            // layer); the plans' syscalls allocate only on failure, and the forked
+            // parent only closes descriptors, waits and _exits.
             unsafe {
                 c.pre_exec(move || {
-                    berth::sys::apply(&berth::sys::Linux, &plan)
-                        .map_err(|e| io::Error::other(e.to_string()))
+                    apply_or_say(&isolate)?;
+                    // The command must be the first process of the new PID
+                    // namespace (so its /proc shows only the build), so fork once more.
+                    match libc::fork() {
+                        -1 => Err(io::Error::last_os_error()),
+                        0 => {
+                            // if mkimage goes, the build's namespace goes with it
+                            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                            apply_or_say(&enter)
+                        }
+                        pid => wait_and_exit(pid),
+                    }
                 });
             }
             command(c, true)
@@ -90,12 +102,15 @@ pub fn run(ctx: &Ctx, stage: &Stage) -> Result<()> {
     }
 }
 
-/// The privileged steps before a chroot stage's exec: a private mount namespace
-/// (so the /proc mount dies with the command), /proc inside the root when the
-/// root has that directory, then chroot.
-pub fn chroot_plan(root: &Path, proc_dir: Option<&Path>) -> Vec<Op> {
-    let mut plan = vec![
-        Op::Unshare(libc::CLONE_NEWNS),
+/// What a chroot stage gets of its own before it forks: mounts (the /proc mount
+/// dies with it), hostname and IPC, and a PID namespace whose first process is
+/// the command — so package scripts that run `hostname`, `sysctl` or `killall`
+/// touch the build, not the build host.
+pub fn isolate_plan() -> Vec<Op> {
+    vec![
+        Op::Unshare(
+            libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID,
+        ),
         Op::Mount {
             source: None,
             target: PathBuf::from("/"),
@@ -103,7 +118,13 @@ pub fn chroot_plan(root: &Path, proc_dir: Option<&Path>) -> Vec<Op> {
             flags: (libc::MS_REC | libc::MS_PRIVATE) as u64,
             data: None,
         },
-    ];
+    ]
+}
+
+/// In the new PID namespace: /proc inside the root (when it has that
+/// directory), then chroot.
+pub fn enter_plan(root: &Path, proc_dir: Option<&Path>) -> Vec<Op> {
+    let mut plan = Vec::new();
     if let Some(p) = proc_dir {
         plan.push(Op::Mount {
             source: Some(PathBuf::from("proc")),
@@ -115,6 +136,46 @@ pub fn chroot_plan(root: &Path, proc_dir: Option<&Path>) -> Vec<Op> {
     }
     plan.push(Op::Chroot(root.to_path_buf()));
     plan
+}
+
+// Apply a plan between fork and exec; a failure is also written to the stage's
+// output (std keeps only the errno of a pre_exec error, not the message).
+fn apply_or_say(plan: &[Op]) -> io::Result<()> {
+    berth::sys::apply(&berth::sys::Linux, plan).map_err(|e| {
+        let msg = format!("mkimage: chroot set-up: {e}\n");
+        // SAFETY: write(2) on our own stderr, from a buffer we own.
+        unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+        io::Error::from_raw_os_error(libc::EPERM)
+    })
+}
+
+// The forked parent of a chroot stage: it holds nothing open, waits for the
+// command (PID 1 of the stage's namespace) and exits with its status.
+fn wait_and_exit(pid: libc::pid_t) -> ! {
+    // SAFETY: plain syscalls in a single-threaded forked child; never returns.
+    unsafe {
+        for fd in 0..1024 {
+            libc::close(fd);
+        }
+        let mut status = 0;
+        loop {
+            let r = libc::waitpid(pid, &mut status, 0);
+            if r == pid {
+                break;
+            }
+            if r < 0 && *libc::__errno_location() != libc::EINTR {
+                libc::_exit(125);
+            }
+        }
+        let code = if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else if libc::WIFSIGNALED(status) {
+            128 + libc::WTERMSIG(status)
+        } else {
+            125
+        };
+        libc::_exit(code)
+    }
 }
 
 /// The last lines of a byte stream.
@@ -624,15 +685,22 @@ mod tests {
     }
 
     #[test]
-    fn chroot_plan_privatises_mounts_before_chroot() {
-        let plan = chroot_plan(Path::new("/g/tmp/r"), Some(Path::new("/g/tmp/r/proc")));
-        assert_eq!(plan[0], Op::Unshare(libc::CLONE_NEWNS));
+    fn chroot_plans_isolate_then_enter() {
+        let iso = isolate_plan();
+        assert!(
+            matches!(iso[0], Op::Unshare(f) if f & libc::CLONE_NEWPID != 0 && f & libc::CLONE_NEWUTS != 0 && f & libc::CLONE_NEWNS != 0)
+        );
+        let mut plan = iso;
+        plan.extend(enter_plan(
+            Path::new("/g/tmp/r"),
+            Some(Path::new("/g/tmp/r/proc")),
+        ));
         assert!(matches!(&plan[1], Op::Mount { target, flags, .. }
             if target == Path::new("/") && *flags == (libc::MS_REC | libc::MS_PRIVATE) as u64));
         assert!(matches!(&plan[2], Op::Mount { fstype: Some(t), target, .. }
             if t == "proc" && target == Path::new("/g/tmp/r/proc")));
         assert_eq!(plan[3], Op::Chroot("/g/tmp/r".into()));
-        assert_eq!(chroot_plan(Path::new("/r"), None).len(), 3);
+        assert_eq!(enter_plan(Path::new("/r"), None).len(), 1);
         // a failing step stops the plan before chroot
         let r = Recorder::failing_at(1);
         assert!(berth::sys::apply(&r, &plan).is_err());

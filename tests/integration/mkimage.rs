@@ -711,3 +711,27 @@ fn a_root_directory_is_packed_whole_into_images_and_tarballs() {
             .any(|n| n.ends_with("opt/site/data.txt"))
     );
 }
+
+#[test]
+fn chroot_stages_run_in_their_own_namespaces() {
+    need("busybox");
+    let env = Env::new();
+    let root = TempDir::new("mkns");
+    let recipe = env.dir.join("ns.yml");
+    std::fs::write(
+        &recipe,
+        "name: ns\nepoch: 1490616000\nstages:\n  - name: shell\n    run: |\n      mkdir -p \"$ROOT\"/bin \"$ROOT\"/proc\n      cp /bin/busybox \"$ROOT\"/bin/busybox\n      ln -s busybox \"$ROOT\"/bin/sh\n  - name: probe\n    chroot: |\n      /bin/busybox hostname scriptlet-renamed-me\n      echo $$ > /pid\n      /bin/busybox ls /proc | /bin/busybox grep -c '^[0-9]' > /nprocs\n      /bin/busybox hostname > /uts\n",
+    )
+    .unwrap();
+    let before = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let tgz = env.dir.join("ns.tar.gz");
+    ok(&mkimage(&env, &["--root", s(root.path()), "--tar", s(&tgz), s(&recipe)]), "ns build");
+    assert_eq!(std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(), before, "a chroot stage renamed the build host");
+    assert_eq!(std::fs::read_to_string(root.join("uts")).unwrap().trim(), "scriptlet-renamed-me");
+    assert_eq!(std::fs::read_to_string(root.join("pid")).unwrap().trim(), "1", "the command is not PID 1 of its own namespace");
+    let n: u32 = std::fs::read_to_string(root.join("nprocs")).unwrap().trim().parse().unwrap();
+    assert!(n <= 4, "/proc in the chroot shows {n} processes: the host's");
+    // and nothing stays mounted in the root
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(root.path().to_str().unwrap()), "a mount outlived the stage");
+}
