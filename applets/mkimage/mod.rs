@@ -618,6 +618,16 @@ fn build(
                 )
             })?;
             let secs = t.elapsed().as_secs_f64();
+            // A mount left inside the root (a bind of the host's yum cache, say) would
+            // be packed, or have its host files removed by a later stage: stop here.
+            if let Some(m) = mounts_under(root_dir).into_iter().find(|m| m != root_dir) {
+                return Err(Error::invalid(format!(
+                    "stage {:?} ({}) left {} mounted inside the root; unmount it in that stage",
+                    st.name,
+                    st.origin,
+                    m.display()
+                )));
+            }
             let prev = current.bytes();
             current =
                 walk(root_dir).map_err(|e| e.context(format!("after stage {:?}", st.name)))?;

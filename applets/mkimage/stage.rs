@@ -374,9 +374,12 @@ fn copy(ctx: &Ctx, it: &CopyItem) -> Result<()> {
         PathBuf::from(&it.dest)
     };
     if sm.is_dir() {
+        if let Some(parent) = dest.parent() {
+            ctx.root.create_dir_all(parent, 0o755)?;
+        }
         copy_tree(ctx, &it.src, &dest, it)
     } else if sm.is_file() {
-        copy_file(ctx, &it.src, &dest, sm.mode() & 0o7777, it)
+        copy_file(ctx, &it.src, &dest, plain_mode(sm.mode(), false), it)
     } else {
         Err(Error::invalid(format!(
             "copy {}: only files and directories can be copied",
@@ -406,12 +409,31 @@ fn copy_file(ctx: &Ctx, src: &Path, dest: &Path, src_mode: u32, it: &CopyItem) -
         .with_context(|| format!("chmod {}", dest.display()))
 }
 
+/// A copied entry's mode when the recipe gives none: 0644/0755 (directories and
+/// executables), as git keeps them — the checkout's umask must not change the
+/// image's bytes.
+fn plain_mode(mode: u32, dir: bool) -> u32 {
+    if dir || mode & 0o111 != 0 {
+        0o755
+    } else {
+        0o644
+    }
+}
+
 fn copy_tree(ctx: &Ctx, src: &Path, dest: &Path, it: &CopyItem) -> Result<()> {
-    let sm = fs::symlink_metadata(src).with_context(|| format!("lstat {}", src.display()))?;
-    let host = ctx.root.create_dir_all(dest, sm.mode() & 0o7777)?;
-    chown(ctx, &host, it.owner)?;
-    fs::set_permissions(&host, fs::Permissions::from_mode(sm.mode() & 0o7777))
-        .with_context(|| format!("chmod {}", dest.display()))?;
+    // A directory that is already in the root keeps its mode and owner.
+    let existed = ctx
+        .root
+        .resolve(dest, false)
+        .ok()
+        .and_then(|p| fs::symlink_metadata(p).ok())
+        .is_some_and(|m| m.is_dir());
+    let host = ctx.root.create_dir_all(dest, 0o755)?;
+    if !existed {
+        chown(ctx, &host, it.owner)?;
+        fs::set_permissions(&host, fs::Permissions::from_mode(plain_mode(0, true)))
+            .with_context(|| format!("chmod {}", dest.display()))?;
+    }
     let mut names: Vec<_> = fs::read_dir(src)
         .with_context(|| format!("read {}", src.display()))?
         .map(|e| e.map(|e| e.file_name()))
@@ -425,7 +447,7 @@ fn copy_tree(ctx: &Ctx, src: &Path, dest: &Path, it: &CopyItem) -> Result<()> {
         if ft.is_dir() {
             copy_tree(ctx, &s, &d, it)?;
         } else if ft.is_file() {
-            copy_file(ctx, &s, &d, m.mode() & 0o7777, it)?;
+            copy_file(ctx, &s, &d, plain_mode(m.mode(), false), it)?;
         } else if ft.is_symlink() {
             // copied as a link: its target is data for the image, never followed here
             let target = fs::read_link(&s).with_context(|| format!("read link {}", s.display()))?;
@@ -499,12 +521,16 @@ fn append(ctx: &Ctx, it: &AppendItem) -> Result<()> {
         .with_context(|| format!("open {} in the root", it.file))?;
     f.write_all(text.as_bytes())
         .with_context(|| format!("append to {}", it.file))?;
-    set_mode(&host, it.mode, existing.is_none().then_some(0o644))
+    set_mode(
+        &host,
+        existing.is_none().then_some(it.mode.unwrap_or(0o644)),
+    )
 }
 
-// The mode asked for, else (for a new file) the default, undoing the umask.
-fn set_mode(host: &Path, mode: Option<u32>, default_new: Option<u32>) -> Result<()> {
-    match mode.or(default_new) {
+// A new file's mode (undoing the umask); an existing file keeps its own, so an
+// append to /etc/shadow never loosens it.
+fn set_mode(host: &Path, mode: Option<u32>) -> Result<()> {
+    match mode {
         Some(m) => fs::set_permissions(host, fs::Permissions::from_mode(m))
             .with_context(|| format!("chmod {}", host.display())),
         None => Ok(()),
@@ -561,7 +587,10 @@ fn set(ctx: &Ctx, it: &SetItem) -> Result<()> {
         .with_context(|| format!("open {} in the root", it.file))?;
     f.write_all(text.as_bytes())
         .with_context(|| format!("write {}", it.file))?;
-    set_mode(&host, it.mode, existing.is_none().then_some(0o644))
+    set_mode(
+        &host,
+        existing.is_none().then_some(it.mode.unwrap_or(0o644)),
+    )
 }
 
 /// mknod and chown steps for the device nodes in `list` under the host

@@ -222,6 +222,14 @@ impl LocalStore {
                 ))
             })?;
         }
+        // Half-written blobs, build roots and unpacked archives live in tmp/: no
+        // one else may walk in (an image's set-id binaries are in there mid-build).
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = root.join("tmp");
+        if fs::metadata(&tmp).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("chmod {}", tmp.display()))?;
+        }
         Ok(LocalStore {
             root: root.to_path_buf(),
         })

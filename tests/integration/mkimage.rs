@@ -725,13 +725,148 @@ fn chroot_stages_run_in_their_own_namespaces() {
     .unwrap();
     let before = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     let tgz = env.dir.join("ns.tar.gz");
-    ok(&mkimage(&env, &["--root", s(root.path()), "--tar", s(&tgz), s(&recipe)]), "ns build");
-    assert_eq!(std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(), before, "a chroot stage renamed the build host");
-    assert_eq!(std::fs::read_to_string(root.join("uts")).unwrap().trim(), "scriptlet-renamed-me");
-    assert_eq!(std::fs::read_to_string(root.join("pid")).unwrap().trim(), "1", "the command is not PID 1 of its own namespace");
-    let n: u32 = std::fs::read_to_string(root.join("nprocs")).unwrap().trim().parse().unwrap();
-    assert!(n <= 4, "/proc in the chroot shows {n} processes: the host's");
+    ok(
+        &mkimage(
+            &env,
+            &["--root", s(root.path()), "--tar", s(&tgz), s(&recipe)],
+        ),
+        "ns build",
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        before,
+        "a chroot stage renamed the build host"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("uts")).unwrap().trim(),
+        "scriptlet-renamed-me"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("pid")).unwrap().trim(),
+        "1",
+        "the command is not PID 1 of its own namespace"
+    );
+    let n: u32 = std::fs::read_to_string(root.join("nprocs"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        n <= 4,
+        "/proc in the chroot shows {n} processes: the host's"
+    );
     // and nothing stays mounted in the root
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(root.path().to_str().unwrap()), "a mount outlived the stage");
+    assert!(
+        !mounts.contains(root.path().to_str().unwrap()),
+        "a mount outlived the stage"
+    );
+}
+
+#[test]
+fn copy_modes_do_not_depend_on_the_checkout_and_mounts_left_behind_stop_the_build() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let root = TempDir::new("mkmodes");
+    std::fs::create_dir_all(root.join("etc/profile.d")).unwrap();
+    std::fs::set_permissions(
+        root.join("etc/profile.d"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/shadow"), "root:*:1::::::\n").unwrap();
+    std::fs::set_permissions(
+        root.join("etc/shadow"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    // a checkout with a group-writable umask and a private directory
+    let site = env.dir.join("site/profile.d");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("t1.sh"), "export SITE=t1\n").unwrap();
+    std::fs::set_permissions(site.join("t1.sh"), std::fs::Permissions::from_mode(0o664)).unwrap();
+    std::fs::set_permissions(&site, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let recipe = env.dir.join("modes.yml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "name: modes\nepoch: 1490616000\nstages:\n  - name: profile\n    copy: {{src: {}, dest: /etc/}}\n  - name: conf\n    copy: {{src: {}, dest: /opt/site/conf/t1.sh}}\n  - name: users\n    append: {{file: /etc/shadow, lines: ['condor:!!:1::::::']}}\n",
+            site.display(),
+            site.join("t1.sh").display()
+        ),
+    )
+    .unwrap();
+    let tgz = env.dir.join("m.tar.gz");
+    ok(
+        &mkimage(
+            &env,
+            &["--root", s(root.path()), "--tar", s(&tgz), s(&recipe)],
+        ),
+        "modes",
+    );
+    let mode = |p: &str| {
+        std::fs::metadata(root.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(
+        mode("etc/profile.d"),
+        0o750,
+        "an existing directory was re-moded"
+    );
+    assert_eq!(
+        mode("etc/profile.d/t1.sh"),
+        0o644,
+        "the checkout's umask leaked in"
+    );
+    assert_eq!(
+        mode("opt/site"),
+        0o755,
+        "a new parent took the source's mode"
+    );
+    assert_eq!(
+        mode("etc/shadow"),
+        0o000,
+        "append loosened an existing file"
+    );
+    // a stage that leaves a bind mount in the root stops the build there
+    // (the "host cache" is a directory of this test's own, so a regression costs nothing real)
+    let host_cache = env.dir.join("host-cache");
+    std::fs::create_dir_all(&host_cache).unwrap();
+    std::fs::write(host_cache.join("keep-me.rpm"), "host data").unwrap();
+    let mounted = env.dir.join("mounts.yml");
+    std::fs::write(
+        &mounted,
+        format!(
+            "name: mounts\nepoch: 1490616000\nstages:\n  - name: cache\n    run: mkdir -p \"$ROOT/var/cache/yum\" && mount --bind {} \"$ROOT/var/cache/yum\"\n  - name: expunge\n    remove: ['/var/cache/yum/**']\n",
+            host_cache.display()
+        ),
+    )
+    .unwrap();
+    let root2 = TempDir::new("mkmount");
+    let o = mkimage(
+        &env,
+        &[
+            "--root",
+            s(root2.path()),
+            "--tar",
+            s(&env.dir.join("x.tar.gz")),
+            s(&mounted),
+        ],
+    );
+    let _ = Command::new("umount")
+        .arg(root2.join("var/cache/yum"))
+        .status();
+    assert!(!o.status.success(), "a build went on over a mount");
+    assert!(
+        stderr(&o).contains("left") && stderr(&o).contains("mounted inside the root"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        host_cache.join("keep-me.rpm").exists(),
+        "the expunge ran over the host's files"
+    );
 }
