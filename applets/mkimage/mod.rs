@@ -650,7 +650,7 @@ fn build(
             rows.push(row);
         }
         if out.image() {
-            let changes = lower.diff(&current);
+            let changes = lower.diff(&current, root_dir);
             let p = pack_layer(store, root_dir, &changes, created, out.level)
                 .map_err(|e| e.context(format!("packing layer {:?}", layer.name)))?;
             eprintln!(
@@ -672,7 +672,7 @@ fn build(
     }
     if recipe.layers.is_empty() && out.image() {
         // No stages (packing a --root as it is): one layer holds the whole tree.
-        let changes = lower.diff(&current);
+        let changes = lower.diff(&current, root_dir);
         let p = pack_layer(store, root_dir, &changes, created, out.level)
             .map_err(|e| e.context("packing the root"))?;
         packed.push((recipe.name.clone(), "the root as it is".into(), p));

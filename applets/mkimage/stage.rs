@@ -49,7 +49,9 @@ pub fn run(ctx: &Ctx, stage: &Stage) -> Result<()> {
                 .arg(cmd)
                 .current_dir(ctx.recipe_dir)
                 .envs(ctx.env.iter().map(|(k, v)| (k, v)))
-                .env("ROOT", ctx.root.path());
+                .env("ROOT", ctx.root.path())
+                // a group of its own, so whatever it leaves running can be stopped
+                .process_group(0);
             command(c, false)
         }
         Action::Chroot(cmd) => {
@@ -289,9 +291,13 @@ fn command(mut c: Command, chroot: bool) -> Result<()> {
             // Something the stage started in the background still holds the
             // output open: do not wait for a daemon.
             if at.elapsed() > Duration::from_secs(2) {
+                // It would go on changing the root while later stages and the
+                // packing read it: stop the stage's whole process group.
+                // SAFETY: kill(2) on the group our child leads.
+                unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
                 let _ = writeln!(
                     err,
-                    "(a process the stage started still holds its output open; not waiting for it)"
+                    "(the stage left processes running that held its output; they were killed)"
                 );
                 break;
             }

@@ -101,6 +101,11 @@ impl Meta {
 pub struct Entry {
     pub path: PathBuf,
     pub meta: Meta,
+    /// Content digest of a regular file whose ctime was within a second of the
+    /// walk: on coarse clocks a same-size rewrite in that tick leaves the
+    /// metadata as it was, so such files are compared by content (git's "racy"
+    /// rule).
+    pub racy: Option<crate::digest::Digest>,
 }
 
 /// A snapshot of a tree, in archive order. The root itself is not an entry.
@@ -129,6 +134,10 @@ impl Change<'_> {
 /// Snapshot `root`: every entry below it, directories before their content and
 /// siblings sorted by name (bytes), without entering other filesystems.
 pub fn walk(root: &Path) -> Result<Tree> {
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     let top = fs::symlink_metadata(root).with_context(|| format!("lstat {}", root.display()))?;
     if !top.is_dir() {
         return Err(Error::invalid(format!(
@@ -137,11 +146,33 @@ pub fn walk(root: &Path) -> Result<Tree> {
         )));
     }
     let mut entries = Vec::new();
-    walk_dir(root, &mut PathBuf::new(), top.dev(), &mut entries)?;
+    walk_dir(
+        root,
+        &mut PathBuf::new(),
+        top.dev(),
+        started - 1,
+        &mut entries,
+    )?;
     Ok(Tree { entries })
 }
 
-fn walk_dir(root: &Path, rel: &mut PathBuf, dev: u64, out: &mut Vec<Entry>) -> Result<()> {
+fn content_digest(path: &Path) -> Result<crate::digest::Digest> {
+    let mut r = crate::digest::HashingReader::new(
+        fs::File::open(path).with_context(|| format!("read {}", path.display()))?,
+        crate::digest::Algorithm::Sha256,
+    );
+    std::io::copy(&mut r, &mut std::io::sink())
+        .with_context(|| format!("read {}", path.display()))?;
+    Ok(r.finish().0)
+}
+
+fn walk_dir(
+    root: &Path,
+    rel: &mut PathBuf,
+    dev: u64,
+    racy_from: i64,
+    out: &mut Vec<Entry>,
+) -> Result<()> {
     let dir = root.join(&*rel);
     let mut names: Vec<OsString> = fs::read_dir(&dir)
         .with_context(|| format!("read {}", dir.display()))?
@@ -153,12 +184,18 @@ fn walk_dir(root: &Path, rel: &mut PathBuf, dev: u64, out: &mut Vec<Entry>) -> R
         rel.push(&n);
         let meta = Meta::read(&root.join(&*rel))?;
         let descend = meta.kind == EntryKind::Dir && meta.dev == dev;
+        let racy = if meta.kind == EntryKind::File && meta.ctime >= racy_from {
+            Some(content_digest(&root.join(&*rel))?)
+        } else {
+            None
+        };
         out.push(Entry {
             path: rel.clone(),
             meta,
+            racy,
         });
         if descend {
-            walk_dir(root, rel, dev, out)?;
+            walk_dir(root, rel, dev, racy_from, out)?;
         }
         rel.pop();
     }
@@ -192,24 +229,32 @@ impl Tree {
         self.entries.iter().map(Change::Entry).collect()
     }
 
-    /// What changed from `self` (the lower state) to `new`: entries that are new
-    /// or whose metadata differs, and whiteouts for the topmost deleted entries,
-    /// in archive order.
-    pub fn diff<'a>(&self, new: &'a Tree) -> Vec<Change<'a>> {
-        let old: HashMap<&Path, &Meta> = self
-            .entries
-            .iter()
-            .map(|e| (e.path.as_path(), &e.meta))
-            .collect();
+    /// What changed from `self` (the lower state) to `new`, a walk of `root`:
+    /// entries that are new or whose metadata differs — or, for files that were
+    /// racy when `self` was taken, whose content differs — and whiteouts for the
+    /// topmost deleted entries, in archive order.
+    pub fn diff<'a>(&self, new: &'a Tree, root: &Path) -> Vec<Change<'a>> {
+        let old: HashMap<&Path, &Entry> =
+            self.entries.iter().map(|e| (e.path.as_path(), e)).collect();
         let now: HashMap<&Path, &Meta> = new
             .entries
             .iter()
             .map(|e| (e.path.as_path(), &e.meta))
             .collect();
+        let changed = |e: &Entry| match old.get(e.path.as_path()) {
+            None => true,
+            Some(o) if o.meta != e.meta => true,
+            // same metadata: a racy file may still have been rewritten in its tick
+            Some(o) => match (&o.racy, &e.racy) {
+                (None, _) => false,
+                (Some(a), Some(b)) => a != b,
+                (Some(a), None) => content_digest(&root.join(&e.path)).map_or(true, |b| *a != b),
+            },
+        };
         let mut out: Vec<Change<'a>> = new
             .entries
             .iter()
-            .filter(|e| old.get(e.path.as_path()) != Some(&&e.meta))
+            .filter(|e| changed(e))
             .map(Change::Entry)
             .collect();
         for e in &self.entries {
@@ -279,7 +324,7 @@ mod tests {
         );
         assert_eq!(t1.bytes(), 1 + 2 + 3 + 4, "hard link counted once");
         assert_eq!(t1.entries[9].meta.target.as_deref(), Some(Path::new("a/x")));
-        assert!(t1.diff(&t1).is_empty());
+        assert!(t1.diff(&t1, &d).is_empty());
 
         // change content, mode only, delete a tree and a file, add one
         fs::write(d.join("a/b/c"), "23").unwrap();
@@ -290,9 +335,38 @@ mod tests {
         fs::write(d.join("new"), "n").unwrap();
         let t2 = walk(&d).unwrap();
         assert_eq!(
-            paths(&t1.diff(&t2)),
+            paths(&t1.diff(&t2, &d)),
             ["-.wh.gone", "-.wh.link", "a/b/c", "a-b", "new"]
         );
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_same_size_rewrite_in_the_same_tick_is_seen() {
+        let d = std::env::temp_dir().join(format!("berth-racy-{}", crate::util::uuid4()));
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("vars"), "KEY=a\n").unwrap();
+        let t1 = walk(&d).unwrap();
+        assert!(
+            t1.entries[0].racy.is_some(),
+            "a file written just now is racy"
+        );
+        // same size, and put its times back: metadata can no longer tell
+        let m = fs::metadata(d.join("vars")).unwrap();
+        fs::write(d.join("vars"), "KEY=b\n").unwrap();
+        let f = fs::File::options()
+            .write(true)
+            .open(d.join("vars"))
+            .unwrap();
+        f.set_modified(m.modified().unwrap()).unwrap();
+        let mut t2 = walk(&d).unwrap();
+        t2.entries[0].meta = t1.entries[0].meta.clone();
+        assert_eq!(paths(&t1.diff(&t2, &d)), ["vars"]);
+        // a later walk that no longer finds it racy reads the content to decide
+        t2.entries[0].racy = None;
+        assert_eq!(paths(&t1.diff(&t2, &d)), ["vars"]);
+        let t3 = walk(&d).unwrap();
+        assert!(t3.diff(&t3, &d).is_empty());
         fs::remove_dir_all(&d).unwrap();
     }
 }

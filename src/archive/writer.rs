@@ -217,6 +217,16 @@ impl<W: Write> TarWriter<W> {
         if name.is_empty() {
             return Err(Error::internal("tar entry without a name"));
         }
+        // In a layer such a name deletes what it names: a real file may not carry it.
+        if e.path
+            .file_name()
+            .is_some_and(|f| f.as_bytes().starts_with(b".wh."))
+        {
+            return Err(Error::invalid(format!(
+                "{}: a file named .wh.* would act as a whiteout in the layer; rename or remove it",
+                e.path.display()
+            )));
+        }
         let mtime = self.mtime(m.mtime);
         let (uid, gid) = (m.uid as u64, m.gid as u64);
         let r = match m.kind {
