@@ -3,7 +3,7 @@
 //! prompt on a terminal (asked twice, not echoed) or from the first line of stdin.
 
 use argh::FromArgs;
-use berth::error::{Context, Error, Result};
+use berth::error::{Error, Result};
 use std::io::{BufRead, IsTerminal, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -31,24 +31,6 @@ struct Args {
     user: String,
 }
 
-fn read_hidden(prompt: &str) -> Result<String> {
-    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
-    let stdin = std::io::stdin();
-    let mut err = std::io::stderr();
-    write!(err, "{prompt}")?;
-    err.flush()?;
-    let old = tcgetattr(&stdin).context("terminal")?;
-    let mut quiet = old.clone();
-    quiet.local_flags.remove(LocalFlags::ECHO);
-    tcsetattr(&stdin, SetArg::TCSANOW, &quiet).context("terminal")?;
-    let mut line = String::new();
-    let r = stdin.lock().read_line(&mut line);
-    let _ = tcsetattr(&stdin, SetArg::TCSANOW, &old);
-    writeln!(err)?;
-    r?;
-    Ok(line.trim_end_matches(['\r', '\n']).to_string())
-}
-
 fn password(from_stdin: bool) -> Result<String> {
     if from_stdin || !std::io::stdin().is_terminal() {
         let mut line = String::new();
@@ -59,8 +41,8 @@ fn password(from_stdin: bool) -> Result<String> {
         }
         return Ok(p);
     }
-    let a = read_hidden("New password: ")?;
-    let b = read_hidden("Re-type new password: ")?;
+    let a = berth::util::prompt("New password: ", true)?;
+    let b = berth::util::prompt("Re-type new password: ", true)?;
     if a != b {
         return Err(Error::usage("password verification error"));
     }

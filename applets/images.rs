@@ -2,7 +2,7 @@
 
 use argh::FromArgs;
 use berth::digest::Digest;
-use berth::error::{Error, Kind, Result};
+use berth::error::{Error, Result};
 use berth::reference::Reference;
 use berth::store::local::{LocalStore, root_from, split_tag, tagged};
 use berth::util::{human_ago, human_size, now_unix, parse_rfc3339};
@@ -29,35 +29,6 @@ struct ImagesArgs {
     filter: Option<String>,
 }
 
-fn table(rows: &[Vec<String>]) -> String {
-    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..n)
-        .map(|i| {
-            rows.iter()
-                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut s = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                if i + 1 == r.len() {
-                    c.clone()
-                } else {
-                    format!("{c:<w$}", w = widths[i])
-                }
-            })
-            .collect();
-        s.push_str(line.join("   ").trim_end());
-        s.push('\n');
-    }
-    s
-}
-
 pub fn images(name: &str, args: &[String]) -> Result<u8> {
     let a: ImagesArgs = match crate::applets::parse_args(name, args) {
         Ok(a) => a,
@@ -81,7 +52,6 @@ pub fn images(name: &str, args: &[String]) -> Result<u8> {
     header.extend(["IMAGE ID".into(), "CREATED".into(), "SIZE".into()]);
     rows.push(header);
     let mut seen_ids = BTreeSet::new();
-    let mut tagged_images = BTreeSet::new();
     let mut lines: Vec<(String, String, Digest)> = refs
         .tags
         .iter()
@@ -104,7 +74,6 @@ pub fn images(name: &str, args: &[String]) -> Result<u8> {
             }
         }
         let Ok(img) = store.image(&m) else { continue };
-        tagged_images.insert(m.clone());
         if a.quiet {
             if seen_ids.insert(img.config_digest.clone()) {
                 println!("{}", id(&img.config_digest));
@@ -138,7 +107,7 @@ pub fn images(name: &str, args: &[String]) -> Result<u8> {
         rows.push(row);
     }
     if !a.quiet {
-        print!("{}", table(&rows));
+        print!("{}", berth::util::table(&rows));
     }
     Ok(0)
 }
@@ -205,42 +174,9 @@ pub fn rmi(name: &str, args: &[String]) -> Result<u8> {
         return Err(Error::usage("rmi needs at least one image"));
     }
     let store = LocalStore::open(&root_from(a.graph.as_deref()))?;
-    let leased = store.leased()?;
     let mut failed = false;
     for what in &a.images {
-        let res = store.update_refs(|refs| {
-            let key = tagged(what);
-            let by_tag = refs.tags.contains_key(&key);
-            let m = if by_tag { refs.tags[&key].clone() } else {
-                store.resolve(what)?.ok_or_else(|| Error::not_found(format!("no such image: {what}")))?
-            };
-            let names: Vec<String> = refs.tags.iter().filter(|(_, v)| **v == m).map(|(k, _)| k.clone()).collect();
-            let last_name = names.len() <= 1 || !by_tag;
-            if last_name && leased.contains(&m) && !a.force {
-                return Err(Error::new(Kind::Conflict, format!("unable to remove {what}: the image is in use by a container (use -f)")));
-            }
-            if !by_tag && names.len() > 1 && !a.force {
-                return Err(Error::new(Kind::Conflict, format!("unable to remove {what}: it is referenced by {} names ({}); remove them by name or use -f", names.len(), names.join(", "))));
-            }
-            let mut out = Vec::new();
-            let untag: Vec<String> = if by_tag { vec![key.clone()] } else { names.clone() };
-            for k in &untag {
-                refs.tags.remove(k);
-                out.push(format!("Untagged: {k}"));
-            }
-            if !refs.tags.values().any(|v| *v == m) {
-                let meta = refs.images.remove(&m).unwrap_or_default();
-                for ds in refs.digests.values_mut() {
-                    ds.retain(|d| *d != m && Some(d) != meta.index.as_ref());
-                }
-                refs.digests.retain(|_, ds| !ds.is_empty());
-                if let Ok(img) = store.image(&m) {
-                    out.push(format!("Deleted: {}", img.config_digest));
-                }
-            }
-            Ok(out)
-        });
-        match res {
+        match store.remove_image(what, a.force) {
             Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
             Err(e) => {
                 eprintln!("{name}: {e}");

@@ -4,7 +4,7 @@
 use argh::FromArgs;
 use berth::error::{Error, Result};
 use berth::registry::{Registry, Settings};
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::BufRead;
 use std::path::PathBuf;
 
 #[derive(FromArgs)]
@@ -48,28 +48,6 @@ fn host_of(server: Option<&str>, settings: &Settings) -> String {
     }
 }
 
-fn prompt(label: &str, hidden: bool) -> Result<String> {
-    let mut err = std::io::stderr();
-    write!(err, "{label}")?;
-    err.flush()?;
-    let stdin = std::io::stdin();
-    let mut line = String::new();
-    if hidden && stdin.is_terminal() {
-        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
-        let old = tcgetattr(&stdin)?;
-        let mut quiet = old.clone();
-        quiet.local_flags.remove(LocalFlags::ECHO);
-        tcsetattr(&stdin, SetArg::TCSANOW, &quiet)?;
-        let r = stdin.lock().read_line(&mut line);
-        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &old);
-        writeln!(err)?;
-        r?;
-    } else {
-        stdin.lock().read_line(&mut line)?;
-    }
-    Ok(line.trim_end_matches(['\r', '\n']).to_string())
-}
-
 pub fn login(name: &str, args: &[String]) -> Result<u8> {
     let a: Args = match crate::applets::parse_args(name, args) {
         Ok(a) => a,
@@ -81,7 +59,7 @@ pub fn login(name: &str, args: &[String]) -> Result<u8> {
     let host = host_of(a.server.as_deref(), &settings);
     let user = match a.username {
         Some(u) => u,
-        None => prompt("Username: ", false)?,
+        None => berth::util::prompt("Username: ", false)?,
     };
     let pass = match (a.password, a.password_stdin) {
         (Some(_), true) => {
@@ -95,7 +73,7 @@ pub fn login(name: &str, args: &[String]) -> Result<u8> {
             std::io::stdin().lock().read_line(&mut l)?;
             l.trim_end_matches(['\r', '\n']).to_string()
         }
-        (None, false) => prompt("Password: ", true)?,
+        (None, false) => berth::util::prompt("Password: ", true)?,
     };
     if user.is_empty() || pass.is_empty() {
         return Err(Error::usage("user name and password must not be empty"));

@@ -174,7 +174,9 @@ pub fn find(name: &str) -> Option<&'static Applet> {
     TABLE.iter().find(|a| a.name == name)
 }
 
-/// Parse arguments with argh. `--help` prints and gives `Err(0)`; a usage error
+/// Parse arguments with argh. (argh has no flattening, so applets that take the
+/// same registry options each declare them; the values go straight to
+/// `berth::registry::Settings::with_flags`, where their meaning lives.) `--help` prints and gives `Err(0)`; a usage error
 /// prints and gives `Err(2)`: the applet returns that code.
 pub fn parse_args<T: argh::FromArgs>(name: &str, args: &[String]) -> Result<T, u8> {
     let rest: Vec<&str> = args.iter().map(String::as_str).collect();

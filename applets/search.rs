@@ -99,17 +99,7 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
     for e in errors {
         eprintln!("{name}: {e}");
     }
-    let widths: Vec<usize> = (0..5)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    for r in &rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect();
-        println!("{}", line.join("   ").trim_end());
-    }
+    print!("{}", berth::util::table(&rows));
     if hosts.is_empty() {
         return Err(Error::usage("no registry to search"));
     }

@@ -126,21 +126,3 @@ pub fn is_unknown_ca(e: &dyn std::error::Error) -> bool {
     }
     false
 }
-
-/// Load certificates for a client trust store (used by client applets).
-pub fn add_pem_roots(store: &mut rustls::RootCertStore, path: &Path) -> Result<usize> {
-    let certs = load_certs(path)?;
-    let mut n = 0;
-    for c in certs {
-        if store.add(c).is_ok() {
-            n += 1;
-        }
-    }
-    if n == 0 {
-        return Err(Error::config(format!(
-            "{}: no usable CA certificate",
-            path.display()
-        )));
-    }
-    Ok(n)
-}

@@ -195,6 +195,57 @@ pub fn human_ago(then: i64, now: i64) -> String {
     }
 }
 
+/// Rows as docker prints tables: columns padded to their widest cell, three
+/// spaces apart, no trailing blanks.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..n)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut s = String::new();
+    for r in rows {
+        let cells: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        s.push_str(cells.join("   ").trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+/// Ask on stderr and read one line from stdin; with `hidden` and a terminal,
+/// without echo (passwords). The line ending is dropped.
+pub fn prompt(label: &str, hidden: bool) -> crate::Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let mut err = std::io::stderr();
+    write!(err, "{label}")?;
+    err.flush()?;
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    if hidden && stdin.is_terminal() {
+        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+        let old = tcgetattr(&stdin)?;
+        let mut quiet = old.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        tcsetattr(&stdin, SetArg::TCSANOW, &quiet)?;
+        let r = stdin.lock().read_line(&mut line);
+        // the terminal gets its echo back even when the read failed
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &old);
+        writeln!(err)?;
+        r?;
+    } else {
+        stdin.lock().read_line(&mut line)?;
+    }
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +269,15 @@ mod tests {
         for t in [0i64, 951_782_400, 4_102_444_800, 1_764_000_000] {
             assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));
         }
+    }
+
+    #[test]
+    fn tables_pad_columns_and_trim_ends() {
+        let rows = vec![
+            vec!["NAME".to_string(), "TAG".into()],
+            vec!["sl6-umd3condv4".into(), "".into()],
+        ];
+        assert_eq!(table(&rows), "NAME             TAG\nsl6-umd3condv4\n");
     }
 
     #[test]

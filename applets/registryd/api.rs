@@ -528,7 +528,6 @@ impl Registry {
                     json!({"reference": r}),
                 ),
             },
-            Err(e) if e.kind() == Kind::Digest => internal(&e),
             Err(e) => internal(&e),
         }
     }

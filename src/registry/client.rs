@@ -457,25 +457,24 @@ impl Registry {
             if let Some(a) = self.auth_header(scope) {
                 b = b.header("Authorization", a);
             }
-            let agent = &self.agent;
             let res = match &mut body {
                 Body::None => {
                     let req = b.body(()).map_err(|e| Error::internal(e.to_string()))?;
-                    agent.run(req)
+                    self.agent.run(req)
                 }
                 Body::Bytes(d) => {
                     let req = b
                         .header("Content-Length", d.len().to_string())
                         .body(d.to_vec())
                         .map_err(|e| Error::internal(e.to_string()))?;
-                    agent.run(req)
+                    self.agent.run(req)
                 }
                 Body::Stream(r, len) => {
                     let req = b
                         .header("Content-Length", len.to_string())
                         .body(ureq::SendBody::from_reader(*r))
                         .map_err(|e| Error::internal(e.to_string()))?;
-                    agent.run(req)
+                    self.agent.run(req)
                 }
             };
             let resp = res.map_err(|e| self.transport_error(e))?;

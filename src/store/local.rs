@@ -458,6 +458,50 @@ impl LocalStore {
         Ok(s)
     }
 
+    /// docker's rmi: `name:tag` untags; an id or digest untags every name of the
+    /// image (only with `force` when there are several). The image itself goes
+    /// with its last name — not while a container holds it, unless `force`.
+    /// Returns docker's report lines (`Untagged: …`, `Deleted: …`); blobs are
+    /// freed by [`LocalStore::collect_garbage`].
+    pub fn remove_image(&self, what: &str, force: bool) -> Result<Vec<String>> {
+        let leased = self.leased()?;
+        self.update_refs(|refs| {
+            let key = tagged(what);
+            let by_tag = refs.tags.contains_key(&key);
+            let m = match refs.tags.get(&key) {
+                Some(m) => m.clone(),
+                None => self.resolve(what)?.ok_or_else(|| Error::not_found(format!("no such image: {what}")))?,
+            };
+            let names: Vec<String> = refs.tags.iter().filter(|(_, v)| **v == m).map(|(k, _)| k.clone()).collect();
+            let last_name = names.len() <= 1 || !by_tag;
+            if last_name && leased.contains(&m) && !force {
+                return Err(Error::new(Kind::Conflict, format!("unable to remove {what}: the image is in use by a container (use -f)")));
+            }
+            if !by_tag && names.len() > 1 && !force {
+                return Err(Error::new(
+                    Kind::Conflict,
+                    format!("unable to remove {what}: it is referenced by {} names ({}); remove them by name or use -f", names.len(), names.join(", ")),
+                ));
+            }
+            let mut out = Vec::new();
+            for k in if by_tag { vec![key.clone()] } else { names } {
+                refs.tags.remove(&k);
+                out.push(format!("Untagged: {k}"));
+            }
+            if !refs.tags.values().any(|v| *v == m) {
+                let meta = refs.images.remove(&m).unwrap_or_default();
+                for ds in refs.digests.values_mut() {
+                    ds.retain(|d| *d != m && Some(d) != meta.index.as_ref());
+                }
+                refs.digests.retain(|_, ds| !ds.is_empty());
+                if let Ok(img) = self.image(&m) {
+                    out.push(format!("Deleted: {}", img.config_digest));
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Delete blobs no image needs. Skipped (returns None) while any writer holds
     /// its lease, so a pull in progress never loses what it fetched.
     pub fn collect_garbage(&self) -> Result<Option<(usize, u64)>> {
