@@ -271,16 +271,16 @@ impl<R: Read> Read for VerifyingReader<R> {
             return Ok(0);
         }
         let n = self.inner.read(buf)?;
-        if let Some(size) = self.size {
-            if self.inner.count() > size {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "content of {} is longer than the expected {size} bytes",
-                        self.expected
-                    ),
-                ));
-            }
+        if let Some(size) = self.size
+            && self.inner.count() > size
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "content of {} is longer than the expected {size} bytes",
+                    self.expected
+                ),
+            ));
         }
         if n == 0 && !buf.is_empty() {
             self.done = true;
@@ -290,16 +290,16 @@ impl<R: Read> Read for VerifyingReader<R> {
                 Hasher::new(self.expected.algorithm()),
             )
             .finish();
-            if let Some(size) = self.size {
-                if count != size {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "content of {} is {count} bytes, expected {size}",
-                            self.expected
-                        ),
-                    ));
-                }
+            if let Some(size) = self.size
+                && count != size
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "content of {} is {count} bytes, expected {size}",
+                        self.expected
+                    ),
+                ));
             }
             if got != self.expected {
                 return Err(io::Error::new(

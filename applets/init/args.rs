@@ -434,7 +434,7 @@ fn seconds(s: &str) -> Option<Duration> {
     let t = s.trim();
     let t = t.strip_suffix('s').unwrap_or(t);
     let f: f64 = t.parse().ok()?;
-    (f.is_finite() && f >= 0.0 && f < 1e9).then(|| Duration::from_secs_f64(f))
+    (f.is_finite() && (0.0..1e9).contains(&f)).then(|| Duration::from_secs_f64(f))
 }
 
 pub fn rewrite_help() -> String {

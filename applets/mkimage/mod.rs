@@ -424,16 +424,16 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
             )));
         }
     }
-    if let Some(o) = &out.oci {
-        if std::fs::read_dir(o).is_ok_and(|mut d| d.next().is_some()) {
-            return Err(Error::new(
-                Kind::Conflict,
-                format!(
-                    "--oci {}: exists and is not empty; give a new directory",
-                    o.display()
-                ),
-            ));
-        }
+    if let Some(o) = &out.oci
+        && std::fs::read_dir(o).is_ok_and(|mut d| d.next().is_some())
+    {
+        return Err(Error::new(
+            Kind::Conflict,
+            format!(
+                "--oci {}: exists and is not empty; give a new directory",
+                o.display()
+            ),
+        ));
     }
     // Modes of what stages create must not depend on the caller's umask.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));

@@ -495,7 +495,7 @@ impl Parser<'_> {
                         Some(s) => Some(self.expand(&format!("{it}.value"), &s)?),
                         None => None,
                     };
-                    if value.is_some() == !values.is_empty() {
+                    if value.is_some() != values.is_empty() {
                         return Err(self.doc.error(
                             &it,
                             "give either value (the whole file) or values (KEY: VALUE lines)",
@@ -635,12 +635,12 @@ impl Parser<'_> {
         }
 
         c.working_dir = self.doc.str("config.WorkingDir")?;
-        if let Some(w) = &c.working_dir {
-            if !w.starts_with('/') {
-                return Err(self
-                    .doc
-                    .error("config.WorkingDir", "must be an absolute path"));
-            }
+        if let Some(w) = &c.working_dir
+            && !w.starts_with('/')
+        {
+            return Err(self
+                .doc
+                .error("config.WorkingDir", "must be an absolute path"));
         }
         c.user = self.doc.str("config.User")?;
         c.stop_signal = self.doc.str("config.StopSignal")?;

@@ -117,7 +117,7 @@ pub fn isolate_plan() -> Vec<Op> {
             source: None,
             target: PathBuf::from("/"),
             fstype: None,
-            flags: (libc::MS_REC | libc::MS_PRIVATE) as u64,
+            flags: (libc::MS_REC | libc::MS_PRIVATE),
             data: None,
         },
     ]
@@ -132,7 +132,7 @@ pub fn enter_plan(root: &Path, proc_dir: Option<&Path>) -> Vec<Op> {
             source: Some(PathBuf::from("proc")),
             target: p.to_path_buf(),
             fstype: Some("proc".into()),
-            flags: (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC) as u64,
+            flags: (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC),
             data: None,
         });
     }
@@ -282,10 +282,10 @@ fn command(mut c: Command, chroot: bool) -> Result<()> {
         if eof {
             break;
         }
-        if exited.is_none() {
-            if let Some(st) = child.try_wait().context("wait")? {
-                exited = Some((st, Instant::now()));
-            }
+        if exited.is_none()
+            && let Some(st) = child.try_wait().context("wait")?
+        {
+            exited = Some((st, Instant::now()));
         }
         if let Some((_, at)) = exited {
             // Something the stage started in the background still holds the
@@ -731,7 +731,7 @@ mod tests {
             Some(Path::new("/g/tmp/r/proc")),
         ));
         assert!(matches!(&plan[1], Op::Mount { target, flags, .. }
-            if target == Path::new("/") && *flags == (libc::MS_REC | libc::MS_PRIVATE) as u64));
+            if target == Path::new("/") && *flags == (libc::MS_REC | libc::MS_PRIVATE)));
         assert!(matches!(&plan[2], Op::Mount { fstype: Some(t), target, .. }
             if t == "proc" && target == Path::new("/g/tmp/r/proc")));
         assert_eq!(plan[3], Op::Chroot("/g/tmp/r".into()));

@@ -473,10 +473,8 @@ impl Registry {
         };
         let has_body =
             req.body_length().is_none_or(|l| l > 0) || req.header("Content-Range").is_some();
-        if has_body {
-            if let Err(r) = self.append(req, name, id) {
-                return r;
-            }
+        if has_body && let Err(r) = self.append(req, name, id) {
+            return r;
         }
         match self.store.finish_upload(name, id, &digest) {
             Ok(_) => self.created_blob(name, &digest),

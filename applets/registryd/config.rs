@@ -154,10 +154,10 @@ impl Config {
                 w
             });
         }
-        if let Some(v) = doc.str("version")? {
-            if v != "0.1" {
-                return Err(doc.error("version", format!("expected 0.1, got {v}")));
-            }
+        if let Some(v) = doc.str("version")?
+            && v != "0.1"
+        {
+            return Err(doc.error("version", format!("expected 0.1, got {v}")));
         }
         for bad in ["auth.token", "auth.silly"] {
             if doc.node(bad).is_some() {
@@ -281,13 +281,13 @@ impl Config {
         let host = doc
             .str("http.host")?
             .map(|h| h.trim_end_matches('/').to_string());
-        if let Some(h) = &host {
-            if !(h.starts_with("http://") || h.starts_with("https://")) {
-                return Err(doc.error(
-                    "http.host",
-                    format!("expected a URL like https://registry.example:5000, got {h:?}"),
-                ));
-            }
+        if let Some(h) = &host
+            && !(h.starts_with("http://") || h.starts_with("https://"))
+        {
+            return Err(doc.error(
+                "http.host",
+                format!("expected a URL like https://registry.example:5000, got {h:?}"),
+            ));
         }
         let relative_urls = doc.bool("http.relativeurls")?.unwrap_or(false);
         let mut headers = Vec::new();

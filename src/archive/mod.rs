@@ -94,11 +94,11 @@ pub fn copy_validated<R: Read, W: Write>(input: R, out: W) -> Result<(TarSummary
                 })?
                 .into_owned();
             safe_relative(&path)?;
-            if let Some(target) = e.link_name().ok().flatten() {
-                if e.header().entry_type().is_hard_link() {
-                    safe_relative(&target)
-                        .map_err(|err| err.context(format!("hard link {}", path.display())))?;
-                }
+            if let Some(target) = e.link_name().ok().flatten()
+                && e.header().entry_type().is_hard_link()
+            {
+                safe_relative(&target)
+                    .map_err(|err| err.context(format!("hard link {}", path.display())))?;
             }
             // Read the data through, so a short archive fails here and not later.
             let want = e.size();
@@ -303,10 +303,10 @@ fn unpack<R: Read>(input: R, dest: &Path, rootfs: bool) -> Result<u64> {
                     let _ =
                         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode));
                 }
-                if kind.is_dir() {
-                    if let Ok(m) = e.header().mtime() {
-                        dir_times.push((target.clone(), m));
-                    }
+                if kind.is_dir()
+                    && let Ok(m) = e.header().mtime()
+                {
+                    dir_times.push((target.clone(), m));
                 }
             }
         }
@@ -327,14 +327,12 @@ fn unpack<R: Read>(input: R, dest: &Path, rootfs: bool) -> Result<u64> {
                     }],
                 )?;
                 // chown clears set-id bits: put the mode back.
-                if !is_link_now {
-                    if let Ok(mode) = h.mode() {
-                        use std::os::unix::fs::PermissionsExt;
-                        let _ = std::fs::set_permissions(
-                            &target,
-                            std::fs::Permissions::from_mode(mode & 0o7777),
-                        );
-                    }
+                if !is_link_now && let Ok(mode) = h.mode() {
+                    use std::os::unix::fs::PermissionsExt;
+                    let _ = std::fs::set_permissions(
+                        &target,
+                        std::fs::Permissions::from_mode(mode & 0o7777),
+                    );
                 }
             }
         }

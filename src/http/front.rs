@@ -350,16 +350,16 @@ impl Framer {
         if chunked && length.is_some() {
             return Err(bad("Content-Length and Transfer-Encoding together"));
         }
-        if let Some(l) = length {
-            if l > self.max_body {
-                return Err(Verdict::Reject(
-                    413,
-                    format!(
-                        "request body of {l} bytes exceeds this server's limit of {} bytes; send it in chunks",
-                        self.max_body
-                    ),
-                ));
-            }
+        if let Some(l) = length
+            && l > self.max_body
+        {
+            return Err(Verdict::Reject(
+                413,
+                format!(
+                    "request body of {l} bytes exceeds this server's limit of {} bytes; send it in chunks",
+                    self.max_body
+                ),
+            ));
         }
         // The head tiny_http sees, rebuilt from what was parsed.
         out.extend_from_slice(

@@ -358,10 +358,10 @@ fn load_oci(store: &LocalStore, dir: &Path) -> Result<Loaded> {
         )?;
         if let Some(rd) = ann.get(REPO_DIGESTS) {
             for item in rd.split(',') {
-                if let Some((n, d)) = item.split_once('@') {
-                    if let Ok(d) = d.parse::<Digest>() {
-                        store.add_repo_digest(n, &d)?;
-                    }
+                if let Some((n, d)) = item.split_once('@')
+                    && let Ok(d) = d.parse::<Digest>()
+                {
+                    store.add_repo_digest(n, &d)?;
                 }
             }
         }

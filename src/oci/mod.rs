@@ -171,6 +171,8 @@ impl Index {
 }
 
 /// Any manifest a registry stores, parsed for its references.
+// Parsed once per request and never stored in bulk: the size gap costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum AnyManifest {
     Image(Manifest),
@@ -205,12 +207,13 @@ impl Parsed {
         let header = content_type
             .map(|c| MediaType::from(c.split(';').next().unwrap_or("").trim()))
             .filter(|m| m.is_manifest());
-        if let (Some(d), Some(h)) = (&declared, &header) {
-            if d != h && !(d.is_index() == h.is_index() && schema == Some(1)) {
-                return Err(Error::invalid(format!(
-                    "manifest mediaType {d} does not match Content-Type {h}"
-                )));
-            }
+        if let (Some(d), Some(h)) = (&declared, &header)
+            && d != h
+            && !(d.is_index() == h.is_index() && schema == Some(1))
+        {
+            return Err(Error::invalid(format!(
+                "manifest mediaType {d} does not match Content-Type {h}"
+            )));
         }
         if schema == Some(1) {
             let layers = obj

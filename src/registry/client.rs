@@ -346,14 +346,14 @@ impl Registry {
         if let Some(t) = self.tokens.lock().unwrap().get(scope) {
             return Some(format!("Bearer {t}"));
         }
-        if *self.basic.lock().unwrap() {
-            if let Some((u, p)) = &self.creds {
-                use base64::Engine;
-                return Some(format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
-                ));
-            }
+        if *self.basic.lock().unwrap()
+            && let Some((u, p)) = &self.creds
+        {
+            use base64::Engine;
+            return Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            ));
         }
         None
     }
@@ -612,27 +612,27 @@ impl Registry {
                 )
             })?;
         let digest = Digest::sha256(&bytes);
-        if let Ok(want) = reference.parse::<Digest>() {
-            if Digest::of(want.algorithm(), &bytes) != want {
-                return Err(Error::new(
-                    Kind::Digest,
-                    format!(
-                        "{}: manifest {repo}@{want} has another digest: refusing it",
-                        self.host
-                    ),
-                ));
-            }
+        if let Ok(want) = reference.parse::<Digest>()
+            && Digest::of(want.algorithm(), &bytes) != want
+        {
+            return Err(Error::new(
+                Kind::Digest,
+                format!(
+                    "{}: manifest {repo}@{want} has another digest: refusing it",
+                    self.host
+                ),
+            ));
         }
-        if let Some(c) = claimed.and_then(|c| c.parse::<Digest>().ok()) {
-            if Digest::of(c.algorithm(), &bytes) != c {
-                return Err(Error::new(
-                    Kind::Digest,
-                    format!(
-                        "{}: manifest {repo}:{reference} does not match its Docker-Content-Digest {c}",
-                        self.host
-                    ),
-                ));
-            }
+        if let Some(c) = claimed.and_then(|c| c.parse::<Digest>().ok())
+            && Digest::of(c.algorithm(), &bytes) != c
+        {
+            return Err(Error::new(
+                Kind::Digest,
+                format!(
+                    "{}: manifest {repo}:{reference} does not match its Docker-Content-Digest {c}",
+                    self.host
+                ),
+            ));
         }
         let parsed = crate::oci::Parsed::parse(&bytes, ct.as_deref())?;
         Ok(Some(FetchedManifest {
@@ -763,6 +763,9 @@ impl Registry {
 
     /// Upload a blob from a seekable source in `chunk`-byte PATCHes; a failed chunk
     /// is retried from the offset the registry reports. `on_progress` gets bytes sent.
+    // The blob's identity (repo, location, digest, len) and the transfer's knobs
+    // read better side by side than bundled into a one-use struct.
+    #[allow(clippy::too_many_arguments)]
     pub fn upload_chunked<F: Read + Seek>(
         &self,
         repo: &str,
@@ -865,16 +868,15 @@ impl Registry {
         let ours = Digest::sha256(bytes);
         if let Some(theirs) =
             header(&r, "Docker-Content-Digest").and_then(|d| d.parse::<Digest>().ok())
+            && theirs != ours
         {
-            if theirs != ours {
-                return Err(Error::new(
-                    Kind::Digest,
-                    format!(
-                        "{}: registry stored manifest as {theirs}, we sent {ours}",
-                        self.host
-                    ),
-                ));
-            }
+            return Err(Error::new(
+                Kind::Digest,
+                format!(
+                    "{}: registry stored manifest as {theirs}, we sent {ours}",
+                    self.host
+                ),
+            ));
         }
         Ok(ours)
     }

@@ -133,7 +133,7 @@ impl Settings {
         {
             return true;
         }
-        self.insecure.iter().any(|i| *i == h)
+        self.insecure.contains(&h)
     }
 
     fn is_blocked(&self, host: &str) -> bool {

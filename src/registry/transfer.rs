@@ -78,22 +78,21 @@ pub fn pull(
     let candidates = settings.candidates(r)?;
     let _lease = store.writer_lease()?;
     // Known by digest already: no network (moby#43570).
-    if let Some(d) = &r.digest {
-        if let Some(m) = store.resolve(&format!("x@{d}"))? {
-            if store.complete(&m) {
-                let full = candidates[0].clone();
-                if let Some(t) = &full.tag {
-                    store.tag(&m, &[format!("{}:{t}", full.name())], ImageMeta::default())?;
-                }
-                store.add_repo_digest(&full.name(), d)?;
-                return Ok(Pulled {
-                    reference: full,
-                    manifest: m,
-                    repo_digest: d.clone(),
-                    downloaded: false,
-                });
-            }
+    if let Some(d) = &r.digest
+        && let Some(m) = store.resolve(&format!("x@{d}"))?
+        && store.complete(&m)
+    {
+        let full = candidates[0].clone();
+        if let Some(t) = &full.tag {
+            store.tag(&m, &[format!("{}:{t}", full.name())], ImageMeta::default())?;
         }
+        store.add_repo_digest(&full.name(), d)?;
+        return Ok(Pulled {
+            reference: full,
+            manifest: m,
+            repo_digest: d.clone(),
+            downloaded: false,
+        });
     }
     let mut last_err: Option<Error> = None;
     for cand in &candidates {
@@ -303,10 +302,10 @@ fn mount_sources(store: &LocalStore, host: &str, blob: &Digest, except: &str) ->
         let Ok(Some(md)) = store.resolve(&format!("x@{m}")) else {
             continue;
         };
-        if let Ok(img) = store.image(&md) {
-            if img.config_digest == *blob || img.layers().iter().any(|l| &l.digest == blob) {
-                out.insert(rest.to_string());
-            }
+        if let Ok(img) = store.image(&md)
+            && (img.config_digest == *blob || img.layers().iter().any(|l| &l.digest == blob))
+        {
+            out.insert(rest.to_string());
         }
     }
     out.into_iter().collect()

@@ -362,10 +362,10 @@ impl LocalStore {
             let d: Digest = d.parse()?;
             return Ok(self.manifest_for(&refs, &d));
         }
-        if let Ok(d) = what.parse::<Digest>() {
-            if let Some(m) = self.manifest_for(&refs, &d) {
-                return Ok(Some(m));
-            }
+        if let Ok(d) = what.parse::<Digest>()
+            && let Some(m) = self.manifest_for(&refs, &d)
+        {
+            return Ok(Some(m));
         }
         let key = tagged(what);
         if let Some(d) = refs.tags.get(&key) {
@@ -378,10 +378,10 @@ impl LocalStore {
             for m in refs.images.keys() {
                 if m.hex().starts_with(hex) {
                     found.insert(m.clone());
-                } else if let Ok(img) = self.image(m) {
-                    if img.config_digest.hex().starts_with(hex) {
-                        found.insert(m.clone());
-                    }
+                } else if let Ok(img) = self.image(m)
+                    && img.config_digest.hex().starts_with(hex)
+                {
+                    found.insert(m.clone());
                 }
             }
             if found.len() > 1 {
@@ -514,10 +514,10 @@ impl LocalStore {
         live.extend(self.leased()?);
         for m in &live {
             keep.insert(m.clone());
-            if let Some(meta) = refs.images.get(m) {
-                if let Some(i) = &meta.index {
-                    keep.insert(i.clone());
-                }
+            if let Some(meta) = refs.images.get(m)
+                && let Some(i) = &meta.index
+            {
+                keep.insert(i.clone());
             }
             if let Ok(img) = self.image(m) {
                 keep.insert(img.config_digest.clone());

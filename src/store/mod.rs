@@ -196,10 +196,10 @@ impl Driver for Filesystem {
         let mut out = Vec::new();
         for e in rd {
             let e = e?;
-            if let Some(n) = e.file_name().to_str() {
-                if !n.starts_with('.') {
-                    out.push(n.to_string());
-                }
+            if let Some(n) = e.file_name().to_str()
+                && !n.starts_with('.')
+            {
+                out.push(n.to_string());
             }
         }
         Ok(out)

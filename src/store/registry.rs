@@ -378,13 +378,13 @@ impl RegistryStore {
         if st.closed {
             return Err(Self::gone(id));
         }
-        if let Some(s) = start {
-            if s != st.offset {
-                return Err(Error::new(
-                    Kind::Conflict,
-                    format!("chunk starts at {s}, upload is at {}", st.offset),
-                ));
-            }
+        if let Some(s) = start
+            && s != st.offset
+        {
+            return Err(Error::new(
+                Kind::Conflict,
+                format!("chunk starts at {s}, upload is at {}", st.offset),
+            ));
         }
         let data = format!("{}/data", upload_dir(name, id));
         if !self.exists(&data)? {
@@ -415,15 +415,13 @@ impl RegistryStore {
                 hasher.update(&buf[..n]);
                 n_total += n as u64;
             }
-            if let Some(len) = declared_len {
-                if len != n_total {
-                    return Err(Error::new(
-                        Kind::Invalid,
-                        format!(
-                            "chunk is {n_total} bytes, Content-Length/Content-Range said {len}"
-                        ),
-                    ));
-                }
+            if let Some(len) = declared_len
+                && len != n_total
+            {
+                return Err(Error::new(
+                    Kind::Invalid,
+                    format!("chunk is {n_total} bytes, Content-Length/Content-Range said {len}"),
+                ));
             }
             w.commit()
         })();
@@ -741,17 +739,16 @@ impl RegistryStore {
         {
             return Ok(false);
         }
-        if let Ok(bytes) = self.read_blob(d) {
-            if let Ok(p) = Parsed::parse(&bytes, None) {
-                if let Some(s) = p.subject() {
-                    self.d.delete(&format!(
-                        "{}/{}/{}",
-                        referrers_dir(name, &s.digest),
-                        d.algorithm().as_str(),
-                        d.hex()
-                    ))?;
-                }
-            }
+        if let Ok(bytes) = self.read_blob(d)
+            && let Ok(p) = Parsed::parse(&bytes, None)
+            && let Some(s) = p.subject()
+        {
+            self.d.delete(&format!(
+                "{}/{}/{}",
+                referrers_dir(name, &s.digest),
+                d.algorithm().as_str(),
+                d.hex()
+            ))?;
         }
         for t in self.d.list(&tags_dir(name))? {
             if self
@@ -802,10 +799,10 @@ impl RegistryStore {
         }
         // Referrers pushed by clients that kept the tag schema (`sha256-<hex>`) count too.
         let schema_tag = format!("{}-{}", subject.algorithm().as_str(), subject.hex());
-        if let Some(m) = self.get_manifest(name, &ManifestRef::Tag(schema_tag))? {
-            if let Ok(idx) = serde_json::from_slice::<Index>(&m.bytes) {
-                candidates.extend(idx.manifests.into_iter().map(|d| d.digest));
-            }
+        if let Some(m) = self.get_manifest(name, &ManifestRef::Tag(schema_tag))?
+            && let Ok(idx) = serde_json::from_slice::<Index>(&m.bytes)
+        {
+            candidates.extend(idx.manifests.into_iter().map(|d| d.digest));
         }
         candidates.sort();
         candidates.dedup();

@@ -93,12 +93,12 @@ pub fn docker_dir(dir: &Path) -> String {
 
 pub fn skopeo(args: &[&str]) -> std::process::Output {
     need("skopeo");
-    let o = Command::new("skopeo")
+
+    Command::new("skopeo")
         .arg("--insecure-policy")
         .args(args)
         .output()
-        .expect("run skopeo");
-    o
+        .expect("run skopeo")
 }
 
 fn ok(o: std::process::Output, what: &str) -> String {
