@@ -23,7 +23,7 @@ struct Args {
     /// check the configuration and exit
     #[argh(switch)]
     check: bool,
-    /// worker threads serving requests (default 64)
+    /// worker threads kept ready (default 64; more start while all are busy)
     #[argh(option, default = "64")]
     workers: usize,
     /// the config file, optionally after "serve" (Distribution's form)
@@ -89,6 +89,7 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
         tls,
         limits: berth::http::front::Limits::from_env(),
         workers: a.workers,
+        auth_required: cfg.htpasswd.is_some(),
         access_log: cfg.access_log,
         headers: cfg.headers.clone(),
     };

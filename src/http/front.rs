@@ -9,9 +9,20 @@
 //! allocation failure. The front reads each request head with httparse, refuses
 //! bodies over the configured limit with 413 before tiny_http sees them, follows
 //! Content-Length and chunked framing to find the next head, and adds an
-//! `X-Berth-Peer` header (after removing any the client sent) naming the client.
-//! tiny_http listens on a unix socket in a 0700 directory, so no other local user can
-//! reach it and forge that header.
+//! `X-Berth-Peer` header (after removing any the client sent) naming the client,
+//! and an `X-Berth-Conn` header naming the connection, through which the server
+//! tells the front what it learnt (the client authenticated; stop reading this
+//! connection). tiny_http listens on a unix socket in a 0700 directory, so no other
+//! local user can reach it and forge those headers.
+//!
+//! What a client that never authenticates can hold: a connection slot, for the
+//! short head timeout when idle (not the long idle timeout of authenticated
+//! clients), and a worker only while its request is being answered — the server
+//! never waits for a body it did not read (it asks the front to stop reading and
+//! closes the connection instead), and a body that stalls is cut off by the body
+//! timeout. An upgrade request (`Connection: Upgrade`) turns the rest of the
+//! connection into raw bytes for the handler that takes it over; nothing else
+//! waits on them.
 
 use rustls::{ServerConfig, ServerConnection};
 use std::collections::HashMap;
@@ -19,12 +30,14 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Header the front sets to the client's address.
 pub const PEER_HEADER: &str = "X-Berth-Peer";
+/// Header the front sets to its connection id (see [`mark_authenticated`], [`stop_reading`]).
+pub const CONN_HEADER: &str = "X-Berth-Conn";
 /// Largest request head accepted.
 const MAX_HEAD: usize = 64 * 1024;
 
@@ -35,7 +48,11 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// A request head must be complete this long after its first byte.
     pub head_timeout: Duration,
+    /// Idle time allowed between requests once a client has authenticated (before
+    /// that, `head_timeout` is the limit).
     pub idle_timeout: Duration,
+    /// A request body that sends nothing for this long is cut off.
+    pub body_timeout: Duration,
     pub max_connections: usize,
     /// Connections one client address may hold, so one host cannot take them all.
     pub max_per_ip: usize,
@@ -49,6 +66,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             head_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
+            body_timeout: Duration::from_secs(60),
             max_connections: 1024,
             max_per_ip: 256,
             max_body: default_max_body(),
@@ -75,6 +93,9 @@ impl Limits {
         }
         if let Some(s) = num("BERTH_HEAD_TIMEOUT") {
             l.head_timeout = Duration::from_secs(s.max(1));
+        }
+        if let Some(s) = num("BERTH_BODY_TIMEOUT") {
+            l.body_timeout = Duration::from_secs(s.max(1));
         }
         if let Some(n) = num("BERTH_MAX_CONNECTIONS") {
             l.max_connections = n.max(1) as usize;
@@ -122,6 +143,8 @@ enum State {
     ChunkData(u64),
     ChunkEnd,
     Trailer,
+    /// After an upgrade request: raw bytes for whoever took the connection over.
+    Raw,
 }
 
 /// Header the front sets to a request's declared Content-Length: bodies reach
@@ -141,6 +164,7 @@ pub struct Framer {
     state: State,
     buf: Vec<u8>,
     peer: String,
+    conn: u64,
     max_body: u64,
     /// When the current head began to arrive (for the head deadline).
     head_since: Option<std::time::Instant>,
@@ -160,11 +184,12 @@ fn strict_line_ends(b: &[u8]) -> bool {
 }
 
 impl Framer {
-    pub fn new(peer: SocketAddr, max_body: u64) -> Framer {
+    pub fn new(peer: SocketAddr, conn: u64, max_body: u64) -> Framer {
         Framer {
             state: State::Head,
             buf: Vec::new(),
             peer: peer.to_string(),
+            conn,
             max_body,
             head_since: None,
         }
@@ -173,6 +198,16 @@ impl Framer {
     /// Since when a request head has been arriving without completing.
     pub fn head_pending_since(&self) -> Option<std::time::Instant> {
         self.head_since
+    }
+
+    /// True while the client owes bytes of a request body.
+    pub fn in_body(&self) -> bool {
+        !matches!(self.state, State::Head | State::Raw)
+    }
+
+    /// True once an upgrade request handed the connection over.
+    pub fn is_raw(&self) -> bool {
+        matches!(self.state, State::Raw)
     }
 
     // Take bytes up to and including the next LF into `self.buf`; true when a
@@ -201,6 +236,10 @@ impl Framer {
     pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Verdict {
         while !input.is_empty() {
             match self.state {
+                State::Raw => {
+                    out.extend_from_slice(input);
+                    return Verdict::Forward;
+                }
                 State::Head => {
                     if self.buf.is_empty() {
                         self.head_since = Some(std::time::Instant::now());
@@ -321,8 +360,23 @@ impl Framer {
         };
         let mut length: Option<u64> = None;
         let mut chunked = false;
+        let mut upgrade = false;
         let mut keep: Vec<(&str, &[u8])> = Vec::new();
         for h in req.headers.iter() {
+            if h.value.iter().any(|&b| b >= 0x7f) {
+                // tiny_http reads headers as ASCII and would drop the connection
+                return Err(bad(&format!(
+                    "header {} holds non-ASCII bytes; send ASCII only",
+                    h.name
+                )));
+            }
+            if h.name.eq_ignore_ascii_case("connection")
+                && h.value
+                    .split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+            {
+                upgrade = true;
+            }
             if h.name.eq_ignore_ascii_case("content-length") {
                 let v = std::str::from_utf8(h.value)
                     .ok()
@@ -339,6 +393,7 @@ impl Framer {
                 chunked = true;
             } else if h.name.eq_ignore_ascii_case(PEER_HEADER)
                 || h.name.eq_ignore_ascii_case(LENGTH_HEADER)
+                || h.name.eq_ignore_ascii_case(CONN_HEADER)
             {
                 // ours to set, never the client's
             } else if h.value.iter().any(|&b| b < 0x20 && b != b'\t') {
@@ -349,6 +404,9 @@ impl Framer {
         }
         if chunked && length.is_some() {
             return Err(bad("Content-Length and Transfer-Encoding together"));
+        }
+        if chunked && upgrade {
+            return Err(bad("an upgrade request cannot have a chunked body"));
         }
         if let Some(l) = length
             && l > self.max_body
@@ -364,8 +422,8 @@ impl Framer {
         // The head tiny_http sees, rebuilt from what was parsed.
         out.extend_from_slice(
             format!(
-                "{method} {path} HTTP/1.{version}\r\n{PEER_HEADER}: {}\r\n",
-                self.peer
+                "{method} {path} HTTP/1.{version}\r\n{PEER_HEADER}: {}\r\n{CONN_HEADER}: {}\r\n",
+                self.peer, self.conn
             )
             .as_bytes(),
         );
@@ -374,6 +432,19 @@ impl Framer {
             out.extend_from_slice(b": ");
             out.extend_from_slice(v);
             out.extend_from_slice(b"\r\n");
+        }
+        if upgrade {
+            // tiny_http hands everything after this head to the handler as it is:
+            // a declared body stays as sent, and no request follows on this
+            // connection.
+            if let Some(l) = length.filter(|l| *l > 0) {
+                out.extend_from_slice(
+                    format!("Content-Length: {l}\r\n{LENGTH_HEADER}: {l}\r\n").as_bytes(),
+                );
+            }
+            out.extend_from_slice(b"\r\n");
+            self.state = State::Raw;
+            return Ok(());
         }
         let body = chunked || length.is_some_and(|l| l > 0);
         if let Some(l) = length.filter(|l| *l > 0) {
@@ -413,6 +484,51 @@ fn reject_response(status: u16, msg: &str) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+}
+
+/// What the server may tell the front about one of its connections.
+struct ConnCtl {
+    id: u64,
+    /// The front's end of the relay socket, to stop feeding tiny_http.
+    backend: UnixStream,
+    authenticated: AtomicBool,
+    stopped: AtomicBool,
+    /// The client still owes bytes of the body of its latest request.
+    in_body: AtomicBool,
+}
+
+fn conns() -> &'static Mutex<HashMap<u64, Arc<ConnCtl>>> {
+    static CONNS: OnceLock<Mutex<HashMap<u64, Arc<ConnCtl>>>> = OnceLock::new();
+    CONNS.get_or_init(Default::default)
+}
+
+fn conn(id: u64) -> Option<Arc<ConnCtl>> {
+    conns().lock().unwrap().get(&id).cloned()
+}
+
+/// The client on connection `id` authenticated: it may now stay idle for the
+/// idle timeout instead of the head timeout.
+pub fn mark_authenticated(id: u64) {
+    if let Some(c) = conn(id) {
+        c.authenticated.store(true, Ordering::Relaxed);
+    }
+}
+
+/// True while the client of connection `id` has not sent all of a request body:
+/// reading that body to its end may wait on the client.
+pub fn body_in_flight(id: u64) -> bool {
+    conn(id).is_some_and(|c| c.in_body.load(Ordering::Acquire))
+}
+
+/// Forward nothing more of connection `id` to the server: what was sent stays
+/// readable, then the server sees the end of the stream, answers the request in
+/// hand and closes. A server that will not read a body calls this instead of
+/// waiting for bytes a client may never send.
+pub fn stop_reading(id: u64) {
+    if let Some(c) = conn(id) {
+        c.stopped.store(true, Ordering::Release);
+        let _ = c.backend.shutdown(Shutdown::Write);
+    }
 }
 
 /// Accept connections on `listener` and relay them to the tiny_http unix socket at
@@ -626,14 +742,25 @@ impl Client {
         w.write_all(out)
     }
 
-    fn close(&self) {
+    /// Nothing more to send: close_notify and FIN, reading side left open so a
+    /// client still sending a body gets to read the answer.
+    fn finish(&self) {
         if let Some(tls) = &self.tls {
             tls.lock().unwrap().send_close_notify();
             let _ = self.flush_tls();
         }
+        let _ = self.writer.lock().unwrap().shutdown(Shutdown::Write);
+    }
+
+    fn close(&self) {
+        self.finish();
         let _ = self.writer.lock().unwrap().shutdown(Shutdown::Both);
     }
 }
+
+/// How long a connection the server stopped reading is still drained (bytes read
+/// and dropped) so its client can finish sending and read the answer.
+const LINGER: Duration = Duration::from_secs(5);
 
 fn connection(
     mut sock: TcpStream,
@@ -663,14 +790,36 @@ fn connection(
         writer: Mutex::new(sock.try_clone()?),
     });
     let mut be = UnixStream::connect(backend)?;
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let ctl = Arc::new(ConnCtl {
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        backend: be.try_clone()?,
+        authenticated: AtomicBool::new(false),
+        stopped: AtomicBool::new(false),
+        in_body: AtomicBool::new(false),
+    });
+    conns().lock().unwrap().insert(ctl.id, ctl.clone());
+    struct Unregister(u64);
+    impl Drop for Unregister {
+        fn drop(&mut self) {
+            conns().lock().unwrap().remove(&self.0);
+        }
+    }
+    let _unregister = Unregister(ctl.id);
     let reject: Arc<Mutex<Option<Vec<u8>>>> = Arc::new(Mutex::new(None));
+    let backend_done = Arc::new(AtomicBool::new(false));
     let last = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let touch = move |last: &AtomicU64| last.store(start.elapsed().as_secs(), Ordering::Relaxed);
 
     // backend -> client
     let out_thread = {
-        let (client, reject, last) = (client.clone(), reject.clone(), last.clone());
+        let (client, reject, last, done) = (
+            client.clone(),
+            reject.clone(),
+            last.clone(),
+            backend_done.clone(),
+        );
         let mut be_r = be.try_clone()?;
         std::thread::Builder::new()
             .name("front-out".into())
@@ -695,15 +844,17 @@ fn connection(
                 if let Some(r) = reject.lock().unwrap().take() {
                     let _ = client.send(&r, &mut out);
                 }
-                client.close();
+                client.finish();
+                done.store(true, Ordering::Release);
             })?
     };
 
-    let mut framer = Framer::new(peer, limits.max_body);
+    let mut framer = Framer::new(peer, ctl.id, limits.max_body);
     let mut fwd = Vec::with_capacity(80 * 1024);
     let mut feed = |framer: &mut Framer, plain: &[u8], be: &mut UnixStream| -> io::Result<bool> {
         fwd.clear();
         let v = framer.feed(plain, &mut fwd);
+        ctl.in_body.store(framer.in_body(), Ordering::Release);
         be.write_all(&fwd)?;
         if let Verdict::Reject(status, msg) = v {
             log::warn!("{peer}: refused request: {status} {msg}");
@@ -719,20 +870,21 @@ fn connection(
     };
 
     // client -> backend, on this thread
-    sock.set_read_timeout(Some(Duration::from_secs(5).min(limits.idle_timeout)))?;
+    sock.set_read_timeout(Some(Duration::from_secs(1)))?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut plain = Vec::with_capacity(80 * 1024);
-    let head_too_slow = |f: &Framer| {
-        f.head_pending_since()
-            .is_some_and(|t| t.elapsed() > limits.head_timeout)
-    };
+    let mut last_byte = Instant::now();
     while result.is_ok() && reject.lock().unwrap().is_none() {
-        if head_too_slow(&framer) {
-            // A head trickling in a byte at a time would hold the slot for days.
-            log::debug!(
-                "closing connection from {peer}: request head not complete in {:?}",
-                limits.head_timeout
-            );
+        if ctl.stopped.load(Ordering::Acquire) || backend_done.load(Ordering::Acquire) {
+            break;
+        }
+        if let Some(why) = overdue(&framer, &ctl, &limits, last_byte, || {
+            start
+                .elapsed()
+                .as_secs()
+                .saturating_sub(last.load(Ordering::Relaxed))
+        }) {
+            log::debug!("closing connection from {peer}: {why}");
             break;
         }
         let n = match sock.read(&mut buf) {
@@ -741,14 +893,6 @@ fn connection(
             Err(e)
                 if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
             {
-                let idle = start
-                    .elapsed()
-                    .as_secs()
-                    .saturating_sub(last.load(Ordering::Relaxed));
-                if idle >= limits.idle_timeout.as_secs() {
-                    log::debug!("closing idle connection from {peer}");
-                    break;
-                }
                 continue;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -758,6 +902,7 @@ fn connection(
             }
         };
         touch(&last);
+        last_byte = Instant::now();
         plain.clear();
         let closed = match client.decode(&buf[..n], &mut plain) {
             Ok(c) => c,
@@ -769,6 +914,8 @@ fn connection(
         match feed(&mut framer, &plain, &mut be) {
             Ok(true) => {}
             Ok(false) => break,
+            // The server stopped reading on purpose: let its answer through.
+            Err(_) if ctl.stopped.load(Ordering::Acquire) => break,
             Err(e) => {
                 result = Err(e);
                 break;
@@ -778,13 +925,81 @@ fn connection(
             break;
         }
     }
-    // No more requests: let tiny_http finish the last response, then the out thread closes.
+    // No more requests: let tiny_http finish the last response, then the out thread
+    // sends FIN.
     let _ = be.shutdown(Shutdown::Write);
     if result.is_err() {
         let _ = be.shutdown(Shutdown::Both);
+    } else if ctl.stopped.load(Ordering::Acquire) || reject.lock().unwrap().is_some() {
+        // Read and drop what the client still sends, for a short while, so it
+        // is not cut off (a reset) before it reads the answer.
+        let until = Instant::now() + LINGER;
+        let mut drained = 0u64;
+        while Instant::now() < until && drained < limits.max_body.min(1 << 30) {
+            match sock.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    drained += n as u64;
+                    plain.clear();
+                    if client.decode(&buf[..n], &mut plain).is_err() {
+                        break;
+                    }
+                }
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::TimedOut
+                        || e.kind() == io::ErrorKind::Interrupted =>
+                {
+                    if backend_done.load(Ordering::Acquire) && drained == 0 {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
     }
     let _ = out_thread.join();
+    client.close();
     result
+}
+
+/// Why a connection must be closed now, if it must: a head trickling in, a body
+/// that stalled, or an idle client past its allowance (short until it
+/// authenticated). `idle_secs` is the time since anything moved either way.
+fn overdue(
+    framer: &Framer,
+    ctl: &ConnCtl,
+    limits: &Limits,
+    last_byte: Instant,
+    idle_secs: impl Fn() -> u64,
+) -> Option<String> {
+    if framer
+        .head_pending_since()
+        .is_some_and(|t| t.elapsed() > limits.head_timeout)
+    {
+        // A head arriving a byte at a time would hold the slot for days.
+        return Some(format!(
+            "request head not complete in {:?}",
+            limits.head_timeout
+        ));
+    }
+    if framer.in_body() && last_byte.elapsed() > limits.body_timeout {
+        return Some(format!(
+            "request body stalled for {:?}",
+            limits.body_timeout
+        ));
+    }
+    if framer.is_raw() {
+        // An upgraded stream is the handler's to end; the idle rule still holds.
+        return (idle_secs() >= limits.idle_timeout.as_secs()).then(|| "idle".to_string());
+    }
+    let allowance = if ctl.authenticated.load(Ordering::Relaxed) {
+        limits.idle_timeout
+    } else {
+        limits.head_timeout.min(limits.idle_timeout)
+    };
+    (framer.head_pending_since().is_none() && idle_secs() >= allowance.as_secs())
+        .then(|| format!("idle for {allowance:?}"))
 }
 
 #[cfg(test)]
@@ -802,7 +1017,7 @@ mod tests {
     }
 
     fn reject(input: &[u8]) -> u16 {
-        match run(&mut Framer::new(peer(), 100), input).0 {
+        match run(&mut Framer::new(peer(), 7, 100), input).0 {
             Verdict::Reject(code, _) => code,
             Verdict::Forward => 0,
         }
@@ -810,18 +1025,41 @@ mod tests {
 
     #[test]
     fn rebuilds_heads_with_peer_and_strips_forged_ones() {
-        let mut f = Framer::new(peer(), 100);
-        let (v, out) = run(&mut f, b"GET /v2/ HTTP/1.1\r\nHost: x\r\nx-berth-peer: 1.2.3.4:5\r\nX-Berth-Content-Length: 9\r\n\r\n");
+        let mut f = Framer::new(peer(), 7, 100);
+        let (v, out) = run(&mut f, b"GET /v2/ HTTP/1.1\r\nHost: x\r\nx-berth-peer: 1.2.3.4:5\r\nX-Berth-Content-Length: 9\r\nX-Berth-Conn: 1\r\n\r\n");
         assert_eq!(v, Verdict::Forward);
         assert_eq!(
             out,
-            "GET /v2/ HTTP/1.1\r\nX-Berth-Peer: 10.0.3.145:40000\r\nHost: x\r\n\r\n"
+            "GET /v2/ HTTP/1.1\r\nX-Berth-Peer: 10.0.3.145:40000\r\nX-Berth-Conn: 7\r\nHost: x\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn an_upgrade_hands_the_rest_over_raw_and_high_bytes_are_refused() {
+        let mut f = Framer::new(peer(), 7, 100);
+        let (v, out) = run(
+            &mut f,
+            b"POST /exec/x/start HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 2\r\n\r\n{}raw\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        );
+        assert_eq!(v, Verdict::Forward);
+        assert!(out.contains("Content-Length: 2\r\n"), "{out}");
+        assert!(!out.contains("Transfer-Encoding"), "{out}");
+        assert!(
+            out.ends_with("\r\n\r\n{}raw\r\n\r\nGET / HTTP/1.1\r\n\r\n"),
+            "{out}"
+        );
+        assert_eq!(out.matches("X-Berth-Peer").count(), 1, "{out}");
+        assert!(f.is_raw() && !f.in_body());
+        assert_eq!(reject(b"GET / HTTP/1.1\r\nX: caf\xc3\xa9\r\n\r\n"), 400);
+        assert_eq!(
+            reject(b"GET / HTTP/1.1\r\nConnection: upgrade\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
         );
     }
 
     #[test]
     fn content_length_bodies_reach_tiny_http_chunked() {
-        let mut f = Framer::new(peer(), 100);
+        let mut f = Framer::new(peer(), 7, 100);
         let input = b"PUT /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\n\r\n";
         let mut all = String::new();
         for b in input.iter() {
@@ -846,7 +1084,7 @@ mod tests {
 
     #[test]
     fn follows_chunked_bodies_and_normalises_them() {
-        let mut f = Framer::new(peer(), 100);
+        let mut f = Framer::new(peer(), 7, 100);
         let (v, out) = run(&mut f, b"PATCH /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n005;ext=1\r\nhello\r\n0\r\n\r\nGET /n HTTP/1.1\r\n\r\n");
         assert_eq!(v, Verdict::Forward);
         assert_eq!(out.matches("X-Berth-Peer").count(), 2);
@@ -855,7 +1093,7 @@ mod tests {
             "{out}"
         );
         // a chunk whose data looks like a request head is not taken for one
-        let (_, out) = run(&mut Framer::new(peer(), 100), b"PATCH /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n14\r\nGET / HTTP/1.1\r\n\r\n\r\n\r\n0\r\n\r\n");
+        let (_, out) = run(&mut Framer::new(peer(), 7, 100), b"PATCH /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n14\r\nGET / HTTP/1.1\r\n\r\n\r\n\r\n0\r\n\r\n");
         assert_eq!(out.matches("X-Berth-Peer").count(), 1);
     }
 
@@ -912,7 +1150,7 @@ mod tests {
         // a TLS ClientHello on a plain port is refused at its first byte
         assert_eq!(reject(b"\x16\x03\x01\x02\x00"), 400);
         // a head arriving a byte at a time is not refused early
-        let mut f = Framer::new(peer(), 100);
+        let mut f = Framer::new(peer(), 7, 100);
         for b in b"GET / HTTP/1.1\r\n\r\n" {
             assert_eq!(run(&mut f, std::slice::from_ref(b)).0, Verdict::Forward);
         }

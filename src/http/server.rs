@@ -28,7 +28,13 @@ pub struct ServerOptions {
     pub listen: Listen,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub limits: front::Limits,
+    /// Workers kept ready; more are started while every one is busy, up to the
+    /// connection cap, so no client (one address holds at most
+    /// `limits.max_per_ip` connections) can take them all.
     pub workers: usize,
+    /// When set, a connection counts as authenticated (and gets the long idle
+    /// timeout) only after a request the handler attributed to a user.
+    pub auth_required: bool,
     pub access_log: bool,
     /// Headers added to every response (Distribution's `http.headers`).
     pub headers: Vec<(String, String)>,
@@ -48,6 +54,43 @@ pub struct Request {
     pub secure: bool,
     /// Behind the front: its headers are trustworthy, bodies arrive chunked.
     behind_front: bool,
+    /// `Connection: Upgrade`: after the declared body, the stream is raw bytes.
+    upgrade: bool,
+    /// The body was read to its end.
+    body_done: bool,
+    /// Body bytes read so far (an upgrade request's body stops at its length).
+    body_read: u64,
+}
+
+/// A request's body, read through [`Request::body`].
+pub struct BodyReader<'a> {
+    inner: &'a mut dyn Read,
+    done: &'a mut bool,
+    read: &'a mut u64,
+    /// Where the body ends, when the stream goes on after it (upgrade).
+    limit: Option<u64>,
+}
+
+impl Read for BodyReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if *self.done {
+            return Ok(0);
+        }
+        let want = match self.limit {
+            Some(l) => buf.len().min(l.saturating_sub(*self.read) as usize),
+            None => buf.len(),
+        };
+        if want == 0 && !buf.is_empty() {
+            *self.done = true;
+            return Ok(0);
+        }
+        let n = self.inner.read(&mut buf[..want])?;
+        *self.read += n as u64;
+        if n == 0 && want > 0 {
+            *self.done = true;
+        }
+        Ok(n)
+    }
 }
 
 impl Request {
@@ -73,11 +116,28 @@ impl Request {
                 .header(front::LENGTH_HEADER)
                 .and_then(|v| v.parse().ok());
         }
+        if self.upgrade {
+            return self.header("Content-Length").and_then(|v| v.parse().ok());
+        }
         self.rq.body_length().map(|l| l as u64)
     }
+    /// True when the client asked to take the connection over (`Connection: Upgrade`).
+    pub fn is_upgrade(&self) -> bool {
+        self.upgrade
+    }
     /// The request body (sends `100 Continue` if the client waits for it).
-    pub fn body(&mut self) -> &mut dyn Read {
-        self.rq.as_reader()
+    pub fn body(&mut self) -> BodyReader<'_> {
+        let limit = if self.upgrade {
+            Some(self.body_length().unwrap_or(0))
+        } else {
+            None
+        };
+        BodyReader {
+            inner: self.rq.as_reader(),
+            done: &mut self.body_done,
+            read: &mut self.body_read,
+            limit,
+        }
     }
     /// Read a whole body up to `limit` bytes.
     pub fn read_body(&mut self, limit: usize) -> Result<Vec<u8>> {
@@ -98,7 +158,24 @@ impl Request {
     pub fn host(&self) -> Option<&str> {
         self.header("Host")
     }
+    // Whether reading the rest of the body could wait on the client.
+    fn body_pending(&self, conn: Option<u64>) -> bool {
+        if self.body_done {
+            return false;
+        }
+        match conn {
+            Some(c) => front::body_in_flight(c),
+            None => {
+                self.rq.body_length() != Some(0)
+                    && (self.header("Content-Length").is_some()
+                        || self.header("Transfer-Encoding").is_some())
+            }
+        }
+    }
 }
+
+/// A connection taken over by a handler after `101 Switching Protocols`.
+pub type Upgraded = Box<dyn tiny_http::ReadWrite + Send>;
 
 /// A response body.
 pub enum Body {
@@ -106,6 +183,15 @@ pub enum Body {
     Bytes(Vec<u8>),
     /// A stream of exactly this many bytes.
     Reader(Box<dyn Read + Send>, u64),
+    /// A stream of unknown length, sent chunked and flushed piece by piece as the
+    /// reader yields it (followed logs, events, pull progress). It runs on its own
+    /// thread, so a stream that lasts hours holds no worker.
+    Chunked(Box<dyn Read + Send>),
+    /// Take the connection over (HTTP upgrade, docker's attach and exec): the
+    /// response goes out as `101` with these headers, then the function runs on
+    /// its own thread with the raw connection. Only for upgrade requests; others
+    /// get the status given.
+    Upgrade(Box<dyn FnOnce(Upgraded) + Send>),
 }
 
 /// A response to send.
@@ -140,9 +226,21 @@ impl Response {
         self.body = Body::Reader(r, len);
         self
     }
+    /// A body of unknown length, streamed chunked off the worker pool.
+    pub fn chunked(mut self, r: Box<dyn Read + Send>) -> Response {
+        self.body = Body::Chunked(r);
+        self
+    }
+    /// Take the connection over once `101` is sent (see [`Body::Upgrade`]).
+    pub fn upgrade(mut self, f: impl FnOnce(Upgraded) + Send + 'static) -> Response {
+        self.status = 101;
+        self.body = Body::Upgrade(Box::new(f));
+        self
+    }
+    /// Bytes in the body, when known in advance.
     pub fn len(&self) -> u64 {
         match &self.body {
-            Body::Empty => 0,
+            Body::Empty | Body::Chunked(_) | Body::Upgrade(_) => 0,
             Body::Bytes(b) => b.len() as u64,
             Body::Reader(_, n) => *n,
         }
@@ -155,6 +253,12 @@ impl Response {
 /// Something that answers requests.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: &mut Request) -> Response;
+    /// What a request gets when its handler panicked (in the API's own error shape).
+    fn on_panic(&self) -> Response {
+        Response::new(500).json(
+            &serde_json::json!({"errors": [{"code": "UNKNOWN", "message": "internal error"}]}),
+        )
+    }
 }
 
 impl<F: Fn(&mut Request) -> Response + Send + Sync + 'static> Handler for F {
@@ -228,14 +332,122 @@ fn clean_stale_dirs(base: &Path) {
     }
 }
 
+/// Bind a unix socket the way dockerd does: refuse when a live daemon answers
+/// there, replace only a stale socket, and leave it 0660 (group `docker` when
+/// that group exists).
+pub fn bind_unix(p: &Path) -> Result<UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(m) = std::fs::symlink_metadata(p) {
+        if !m.file_type().is_socket() {
+            return Err(Error::new(
+                Kind::Conflict,
+                format!(
+                    "{} exists and is not a socket; remove it or choose another path",
+                    p.display()
+                ),
+            ));
+        }
+        if std::os::unix::net::UnixStream::connect(p).is_ok() {
+            return Err(Error::new(
+                Kind::Conflict,
+                format!(
+                    "another daemon is listening on {}; stop it first",
+                    p.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(p).with_context(|| format!("remove stale socket {}", p.display()))?;
+    }
+    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let l = UnixListener::bind(p).with_context(|| format!("cannot listen on {}", p.display()))?;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod {}", p.display()))?;
+    if let Ok(Some(g)) = nix::unistd::Group::from_name("docker")
+        && let Err(e) = nix::unistd::chown(p, None, Some(g.gid))
+    {
+        log::warn!("{}: cannot give it to group docker: {e}", p.display());
+    }
+    Ok(l)
+}
+
+/// The workers: some kept ready, more started on demand up to `max`.
+struct Pool {
+    http: Arc<tiny_http::Server>,
+    handler: Arc<dyn Handler>,
+    headers: Arc<Vec<tiny_http::Header>>,
+    secure: bool,
+    behind_front: bool,
+    auth_required: bool,
+    access_log: bool,
+    min: usize,
+    max: usize,
+    total: std::sync::atomic::AtomicUsize,
+    idle: std::sync::atomic::AtomicUsize,
+}
+
+impl Pool {
+    fn spawn(self: &Arc<Pool>) -> io::Result<std::thread::JoinHandle<()>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.total.fetch_add(1, SeqCst);
+        self.idle.fetch_add(1, SeqCst);
+        let pool = self.clone();
+        let n = self.total.load(SeqCst);
+        let spawned = std::thread::Builder::new()
+            .name(format!("http-{n}"))
+            .stack_size(512 * 1024)
+            .spawn(move || pool.work());
+        if spawned.is_err() {
+            self.total.fetch_sub(1, SeqCst);
+            self.idle.fetch_sub(1, SeqCst);
+        }
+        spawned
+    }
+
+    fn work(self: Arc<Pool>) {
+        use std::sync::atomic::Ordering::SeqCst;
+        loop {
+            let rq = match self.http.recv_timeout(std::time::Duration::from_secs(30)) {
+                Ok(Some(rq)) => rq,
+                Ok(None) => {
+                    // Idle: extra workers leave, the ready ones stay.
+                    let total = self.total.load(SeqCst);
+                    if total > self.min
+                        && self
+                            .total
+                            .compare_exchange(total, total - 1, SeqCst, SeqCst)
+                            .is_ok()
+                    {
+                        self.idle.fetch_sub(1, SeqCst);
+                        return;
+                    }
+                    continue;
+                }
+                Err(_) => {
+                    self.total.fetch_sub(1, SeqCst);
+                    self.idle.fetch_sub(1, SeqCst);
+                    return;
+                }
+            };
+            if self.idle.fetch_sub(1, SeqCst) == 1
+                && self.total.load(SeqCst) < self.max
+                && let Err(e) = self.spawn()
+            {
+                log::error!("cannot start another worker: {e}");
+            }
+            serve_one(rq, &self);
+            self.idle.fetch_add(1, SeqCst);
+        }
+    }
+}
+
 impl Server {
     /// Bind, start the workers, and return; requests are served until the process ends.
     pub fn start(opts: ServerOptions, handler: Arc<dyn Handler>) -> Result<Server> {
         let (http, addr, private_dir, behind_front) = match &opts.listen {
             Listen::Unix(p) => {
-                let _ = std::fs::remove_file(p);
-                let l = UnixListener::bind(p)
-                    .with_context(|| format!("cannot listen on {}", p.display()))?;
+                let l = bind_unix(p)?;
                 let http = tiny_http::Server::from_listener(l, None)
                     .map_err(|e| Error::new(Kind::Io, format!("{}: {e}", p.display())))?;
                 (http, None, None, false)
@@ -262,8 +474,6 @@ impl Server {
                 (http, Some(addr), Some(dir), true)
             }
         };
-        let http = Arc::new(http);
-        let secure = opts.tls.is_some();
         let headers: Arc<Vec<tiny_http::Header>> = Arc::new(
             opts.headers
                 .iter()
@@ -277,19 +487,25 @@ impl Server {
                 )
                 .collect(),
         );
+        let min = opts.workers.max(1);
+        let pool = Arc::new(Pool {
+            http: Arc::new(http),
+            handler,
+            headers,
+            secure: opts.tls.is_some(),
+            behind_front,
+            auth_required: opts.auth_required,
+            access_log: opts.access_log,
+            min,
+            // Each connection has at most one request in a worker at a time.
+            max: min.max(opts.limits.max_connections + 1),
+            total: Default::default(),
+            idle: Default::default(),
+        });
         let mut workers = Vec::new();
-        for i in 0..opts.workers.max(1) {
-            let (http, handler, headers) = (http.clone(), handler.clone(), headers.clone());
-            let access_log = opts.access_log;
+        for _ in 0..min {
             workers.push(
-                std::thread::Builder::new()
-                    .name(format!("http-{i}"))
-                    .stack_size(512 * 1024)
-                    .spawn(move || {
-                        while let Ok(rq) = http.recv() {
-                            serve_one(rq, &*handler, &headers, secure, behind_front, access_log);
-                        }
-                    })
+                pool.spawn()
                     .map_err(|e| Error::with_source(Kind::Io, "start worker", e))?,
             );
         }
@@ -310,6 +526,10 @@ impl Server {
         for w in std::mem::take(&mut self.workers) {
             let _ = w.join();
         }
+        // Extra workers come and go; the first ones never return.
+        loop {
+            std::thread::park();
+        }
     }
 }
 
@@ -321,31 +541,44 @@ impl Drop for Server {
     }
 }
 
-fn serve_one(
-    rq: tiny_http::Request,
-    handler: &dyn Handler,
-    extra: &[tiny_http::Header],
-    secure: bool,
-    behind_front: bool,
-    access_log: bool,
-) {
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
+fn serve_one(rq: tiny_http::Request, pool: &Pool) {
     let started = Instant::now();
     let url = rq.url().to_string();
     let (path, query) = match url.split_once('?') {
         Some((p, q)) => (p.to_string(), super::parse_query(q)),
         None => (url.clone(), Vec::new()),
     };
-    let peer = if behind_front {
+    let behind_front = pool.behind_front;
+    let find = |name: &'static str| {
         rq.headers()
             .iter()
-            .find(|h| h.field.equiv(front::PEER_HEADER))
+            .find(|h| h.field.equiv(name))
             .map(|h| h.value.as_str().to_string())
-            .unwrap_or_else(|| "-".into())
-    } else {
-        rq.remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "unix".into())
     };
+    let (peer, conn) = if behind_front {
+        (
+            find(front::PEER_HEADER).unwrap_or_else(|| "-".into()),
+            find(front::CONN_HEADER).and_then(|c| c.parse::<u64>().ok()),
+        )
+    } else {
+        (
+            rq.remote_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "unix".into()),
+            None,
+        )
+    };
+    let upgrade = find("Connection").is_some_and(|v| {
+        v.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    });
     let method = rq.method().as_str().to_ascii_uppercase();
     let mut req = Request {
         rq,
@@ -354,33 +587,70 @@ fn serve_one(
         query,
         peer,
         user: None,
-        secure,
+        secure: pool.secure,
         behind_front,
+        upgrade,
+        body_done: false,
+        body_read: 0,
     };
-    let resp =
+    let handler = &*pool.handler;
+    let mut resp =
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(&mut req))) {
             Ok(r) => r,
             Err(p) => {
-                let what = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                log::error!("handler panicked on {} {}: {what}", req.method, req.path);
-                Response::new(500).json(
-                &serde_json::json!({"errors": [{"code": "UNKNOWN", "message": "internal error"}]}),
-            )
+                log::error!(
+                    "handler panicked on {} {}: {}",
+                    req.method,
+                    req.path,
+                    panic_text(&*p)
+                );
+                handler.on_panic()
             }
         };
-    // Read what the handler left of the body before answering: tiny_http starts the
-    // next request where this body ends, and must not take the rest of it for one.
-    if let Err(e) = io::copy(req.body(), &mut io::sink()) {
-        log::debug!(
-            "{} {} {}: request body ended early: {e}",
-            req.peer,
-            req.method,
-            req.path
-        );
+    let refused = matches!(resp.status, 401 | 403 | 429);
+    if let Some(c) = conn
+        && !refused
+        && (req.user.is_some() || !pool.auth_required)
+    {
+        front::mark_authenticated(c);
+    }
+    let hijack = req.upgrade && matches!(resp.body, Body::Upgrade(_));
+    // tiny_http drops a handler's Connection header; these responses are written
+    // by hand when the connection closes after them.
+    let mut close = false;
+    if !hijack {
+        if let Body::Upgrade(_) = resp.body {
+            // Asked to upgrade a request that did not ask for it.
+            resp = handler.on_panic();
+        }
+        if req.upgrade {
+            // The rest of this connection would be the handler's; none took it.
+            // tiny_http reads no request after this one, so stop the front too.
+            if let Some(c) = conn {
+                front::stop_reading(c);
+            }
+            close = true;
+        } else {
+            if req.body_pending(conn)
+                && let Some(c) = conn
+            {
+                // Never wait for a body the handler did not read: whoever
+                // sent it (unauthenticated, perhaps) could keep this worker
+                // forever. Stop the front; what it passed already is read
+                // below, then the connection closes.
+                front::stop_reading(c);
+                close = true;
+            }
+            // tiny_http finds the next request where this body ends.
+            if let Err(e) = io::copy(&mut req.body(), &mut io::sink()) {
+                log::debug!(
+                    "{} {} {}: request body ended early: {e}",
+                    req.peer,
+                    req.method,
+                    req.path
+                );
+            }
+        }
     }
     let status = resp.status;
     let len = resp.len();
@@ -392,22 +662,91 @@ fn serve_one(
         user,
         ..
     } = req;
-    let mut headers: Vec<tiny_http::Header> = extra.to_vec();
+    let mut headers: Vec<tiny_http::Header> = pool.headers.to_vec();
     for (k, v) in &resp.headers {
         if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
             headers.push(h);
         }
     }
-    let res = match resp.body {
+    let access_log = pool.access_log;
+    let log_line = move |status: u16, sent: u64, res: &io::Result<()>| {
+        if access_log {
+            access(
+                &peer,
+                user.as_deref(),
+                &method,
+                &url,
+                status,
+                if res.is_err() { 0 } else { sent },
+                started.elapsed(),
+            );
+        }
+        if let Err(e) = res {
+            log::debug!("{peer} {method} {url}: response not delivered: {e}");
+        }
+    };
+    // Streams that may last run on their own thread: a slow or endless reader
+    // must not hold a worker.
+    let off_pool = |name: &str, f: Box<dyn FnOnce() + Send>| {
+        if let Err(e) = std::thread::Builder::new()
+            .name(name.into())
+            .stack_size(256 * 1024)
+            .spawn(f)
+        {
+            log::error!("cannot start a {name} thread: {e}");
+        }
+    };
+    match resp.body {
+        Body::Upgrade(f) if hijack => {
+            let response = tiny_http::Response::new(
+                tiny_http::StatusCode(101),
+                headers,
+                io::empty(),
+                Some(0),
+                None,
+            );
+            let stream = rq.upgrade("tcp", response);
+            log_line(101, 0, &Ok(()));
+            off_pool("http-upgraded", Box::new(move || f(stream)));
+        }
+        Body::Chunked(r) if !is_head => {
+            off_pool(
+                "http-stream",
+                Box::new(move || {
+                    let res = stream_chunked(rq, status, &headers, r);
+                    log_line(status, res.as_ref().copied().unwrap_or(0), &res.map(|_| ()));
+                }),
+            );
+        }
         // Large streams bypass tiny_http's body copy, which moves 8 KiB per syscall.
         Body::Reader(r, n) if n >= STREAM_DIRECT && !is_head => {
-            stream_direct(rq, status, &headers, r, n)
+            off_pool(
+                "http-stream",
+                Box::new(move || {
+                    let res = stream_direct(rq, status, &headers, r, n, close);
+                    log_line(status, n, &res);
+                }),
+            );
+        }
+        body if close => {
+            let (reader, n): (Box<dyn Read + Send>, u64) = match body {
+                Body::Bytes(b) => (Box::new(io::Cursor::new(b)), len),
+                Body::Reader(r, n) => (r, n),
+                Body::Empty | Body::Chunked(_) | Body::Upgrade(_) => (Box::new(io::empty()), 0),
+            };
+            let (reader, n) = if is_head {
+                (Box::new(io::empty()) as Box<dyn Read + Send>, 0)
+            } else {
+                (reader, n)
+            };
+            let res = stream_direct(rq, status, &headers, reader, n, true);
+            log_line(status, n, &res);
         }
         body => {
             let (reader, n): (Box<dyn Read + Send>, u64) = match body {
-                Body::Empty => (Box::new(io::empty()), 0),
                 Body::Bytes(b) => (Box::new(io::Cursor::new(b)), len),
                 Body::Reader(r, n) => (r, n),
+                Body::Empty | Body::Chunked(_) | Body::Upgrade(_) => (Box::new(io::empty()), 0),
             };
             let response = tiny_http::Response::new(
                 tiny_http::StatusCode(status),
@@ -418,24 +757,66 @@ fn serve_one(
             )
             // Content-Length, never chunked: registry clients check blob sizes against it.
             .with_chunked_threshold(usize::MAX);
-            rq.respond(response)
+            let res = rq.respond(response);
+            log_line(status, if is_head { 0 } else { len }, &res);
         }
-    };
-    if access_log {
-        let sent = if is_head || res.is_err() { 0 } else { len };
-        access(
-            &peer,
-            user.as_deref(),
-            &method,
-            &url,
-            status,
-            sent,
-            started.elapsed(),
-        );
     }
-    if let Err(e) = res {
-        log::debug!("{peer} {method} {url}: response not delivered: {e}");
+}
+
+/// Send a body of unknown length: chunked on HTTP/1.1, each piece flushed as
+/// soon as it is read; returns the bytes sent.
+fn stream_chunked(
+    rq: tiny_http::Request,
+    status: u16,
+    headers: &[tiny_http::Header],
+    mut body: Box<dyn Read + Send>,
+) -> io::Result<u64> {
+    use std::io::Write;
+    let chunked = *rq.http_version() >= tiny_http::HTTPVersion(1, 1);
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\nDate: {}\r\n",
+        tiny_http::StatusCode(status).default_reason_phrase(),
+        crate::util::http_date(crate::util::now_unix())
+    );
+    for h in headers {
+        if !h.field.equiv("Content-Length") && !h.field.equiv("Transfer-Encoding") {
+            head.push_str(&format!("{}: {}\r\n", h.field, h.value));
+        }
     }
+    head.push_str(if chunked {
+        "Transfer-Encoding: chunked\r\n\r\n"
+    } else {
+        "Connection: close\r\n\r\n"
+    });
+    let mut w = rq.into_writer();
+    w.write_all(head.as_bytes())?;
+    w.flush()?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut sent = 0u64;
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            break;
+        }
+        if chunked {
+            w.write_all(format!("{n:x}\r\n").as_bytes())?;
+            w.write_all(&buf[..n])?;
+            w.write_all(b"\r\n")?;
+        } else {
+            w.write_all(&buf[..n])?;
+        }
+        w.flush()?;
+        sent += n as u64;
+    }
+    if chunked {
+        w.write_all(b"0\r\n\r\n")?;
+    }
+    w.flush()?;
+    Ok(sent)
 }
 
 /// Bodies at least this long are streamed by [`stream_direct`].
@@ -448,6 +829,7 @@ fn stream_direct(
     headers: &[tiny_http::Header],
     mut body: Box<dyn Read + Send>,
     len: u64,
+    close: bool,
 ) -> io::Result<()> {
     use std::io::Write;
     let mut head = format!(
@@ -459,6 +841,9 @@ fn stream_direct(
         if !h.field.equiv("Content-Length") {
             head.push_str(&format!("{}: {}\r\n", h.field, h.value));
         }
+    }
+    if close {
+        head.push_str("Connection: close\r\n");
     }
     head.push_str(&format!("Content-Length: {len}\r\n\r\n"));
     let mut w = rq.into_writer();

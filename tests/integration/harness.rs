@@ -60,13 +60,63 @@ impl Drop for TempDir {
     }
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, never the same one twice in a run.
+///
+/// Ports come from 20000–32767, below Linux's ephemeral range (32768–60999), so
+/// no outgoing connection of a test can be given one by the kernel meanwhile; a
+/// counter keeps two tests of this run apart, and the pid spreads concurrent runs.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const BASE: u32 = 20000;
+    const SPAN: u32 = 12768;
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < SPAN, "no free port left for this test run");
+        let port = (BASE + (start + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Poll `check` until it gives a value, failing with `what` after a generous
+/// deadline (a loaded machine is slow, not wrong).
+pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A TLS connection to a test server, trusting the test CA.
+pub fn tls_connect(port: u16) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    use rustls_pki_types::pem::PemObject;
+    berth::tls::provider();
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(&pki().ca).unwrap();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let conn = rustls::ClientConnection::new(
+        std::sync::Arc::new(cfg),
+        rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, sock);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).unwrap();
+    }
+    s
 }
 
 pub fn wait_port(port: u16, child: &mut Child, log: &Path) {
@@ -148,6 +198,8 @@ pub struct RegOpts {
     /// Extra YAML appended at the top level.
     pub extra: String,
     pub env: Vec<(String, String)>,
+    /// Flags for registryd before the config file.
+    pub args: Vec<String>,
 }
 
 impl Default for RegOpts {
@@ -159,6 +211,7 @@ impl Default for RegOpts {
             delete: true,
             extra: String::new(),
             env: Vec::new(),
+            args: Vec::new(),
         }
     }
 }
@@ -174,6 +227,7 @@ pub struct Registryd {
     pub tls: bool,
     pub auth: bool,
     pub distribution: bool,
+    pub args: Vec<String>,
 }
 
 impl Registryd {
@@ -218,6 +272,7 @@ impl Registryd {
             tls: o.tls,
             auth: o.auth,
             distribution: o.distribution,
+            args: o.args.clone(),
             dir,
         };
         r.child = r.spawn(&o.env);
@@ -236,7 +291,9 @@ impl Registryd {
             c.args(["serve", self.config.to_str().unwrap()]);
             c
         } else {
-            berth(&["registryd", self.config.to_str().unwrap()])
+            let mut c = berth(&["registryd"]);
+            c.args(&self.args).arg(&self.config);
+            c
         };
         c.stdout(log.try_clone().unwrap()).stderr(log);
         for (k, v) in env {
@@ -483,4 +540,26 @@ pub fn need(tool: &str) {
         ok,
         "{tool} is not installed: run .ci/run or install it (see README, make test-deps)"
     );
+}
+
+/// Read one response head from a raw stream: (status, head text).
+pub fn read_head(s: &mut impl Read) -> (u16, String) {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            other => panic!(
+                "connection ended in a response head ({other:?}): {}",
+                String::from_utf8_lossy(&head)
+            ),
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
 }

@@ -9,4 +9,5 @@ mod init;
 mod mkimage;
 mod registry_api;
 mod registry_config;
+mod registry_hardening;
 mod registry_skopeo;
