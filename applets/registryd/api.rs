@@ -380,7 +380,10 @@ impl Registry {
         };
         // Monolithic upload in the POST itself.
         let len = req.body_length();
-        if let Err(e) = self.store.append_upload(name, &id, None, req.body(), len) {
+        if let Err(e) = self
+            .store
+            .append_upload(name, &id, None, &mut req.body(), len)
+        {
             let _ = self.store.cancel_upload(name, &id);
             return upload_error(&e, name, &id);
         }
@@ -397,7 +400,8 @@ impl Registry {
         }
     }
 
-    /// Parse `Content-Range: <start>-<end>` (a `bytes ` prefix is tolerated).
+    /// Parse `Content-Range: <start>-<end>` (a `bytes ` prefix is tolerated) into
+    /// the chunk's start and length; every sum is checked, so no range wraps.
     fn content_range(req: &Request) -> Result<Option<(u64, u64)>, Response> {
         let Some(h) = req.header("Content-Range") else {
             return Ok(None);
@@ -408,14 +412,16 @@ impl Registry {
             .trim_start_matches("bytes=");
         let v = v.split('/').next().unwrap_or("");
         let parsed = v.split_once('-').and_then(|(a, b)| {
-            Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?))
+            let (a, b) = (a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?);
+            let len = b.checked_sub(a)?.checked_add(1)?;
+            Some((a, len))
         });
         match parsed {
-            Some((a, b)) if b >= a => Ok(Some((a, b))),
-            _ => Err(error(
+            Some(r) => Ok(Some(r)),
+            None => Err(error(
                 416,
                 "BLOB_UPLOAD_INVALID",
-                format!("bad Content-Range {h:?}"),
+                format!("bad Content-Range {h:?}: expected START-END with START <= END"),
                 json!({}),
             )),
         }
@@ -424,7 +430,7 @@ impl Registry {
     fn append(&self, req: &mut Request, name: &str, id: &str) -> Result<u64, Response> {
         let range = Self::content_range(req)?;
         let declared = match (range, req.body_length()) {
-            (Some((a, b)), Some(cl)) if cl != b - a + 1 => {
+            (Some((_, len)), Some(cl)) if cl != len => {
                 return Err(error(
                     400,
                     "SIZE_INVALID",
@@ -432,12 +438,12 @@ impl Registry {
                     json!({}),
                 ));
             }
-            (Some((a, b)), _) => Some(b - a + 1),
+            (Some((_, len)), _) => Some(len),
             (None, cl) => cl,
         };
         let start = range.map(|(a, _)| a);
         self.store
-            .append_upload(name, id, start, req.body(), declared)
+            .append_upload(name, id, start, &mut req.body(), declared)
             .map_err(|e| {
                 if e.kind() == Kind::Conflict {
                     let off = self.store.upload_offset(name, id).unwrap_or(0);

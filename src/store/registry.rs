@@ -99,7 +99,9 @@ impl Session {
 /// Repositories, blobs and uploads of one registry.
 pub struct RegistryStore {
     d: Arc<dyn Driver>,
-    uploads: Mutex<HashMap<String, Arc<Session>>>,
+    /// Live sessions by (repository, id): a session belongs to the repository it
+    /// was started in, and a request naming another repository never meets it.
+    uploads: Mutex<HashMap<(String, String), Arc<Session>>>,
     /// Per-repository locks: manifest puts and deletes of one repository do not
     /// interleave (a tag must never point at a revision deleted under it).
     repo_locks: (Mutex<std::collections::HashSet<String>>, std::sync::Condvar),
@@ -307,10 +309,10 @@ impl RegistryStore {
         )?;
         let mut w = self.d.writer(&format!("{dir}/data"), false)?;
         w.commit()?;
-        self.uploads
-            .lock()
-            .unwrap()
-            .insert(id.clone(), Session::new(Hasher::new(Algorithm::Sha256), 0));
+        self.uploads.lock().unwrap().insert(
+            (name.to_string(), id.clone()),
+            Session::new(Hasher::new(Algorithm::Sha256), 0),
+        );
         Ok(id)
     }
 
@@ -319,18 +321,22 @@ impl RegistryStore {
         if !valid_upload_id(id) {
             return Err(Error::not_found(format!("upload {id:?} unknown")));
         }
+        let key = (name.to_string(), id.to_string());
+        if let Some(s) = self.uploads.lock().unwrap().get(&key) {
+            return Ok(s.clone());
+        }
+        // Not in memory: a session from before a restart, or none. A session is
+        // taken out of the map only after its file is gone (finished, cancelled,
+        // purged), so whatever is rebuilt here can never share a file with a
+        // session still writing.
         let data = format!("{}/data", upload_dir(name, id));
         let size = match self.d.stat(&data) {
             Ok(s) => s.size,
             Err(e) if e.kind() == Kind::NotFound => {
-                self.uploads.lock().unwrap().remove(id);
                 return Err(Error::not_found(format!("upload {id} unknown")));
             }
             Err(e) => return Err(e),
         };
-        if let Some(s) = self.uploads.lock().unwrap().get(id) {
-            return Ok(s.clone());
-        }
         // A session from before a restart: rebuild the hash state from the bytes.
         let mut hasher = Hasher::new(Algorithm::Sha256);
         let (mut r, _) = self.d.reader(&data, 0)?;
@@ -344,10 +350,14 @@ impl RegistryStore {
             hasher.update(&buf[..n]);
             offset += n as u64;
         }
-        debug_assert_eq!(offset, size);
+        if offset != size {
+            return Err(Error::internal(format!(
+                "upload {id} changed while it was read ({size} then {offset} bytes)"
+            )));
+        }
         let mut map = self.uploads.lock().unwrap();
         Ok(map
-            .entry(id.to_string())
+            .entry(key)
             .or_insert_with(|| Session::new(hasher, offset))
             .clone())
     }
@@ -472,10 +482,14 @@ impl RegistryStore {
             h.finish()
         };
         let size = st.offset;
+        // Closed first, under the lock every writer of this session holds: no
+        // append is running now and none will start, so the file renamed below
+        // has no writer left, and the blob never changes once visible.
         st.closed = true;
-        self.uploads.lock().unwrap().remove(id);
+        let key = (name.to_string(), id.to_string());
         if &got != expected {
             self.d.delete(&dir)?;
+            self.uploads.lock().unwrap().remove(&key);
             return Err(Error::new(
                 Kind::Digest,
                 format!("upload content has digest {got}, not {expected}"),
@@ -486,6 +500,8 @@ impl RegistryStore {
             self.d.rename(&data, &blob_path(expected))?;
         }
         self.d.delete(&dir)?;
+        // Only now, with the file gone, may a lookup miss the session.
+        self.uploads.lock().unwrap().remove(&key);
         drop(st);
         self.link_blob(name, expected)?;
         Ok(size)
@@ -499,8 +515,12 @@ impl RegistryStore {
             return Err(Self::gone(id));
         }
         st.closed = true;
-        self.uploads.lock().unwrap().remove(id);
-        self.d.delete(&upload_dir(name, id))
+        self.d.delete(&upload_dir(name, id))?;
+        self.uploads
+            .lock()
+            .unwrap()
+            .remove(&(name.to_string(), id.to_string()));
+        Ok(())
     }
 
     /// Store a small blob given whole (manifests) under its digest of `algo`:
@@ -540,7 +560,8 @@ impl RegistryStore {
                     n += 1;
                 } else if old {
                     // A session being written to is not stale, whatever startedat says.
-                    let live = self.uploads.lock().unwrap().get(&id).cloned();
+                    let key = (repo.clone(), id.clone());
+                    let live = self.uploads.lock().unwrap().get(&key).cloned();
                     match live {
                         Some(session) => match session.state.try_lock() {
                             Ok(mut st) if !st.closed => {
@@ -551,7 +572,7 @@ impl RegistryStore {
                         },
                         None => self.d.delete(&dir)?,
                     }
-                    self.uploads.lock().unwrap().remove(&id);
+                    self.uploads.lock().unwrap().remove(&key);
                     n += 1;
                 }
             }
