@@ -22,35 +22,96 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Delay before answering a failed login.
 pub const FAIL_DELAY: Duration = Duration::from_millis(300);
 
+/// Highest bcrypt cost accepted. Each step doubles the work: cost 17 is about
+/// 10 s on a node's core already, and a line with cost 31 would keep one core
+/// busy for days at every login (or at `registryd --check`).
+pub const MAX_COST: u32 = 17;
+
+/// Check a bcrypt hash's form: `$2a$`, `$2b$`, `$2x$` or `$2y$`, a two-digit
+/// cost from 4 to [`MAX_COST`], `$`, then 53 characters of bcrypt's base64.
+pub fn validate_hash(hash: &str) -> std::result::Result<(), String> {
+    let b = hash.as_bytes();
+    let prefix_ok = b.len() == 60
+        && b[0] == b'$'
+        && b[1] == b'2'
+        && matches!(b[2], b'a' | b'b' | b'x' | b'y')
+        && b[3] == b'$'
+        && b[6] == b'$';
+    if !prefix_ok {
+        return Err("is not a bcrypt hash ($2y$NN$ and 53 characters)".into());
+    }
+    let cost = std::str::from_utf8(&b[4..6])
+        .ok()
+        .and_then(|c| c.parse::<u32>().ok())
+        .ok_or("has no numeric bcrypt cost")?;
+    if !(4..=MAX_COST).contains(&cost) {
+        return Err(format!(
+            "has bcrypt cost {cost}; use a cost from 4 to {MAX_COST} (htpasswd -B -C 10)"
+        ));
+    }
+    if !b[7..]
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || *c == b'.' || *c == b'/')
+    {
+        return Err("has characters bcrypt never writes".into());
+    }
+    Ok(())
+}
+
 /// Parse htpasswd text: `user:bcrypt-hash` per line, `#` comments and blank lines
-/// allowed.
-pub fn parse(file: &str, text: &str) -> Result<HashMap<String, String>> {
+/// allowed. The users of every good line, and an error naming file and line for
+/// each bad one.
+pub fn parse_lenient(file: &str, text: &str) -> (HashMap<String, String>, Vec<Error>) {
     let mut users = HashMap::new();
+    let mut first_line: HashMap<String, usize> = HashMap::new();
+    let mut errors = Vec::new();
     for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let mut err = |msg: String| errors.push(Error::config(format!("{file}:{n}: {msg}")));
+        if n == 1 && line.starts_with('\u{feff}') {
+            err("starts with a byte-order mark; save the file as plain text (no BOM)".into());
+            continue;
+        }
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let Some((user, hash)) = line.split_once(':') else {
-            return Err(Error::config(format!(
-                "{file}:{}: expected USER:HASH",
-                i + 1
-            )));
+            err("expected USER:HASH".into());
+            continue;
         };
         if user.is_empty() {
-            return Err(Error::config(format!("{file}:{}: empty user name", i + 1)));
+            err("empty user name".into());
+            continue;
         }
-        let is_bcrypt =
-            ["$2y$", "$2a$", "$2b$"].iter().any(|p| hash.starts_with(p)) && hash.len() == 60;
-        if !is_bcrypt {
-            return Err(Error::config(format!(
-                "{file}:{}: user {user:?} does not have a bcrypt hash; recreate it with `berth htpasswd {file} {user}` (or htpasswd -B)",
-                i + 1
-            )));
+        if let Err(why) = validate_hash(hash) {
+            err(format!(
+                "user {user:?}: the hash {why}; recreate it with `berth htpasswd {file} {user}` (or htpasswd -B)"
+            ));
+            continue;
         }
+        if let Some(first) = first_line.get(user) {
+            err(format!(
+                "user {user:?} is listed again (first on line {first}); keep one line per user"
+            ));
+            // Neither line counts: which one was meant is not ours to guess.
+            users.remove(user);
+            continue;
+        }
+        first_line.insert(user.to_string(), n);
         users.insert(user.to_string(), hash.to_string());
     }
-    Ok(users)
+    (users, errors)
+}
+
+/// Parse htpasswd text strictly: the first bad line is the error.
+pub fn parse(file: &str, text: &str) -> Result<HashMap<String, String>> {
+    let (users, mut errors) = parse_lenient(file, text);
+    if errors.is_empty() {
+        Ok(users)
+    } else {
+        Err(errors.remove(0))
+    }
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -85,6 +146,8 @@ pub struct Htpasswd {
     failed: Mutex<HashMap<Digest, Instant>>,
     /// bcrypt runs at most this many at once, so bad logins cannot eat every core.
     bcrypt_slots: (Mutex<usize>, std::sync::Condvar),
+    /// bcrypt verifications done (what the cache is there to save).
+    bcrypt_runs: std::sync::atomic::AtomicU64,
 }
 
 /// How long a failed Authorization header is refused without bcrypt.
@@ -167,7 +230,13 @@ impl Htpasswd {
                 ),
                 std::sync::Condvar::new(),
             ),
+            bcrypt_runs: Default::default(),
         })
+    }
+
+    /// How many bcrypt verifications have run.
+    pub fn bcrypt_runs(&self) -> u64 {
+        self.bcrypt_runs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn maybe_reload(&self) {
@@ -186,24 +255,44 @@ impl Htpasswd {
         if id == s.id {
             return;
         }
-        match std::fs::read_to_string(&self.path)
-            .map_err(Error::from)
-            .and_then(|t| parse(&self.path.display().to_string(), &t))
-        {
-            Ok(users) => {
-                log::info!("{}: reloaded, {} users", self.path.display(), users.len());
-                s.dummy = dummy_for(&users);
-                s.users = users;
-                s.id = id;
-                self.cache.lock().unwrap().clear();
-                self.failed.lock().unwrap().clear();
-            }
+        s.id = id;
+        self.cache.lock().unwrap().clear();
+        self.failed.lock().unwrap().clear();
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
             Err(e) => {
-                // Keep serving with the users we had; say why the new file was refused.
-                log::error!("{}: not reloaded: {e}", self.path.display());
-                s.id = id;
+                // Unreadable (mid-replace, or removed): nobody gets in until it is back.
+                log::error!(
+                    "{}: cannot read it ({}); refusing every login until it can be read",
+                    self.path.display(),
+                    Error::from(e)
+                );
+                s.users.clear();
+                return;
             }
+        };
+        let (users, errors) = parse_lenient(&self.path.display().to_string(), &text);
+        if errors.is_empty() {
+            log::info!("{}: reloaded, {} users", self.path.display(), users.len());
+            s.dummy = dummy_for(&users);
+            s.users = users;
+            return;
         }
+        // A broken edit must not keep a removed user in, nor let a half-written
+        // one in: only users unchanged in both the old list and the good lines
+        // of the new file stay.
+        for e in &errors {
+            log::error!("{e}");
+        }
+        let before = s.users.len();
+        s.users
+            .retain(|user, hash| users.get(user).is_some_and(|h| h == hash));
+        log::error!(
+            "{}: not fully reloaded ({} bad lines): {} of {before} users keep access until the file is fixed",
+            self.path.display(),
+            errors.len(),
+            s.users.len()
+        );
     }
 
     /// Check an `Authorization` header value.
@@ -268,6 +357,8 @@ impl Htpasswd {
             (st.users.get(user).cloned(), st.dummy.clone())
         };
         let _slot = self.bcrypt_slot();
+        self.bcrypt_runs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Unknown users cost a bcrypt of the file's own cost too, so timing does
         // not tell who exists.
         let ok = match &hash {
@@ -306,7 +397,7 @@ fn dummy_for(users: &HashMap<String, String>) -> String {
         .and_then(|h| h.get(4..6))
         .and_then(|c| c.parse::<u32>().ok())
         .unwrap_or(10);
-    bcrypt::hash("berth-dummy", cost.clamp(4, 31)).unwrap_or_default()
+    bcrypt::hash("berth-dummy", cost.clamp(4, MAX_COST)).unwrap_or_default()
 }
 
 /// One htpasswd line for `user` with a bcrypt hash of `password` (cost 10).
@@ -348,6 +439,14 @@ mod tests {
         );
     }
 
+    fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     #[test]
     fn verifies_caches_and_reloads() {
         let dir = std::env::temp_dir().join(format!("berth-ht-{}", crate::util::uuid4()));
@@ -359,23 +458,73 @@ mod tests {
             h.check(Some(&basic("t1user", "secret"))),
             Check::Ok("t1user".into())
         );
-        // second time from cache
-        let t = Instant::now();
+        // the second time comes from the cache: no bcrypt
+        let runs = h.bcrypt_runs();
         assert_eq!(
             h.check(Some(&basic("t1user", "secret"))),
             Check::Ok("t1user".into())
         );
-        assert!(t.elapsed() < Duration::from_millis(5));
+        assert_eq!(h.bcrypt_runs(), runs);
         assert_eq!(h.check(Some(&basic("t1user", "wrong"))), Check::Failed);
         assert_eq!(h.check(Some(&basic("nobody", "secret"))), Check::Failed);
         assert_eq!(h.check(None), Check::Missing);
-        // replace the file: old password stops working after reload
+        // replace the file: the old password stops working once it is re-read
         std::fs::write(&p, entry("t1user", "other").unwrap() + "\n").unwrap();
-        std::thread::sleep(CHECK_EVERY + Duration::from_millis(50));
-        assert_eq!(h.check(Some(&basic("t1user", "secret"))), Check::Failed);
+        wait_until("the reload", || {
+            h.check(Some(&basic("t1user", "secret"))) == Check::Failed
+        });
         assert_eq!(
             h.check(Some(&basic("t1user", "other"))),
             Check::Ok("t1user".into())
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_costly_fake_bom_and_duplicate_lines() {
+        let good = entry("a", "pw").unwrap();
+        let hash = good.split_once(':').unwrap().1.to_string();
+        let cost31 = format!("a:$2y$31${}", &hash[7..]);
+        let e = parse("pw", &cost31).unwrap_err().to_string();
+        assert!(e.starts_with("pw:1:") && e.contains("cost 31"), "{e}");
+        let fake = format!("a:$2y$10${}", "!".repeat(53));
+        let e = parse("pw", &fake).unwrap_err().to_string();
+        assert!(e.starts_with("pw:1:"), "{e}");
+        let e = parse("pw", &format!("\u{feff}{good}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("pw:1:") && e.contains("byte-order mark"),
+            "{e}"
+        );
+        let e = parse("pw", &format!("{good}\n# x\n{good}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("pw:3:") && e.contains("line 1"), "{e}");
+        assert!(validate_hash(&hash).is_ok());
+    }
+
+    #[test]
+    fn a_removed_user_loses_access_even_when_the_new_file_is_broken() {
+        let dir = std::env::temp_dir().join(format!("berth-ht-{}", crate::util::uuid4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("htpasswd");
+        let alice = entry("alice", "a-pw").unwrap();
+        let bob = entry("bob", "b-pw").unwrap();
+        std::fs::write(&p, format!("{alice}\n{bob}\n")).unwrap();
+        let h = Htpasswd::open(&p).unwrap();
+        assert_eq!(
+            h.check(Some(&basic("bob", "b-pw"))),
+            Check::Ok("bob".into())
+        );
+        // bob removed, and a bad line added in the same edit
+        std::fs::write(&p, format!("{alice}\ncarol:plaintext\n")).unwrap();
+        wait_until("bob to lose access", || {
+            h.check(Some(&basic("bob", "b-pw"))) == Check::Failed
+        });
+        assert_eq!(
+            h.check(Some(&basic("alice", "a-pw"))),
+            Check::Ok("alice".into())
         );
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -135,6 +135,34 @@ impl Root {
         Ok(stack.iter().collect())
     }
 
+    /// Open the regular file `p` for reading, every symlink on the way resolved
+    /// inside the root; a path that is missing, or is not a regular file once
+    /// resolved, is an error naming `p`. The resolved path is opened with
+    /// `O_NOFOLLOW`, so nothing swapped in meanwhile leads out either.
+    pub fn open_file(&self, p: &Path) -> Result<fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let host = self.resolve(p, true)?;
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&host)
+            .map_err(|e| Error::from(e).context(p.display().to_string()))?;
+        if !f.metadata()?.is_file() {
+            return Err(Error::invalid(format!(
+                "{}: not a regular file",
+                p.display()
+            )));
+        }
+        Ok(f)
+    }
+
+    /// True when `p` resolves (inside the root) to a regular file.
+    pub fn is_file(&self, p: &Path) -> bool {
+        self.resolve(p, true)
+            .and_then(|h| Ok(fs::symlink_metadata(h)?))
+            .is_ok_and(|m| m.is_file())
+    }
+
     /// Make the directory `p` and its missing parents (with `mode`, root-owned as
     /// whoever runs this), resolving symlinks inside the root; its host path.
     pub fn create_dir_all(&self, p: &Path, mode: u32) -> Result<PathBuf> {

@@ -908,29 +908,34 @@ fn htpasswd_is_reloaded_when_it_changes() {
     let r = Registryd::start(RegOpts::default());
     assert_eq!(r.client().get(&r.url("/v2/")).status, 200);
     let pw = r.dir.join("htpasswd");
-    std::fs::write(
-        &pw,
-        berth::auth::htpasswd::entry("newbie", "fresh").unwrap() + "\n",
-    )
-    .unwrap();
-    std::thread::sleep(Duration::from_millis(1200));
+    let newbie_line = berth::auth::htpasswd::entry("newbie", "fresh").unwrap();
+    std::fs::write(&pw, format!("{newbie_line}\n")).unwrap();
     let newbie = r.anonymous().with_auth(&basic("newbie", "fresh"));
-    assert_eq!(newbie.get(&r.url("/v2/")).status, 200);
+    wait_for("the new user to be accepted", || {
+        (newbie.get(&r.url("/v2/")).status == 200).then_some(())
+    });
     assert_eq!(
         r.client().get(&r.url("/v2/")).status,
         401,
         "old user still accepted after reload"
     );
-    // a broken file is refused with its line, and the last good users stay
-    std::fs::write(&pw, "newbie:{SHA}xyz\n").unwrap();
-    std::thread::sleep(Duration::from_millis(1200));
+    // a bad line added: it is logged with its line, the good users stay
+    std::fs::write(&pw, format!("{newbie_line}\nintruder:{{SHA}}xyz\n")).unwrap();
+    // (the file is looked at when a request comes)
+    wait_for("the bad line to be logged", || {
+        newbie.get(&r.url("/v2/"));
+        r.logs()
+            .contains(":2: user \"intruder\": the hash is not a bcrypt hash")
+            .then_some(())
+    });
     assert_eq!(newbie.get(&r.url("/v2/")).status, 200);
-    assert!(
-        r.logs()
-            .contains(":1: user \"newbie\" does not have a bcrypt hash"),
-        "{}",
-        r.logs()
-    );
+    let intruder = r.anonymous().with_auth(&basic("intruder", "xyz"));
+    assert_eq!(intruder.get(&r.url("/v2/")).status, 401);
+    // a user removed in a broken edit loses access all the same
+    std::fs::write(&pw, "# newbie removed\nintruder:{SHA}xyz\n").unwrap();
+    wait_for("the removed user to be refused", || {
+        (newbie.get(&r.url("/v2/")).status == 401).then_some(())
+    });
 }
 
 #[test]

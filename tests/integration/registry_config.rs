@@ -170,11 +170,36 @@ fn unreadable_file_and_bad_htpasswd() {
     assert_eq!(code, 2);
     assert!(
         err.contains(&format!(
-            "{}:2: user \"alice\" does not have a bcrypt hash",
+            "{}:2: user \"alice\": the hash is not a bcrypt hash",
             pw.display()
         )),
         "{err}"
     );
+    // a cost that would spin for days, a hash that only looks like bcrypt, a
+    // byte-order mark, a user twice: each refused with its line
+    let ok = berth::auth::htpasswd::entry("ok", "x").unwrap();
+    let hash = ok.split_once(':').unwrap().1.to_string();
+    for (text, line, what) in [
+        (format!("{ok}\nslow:$2y$31${}\n", &hash[7..]), 2, "cost 31"),
+        (
+            format!("fake:$2y$10${}\n", "-".repeat(53)),
+            1,
+            "never writes",
+        ),
+        (format!("\u{feff}{ok}\n"), 1, "byte-order mark"),
+        (format!("{ok}\n{ok}\n"), 2, "listed again (first on line 1)"),
+    ] {
+        std::fs::write(&pw, text).unwrap();
+        let (code, _, err) = check(&format!(
+            "{BASE}auth:\n  htpasswd:\n    realm: r\n    path: {}\n",
+            pw.display()
+        ));
+        assert_eq!(code, 2, "{what}: {err}");
+        assert!(
+            err.contains(&format!("{}:{line}: ", pw.display())) && err.contains(what),
+            "{what}: {err}"
+        );
+    }
 }
 
 #[test]
