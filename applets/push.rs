@@ -37,36 +37,12 @@ struct Args {
 }
 
 fn parse_size(s: &str) -> Result<u64> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((i, _)) => {
-            let m = match s[i..]
-                .to_ascii_lowercase()
-                .trim_end_matches("ib")
-                .trim_end_matches('b')
-            {
-                "k" => 1 << 10,
-                "m" => 1 << 20,
-                "g" => 1 << 30,
-                "" => 1,
-                _ => {
-                    return Err(Error::usage(format!(
-                        "--chunk-size {s:?}: use a number with k, M or G"
-                    )));
-                }
-            };
-            (&s[..i], m)
-        }
-        None => (s, 1),
-    };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| Error::usage(format!("--chunk-size {s:?}: not a size")))?;
-    if n * mult < 1024 {
+    let n = berth::util::parse_size(s)
+        .ok_or_else(|| Error::usage(format!("--chunk-size {s:?}: use a number with k, M or G")))?;
+    if n < 1024 {
         return Err(Error::usage("--chunk-size must be at least 1k"));
     }
-    Ok(n * mult)
+    Ok(n)
 }
 
 pub fn main(name: &str, args: &[String]) -> Result<u8> {

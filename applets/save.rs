@@ -102,6 +102,10 @@ struct LoadArgs {
     /// graph root of the local image store (default /var/lib/berth or BERTH_ROOT)
     #[argh(option, short = 'g')]
     graph: Option<PathBuf>,
+    /// refuse archives that unpack to more than this (e.g. 20G; default: the
+    /// free space of the store's filesystem)
+    #[argh(option)]
+    max_size: Option<String>,
 }
 
 pub fn load(name: &str, args: &[String]) -> Result<u8> {
@@ -121,7 +125,19 @@ pub fn load(name: &str, args: &[String]) -> Result<u8> {
             Box::new(std::io::stdin())
         }
     };
-    let loaded = load_archive(&store, input)?;
+    let max_unpacked = a
+        .max_size
+        .as_deref()
+        .map(|s| {
+            berth::util::parse_size(s)
+                .ok_or_else(|| Error::usage(format!("--max-size {s:?}: use a size like 20G")))
+        })
+        .transpose()?;
+    let loaded = load_archive(
+        &store,
+        input,
+        &berth::image::archive::LoadOptions { max_unpacked },
+    )?;
     if !a.quiet {
         for (n, _, cfg) in loaded {
             match n {

@@ -54,6 +54,31 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
     format!("{}.{:03}Z", &base[..base.len() - 1], d.subsec_millis())
 }
 
+/// A size as people and docker write it: `512`, `64k`, `64M`, `10GiB`, `1.5g`
+/// (binary multiples: docker's `--memory 1g` and `max-size=10m` mean MiB/GiB).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
+    let (num, unit) = (s[..split].trim(), s[split..].to_ascii_lowercase());
+    let mult: u64 = match unit.trim_end_matches("ib").trim_end_matches('b') {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        _ => return None,
+    };
+    if num.is_empty() || num.starts_with('-') || num.starts_with('+') {
+        return None;
+    }
+    if let Ok(n) = num.parse::<u64>() {
+        return n.checked_mul(mult);
+    }
+    let f: f64 = num.parse().ok()?;
+    let v = f * mult as f64;
+    (f.is_finite() && v < u64::MAX as f64).then_some(v as u64)
+}
+
 /// `Sat, 28 Nov 2026 07:46:58 GMT` (RFC 9110's IMF-fixdate) for a unix time.
 pub fn http_date(secs: i64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
@@ -293,6 +318,14 @@ mod tests {
         assert_eq!(human_size(857_600_000), "857.6MB");
         assert_eq!(human_size(1_445_000_000), "1.445GB");
         assert_eq!(human_size(999), "999B");
+        assert_eq!(parse_size("64M"), Some(64 << 20));
+        assert_eq!(parse_size("10m"), Some(10 << 20));
+        assert_eq!(parse_size("1.5g"), Some(3 << 29));
+        assert_eq!(parse_size("2GiB"), Some(2 << 30));
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("-1"), None);
+        assert_eq!(parse_size("5q"), None);
+        assert_eq!(parse_size("99999999999t"), None);
         assert_eq!(human_ago(0, 21), "21 seconds ago");
         assert_eq!(human_ago(0, 3 * 86_400), "3 days ago");
         assert_eq!(human_ago(0, 3600), "An hour ago");

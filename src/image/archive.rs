@@ -18,12 +18,12 @@ use super::Format;
 use crate::archive::gzip::{ParallelGzip, is_gzip};
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Context, Error, Kind, Result};
+use crate::fsutil::confined::Root;
 use crate::oci::{AnyManifest, Descriptor, ImageConfig, Index, Manifest, MediaType, Parsed};
 use crate::store::local::{ImageMeta, LocalStore, split_tag};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 /// Annotations on index.json entries.
@@ -266,32 +266,84 @@ pub fn save_dir(store: &LocalStore, items: &[SaveItem], dir: &Path) -> Result<()
 /// What `load` recorded: `(name or None, manifest digest, config digest)`.
 pub type Loaded = Vec<(Option<String>, Digest, Digest)>;
 
-/// Read an archive (either format, plain or gzip) into the store.
-pub fn load(store: &LocalStore, input: Box<dyn Read + Send>) -> Result<Loaded> {
-    let _lease = store.writer_lease()?;
-    let staging = store
-        .root()
-        .join("tmp")
-        .join(format!("load-{}", crate::util::uuid4()));
-    struct Cleanup<'a>(&'a Path);
-    impl Drop for Cleanup<'_> {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(self.0);
+/// Limits of a load.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Most bytes the archive may unpack to; None: what the store's filesystem
+    /// has free (a 10 MB gzip can unpack to terabytes).
+    pub max_unpacked: Option<u64>,
+}
+
+/// Free bytes for an unprivileged writer on the filesystem holding `p`.
+pub fn free_space(p: &Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(p).ok()?;
+    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
+/// A reader that fails once more than `left` bytes came through.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+    hit: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            self.hit.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!("the archive unpacks to more than {} bytes", self.limit),
+            ));
         }
+        self.left -= n as u64;
+        Ok(n)
     }
-    let _cleanup = Cleanup(&staging);
+}
+
+/// Read an archive (either format, plain or gzip) into the store.
+///
+/// The archive is unpacked into a private staging directory, bounded by
+/// `opts.max_unpacked`, and every file load opens there is resolved inside it
+/// as if it were `/` — symlinks and hard links included — so no name in an
+/// archive can make load read a file of the host.
+pub fn load(store: &LocalStore, input: Box<dyn Read + Send>, opts: &LoadOptions) -> Result<Loaded> {
+    let _lease = store.writer_lease()?;
+    store.clean_stale_staging("load");
+    let limit = match opts.max_unpacked {
+        Some(n) => n,
+        None => free_space(store.root()).unwrap_or(u64::MAX),
+    };
+    let staging = store.staging_dir("load")?;
     let plain = crate::archive::decompressed(input)?;
-    // A private staging directory: nothing of an untrusted archive is visible to
-    // other users while it is checked.
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&staging)
-        .with_context(|| format!("create {}", staging.display()))?;
-    crate::archive::extract_files(plain, &staging).map_err(|e| e.context("reading the archive"))?;
-    if staging.join("index.json").is_file() && staging.join("oci-layout").is_file() {
-        load_oci(store, &staging)
-    } else if staging.join("manifest.json").is_file() {
-        load_docker(store, &staging)
+    let hit = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bounded = Bounded {
+        inner: plain,
+        left: limit,
+        limit,
+        hit: hit.clone(),
+    };
+    crate::archive::extract_files(bounded, staging.path()).map_err(|e| {
+        if hit.load(std::sync::atomic::Ordering::Relaxed) {
+            Error::new(
+                Kind::Unsupported,
+                format!(
+                    "the archive unpacks to more than {limit} bytes ({}); refused (the limit is the free space of {}, or --max-size)",
+                    crate::util::human_size(limit),
+                    store.root().display()
+                ),
+            )
+        } else {
+            e.context("reading the archive")
+        }
+    })?;
+    let root = Root::new(staging.path());
+    if root.is_file(Path::new("index.json")) && root.is_file(Path::new("oci-layout")) {
+        load_oci(store, &root)
+    } else if root.is_file(Path::new("manifest.json")) {
+        load_docker(store, &root)
     } else {
         Err(Error::invalid(
             "not an image archive: neither manifest.json (docker-archive) nor index.json + oci-layout (OCI layout)",
@@ -299,31 +351,41 @@ pub fn load(store: &LocalStore, input: Box<dyn Read + Send>) -> Result<Loaded> {
     }
 }
 
+fn read_in(root: &Root, name: &str) -> Result<Vec<u8>> {
+    let mut f = root
+        .open_file(Path::new(name))
+        .map_err(|e| e.context(format!("archive lacks {name}")))?;
+    let mut v = Vec::new();
+    f.read_to_end(&mut v)?;
+    Ok(v)
+}
+
 // Put a file of the staging dir into the store, checking its digest.
-fn ingest(store: &LocalStore, path: &Path, expected: &Digest) -> Result<u64> {
+fn ingest(store: &LocalStore, root: &Root, expected: &Digest) -> Result<u64> {
     if let Some(n) = store.has_blob(expected) {
         return Ok(n);
     }
-    let mut f = std::fs::File::open(path)
-        .map_err(|e| Error::from(e).context(format!("archive lacks {}", path.display())))?;
+    let name = blob_name(expected);
+    let mut f = root
+        .open_file(Path::new(&name))
+        .map_err(|e| e.context(format!("archive lacks {name}")))?;
     let (_, n) = store
         .put_stream(&mut f, Some(expected))
         .map_err(|e| e.context(format!("blob {expected} in the archive")))?;
     Ok(n)
 }
 
-fn load_oci(store: &LocalStore, dir: &Path) -> Result<Loaded> {
-    let idx: Index = serde_json::from_slice(&std::fs::read(dir.join("index.json"))?)
+fn load_oci(store: &LocalStore, dir: &Root) -> Result<Loaded> {
+    let idx: Index = serde_json::from_slice(&read_in(dir, "index.json")?)
         .map_err(|e| Error::invalid(format!("index.json: {e}")))?;
-    let blob = |d: &Digest| dir.join(blob_name(d));
     let mut out = Vec::new();
     for entry in &idx.manifests {
-        ingest(store, &blob(&entry.digest), &entry.digest)?;
+        ingest(store, dir, &entry.digest)?;
         let bytes = store.read_blob(&entry.digest)?;
         let parsed = Parsed::parse(&bytes, Some(entry.media_type.as_str()))?;
         let (mdigest, index_digest, mparsed) = if parsed.media_type.is_index() {
             let choice = crate::registry::transfer::select_platform(&parsed)?;
-            ingest(store, &blob(&choice.digest), &choice.digest)?;
+            ingest(store, dir, &choice.digest)?;
             let mb = store.read_blob(&choice.digest)?;
             (
                 choice.digest.clone(),
@@ -336,9 +398,9 @@ fn load_oci(store: &LocalStore, dir: &Path) -> Result<Loaded> {
         let AnyManifest::Image(m) = &mparsed.manifest else {
             continue;
         };
-        ingest(store, &blob(&m.config.digest), &m.config.digest)?;
+        ingest(store, dir, &m.config.digest)?;
         for l in m.layers.iter().filter(|l| !l.media_type.is_foreign()) {
-            ingest(store, &blob(&l.digest), &l.digest)?;
+            ingest(store, dir, &l.digest)?;
         }
         let ann = entry.annotations.clone().unwrap_or_default();
         let name = ann.get(IMAGE_NAME).cloned().or_else(|| {
@@ -370,15 +432,12 @@ fn load_oci(store: &LocalStore, dir: &Path) -> Result<Loaded> {
     Ok(out)
 }
 
-fn load_docker(store: &LocalStore, dir: &Path) -> Result<Loaded> {
-    let entries: Vec<ArchiveEntry> =
-        serde_json::from_slice(&std::fs::read(dir.join("manifest.json"))?)
-            .map_err(|e| Error::invalid(format!("manifest.json: {e}")))?;
+fn load_docker(store: &LocalStore, dir: &Root) -> Result<Loaded> {
+    let entries: Vec<ArchiveEntry> = serde_json::from_slice(&read_in(dir, "manifest.json")?)
+        .map_err(|e| Error::invalid(format!("manifest.json: {e}")))?;
     let mut out = Vec::new();
     for e in entries {
-        let cfg_path = dir.join(crate::archive::safe_relative(Path::new(&e.config))?);
-        let cfg_bytes = std::fs::read(&cfg_path)
-            .map_err(|err| Error::from(err).context(format!("archive lacks {}", e.config)))?;
+        let cfg_bytes = read_in(dir, &e.config)?;
         let config: ImageConfig = serde_json::from_slice(&cfg_bytes)
             .map_err(|err| Error::invalid(format!("{}: {err}", e.config)))?;
         let config_digest = store.put_bytes(&cfg_bytes)?;
@@ -405,9 +464,9 @@ fn load_docker(store: &LocalStore, dir: &Path) -> Result<Loaded> {
         }
         let mut descs = Vec::new();
         for (i, l) in e.layers.iter().enumerate() {
-            let p = dir.join(crate::archive::safe_relative(Path::new(l))?);
             descs.push(
-                layer_blob(store, &p, &config.rootfs.diff_ids[i]).map_err(|err| err.context(l))?,
+                layer_blob(store, dir, l, &config.rootfs.diff_ids[i])
+                    .map_err(|err| err.context(l))?,
             );
         }
         let manifest = Manifest {
@@ -447,15 +506,18 @@ fn load_docker(store: &LocalStore, dir: &Path) -> Result<Loaded> {
 
 // A layer file of a docker-archive as a stored gzip blob whose content has the
 // expected diff_id: gzip'd files are kept as they are, plain tars compressed.
-fn layer_blob(store: &LocalStore, path: &Path, diff_id: &Digest) -> Result<Descriptor> {
+fn layer_blob(store: &LocalStore, dir: &Root, name: &str, diff_id: &Digest) -> Result<Descriptor> {
+    let open = || {
+        dir.open_file(Path::new(name))
+            .map_err(|e| e.context(format!("archive lacks {name}")))
+    };
     let mut head = [0u8; 2];
-    let mut f = std::fs::File::open(path)
-        .map_err(|e| Error::from(e).context(format!("archive lacks {}", path.display())))?;
+    let mut f = open()?;
     let n = f.read(&mut head)?;
     drop(f);
     if is_gzip(&head[..n]) {
         let mut r = HashingReader::new(
-            flate2::read::MultiGzDecoder::new(std::fs::File::open(path)?),
+            flate2::read::MultiGzDecoder::new(open()?),
             diff_id.algorithm(),
         );
         std::io::copy(&mut r, &mut std::io::sink())
@@ -467,7 +529,7 @@ fn layer_blob(store: &LocalStore, path: &Path, diff_id: &Digest) -> Result<Descr
                 format!("layer content has diff_id {got}, the config says {diff_id}"),
             ));
         }
-        let mut f = std::fs::File::open(path)?;
+        let mut f = open()?;
         let (d, size) = store.put_stream(&mut f, None)?;
         return Ok(Descriptor::new(MediaType::DockerLayerGzip, d, size));
     }
@@ -476,7 +538,7 @@ fn layer_blob(store: &LocalStore, path: &Path, diff_id: &Digest) -> Result<Descr
         crate::archive::gzip::level(),
         ParallelGzip::<Vec<u8>>::default_threads(),
     );
-    let mut r = HashingReader::new(std::fs::File::open(path)?, diff_id.algorithm());
+    let mut r = HashingReader::new(open()?, diff_id.algorithm());
     let mut gz = gz;
     std::io::copy(&mut r, &mut gz)?;
     let (got, _) = r.finish();

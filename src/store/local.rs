@@ -305,6 +305,47 @@ impl LocalStore {
         w.commit(expected)
     }
 
+    /// A private (0700) working directory under `tmp/`, removed when dropped. Its
+    /// name carries this process's id, so [`LocalStore::clean_stale_staging`]
+    /// can tell the leftovers of a process that was killed.
+    pub fn staging_dir(&self, kind: &str) -> Result<Staging> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = self.root.join("tmp").join(format!(
+            "{kind}-{}-{}",
+            std::process::id(),
+            &crate::util::uuid4()[..8]
+        ));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("create {}", dir.display()))?;
+        Ok(Staging(dir))
+    }
+
+    /// Remove `kind` staging directories whose process is gone (killed mid-way).
+    pub fn clean_stale_staging(&self, kind: &str) {
+        let Ok(rd) = fs::read_dir(self.root.join("tmp")) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix(kind)
+                .and_then(|r| r.strip_prefix('-'))
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                match fs::remove_dir_all(e.path()) {
+                    Ok(()) => log::info!("removed {} left by a killed process", e.path().display()),
+                    Err(err) => log::warn!("cannot remove {}: {err}", e.path().display()),
+                }
+            }
+        }
+    }
+
     /// Hold this from the first blob of an operation to its ref update.
     pub fn writer_lease(&self) -> Result<Lock> {
         Ok(flock(&self.root.join("gc.lock"), false, true)?.expect("blocking lock"))
@@ -537,6 +578,21 @@ impl LocalStore {
             }
         }
         Ok(Some((n, bytes)))
+    }
+}
+
+/// A working directory removed with everything in it when dropped.
+pub struct Staging(PathBuf);
+
+impl Staging {
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
     }
 }
 

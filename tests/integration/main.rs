@@ -4,6 +4,7 @@
 mod harness;
 
 mod client;
+mod client_hardening;
 mod dispatch;
 mod init;
 mod mkimage;
