@@ -12,6 +12,28 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+/// Open the directory `rel` under `root` one component at a time, never
+/// following a symlink: if anything on the way is a symlink (or not a
+/// directory), this fails rather than leave `root`. Kernels older than 5.6 (the
+/// site's SL6 and SL7) have no `openat2(RESOLVE_BENEATH)`; this is its user-space
+/// form for trees nobody else changes meanwhile.
+pub fn open_dir_beneath(root: &Path, rel: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{OFlag, openat};
+    use nix::sys::stat::Mode;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut fd: std::os::fd::OwnedFd = File::open(root)?.into();
+    for c in rel.components() {
+        let std::path::Component::Normal(name) = c else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{}: only plain names may follow the root", rel.display()),
+            ));
+        };
+        fd = openat(&fd, name, flags, Mode::empty()).map_err(std::io::Error::from)?;
+    }
+    Ok(fd)
+}
+
 /// A temporary path next to `target` (same filesystem, so rename is atomic).
 pub fn temp_path(target: &Path) -> PathBuf {
     let mut r = [0u8; 6];

@@ -44,6 +44,97 @@ pub fn safe_relative(p: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// What an entry of a layer was, for checking the entries after it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// The extractor's rules, checked on a tar stream alone: what passes here
+/// unpacks (into an empty root) without an error, so a layer that would be
+/// refused later is never stored in the first place.
+#[derive(Default)]
+struct Policy {
+    seen: std::collections::HashMap<PathBuf, Seen>,
+}
+
+impl Policy {
+    fn check(&mut self, rel: &Path, kind: tar::EntryType, link: Option<&Path>) -> Result<()> {
+        let mut cur = PathBuf::new();
+        let comps: Vec<_> = rel.components().collect();
+        for c in &comps[..comps.len().saturating_sub(1)] {
+            cur.push(c);
+            match self.seen.get(&cur) {
+                Some(Seen::Symlink) => {
+                    return Err(Error::invalid(format!(
+                        "tar entry {} would be written through the symlink {}",
+                        rel.display(),
+                        cur.display()
+                    )));
+                }
+                Some(Seen::Other) => {
+                    return Err(Error::invalid(format!(
+                        "tar entry {} needs {} to be a directory",
+                        rel.display(),
+                        cur.display()
+                    )));
+                }
+                _ => {}
+            }
+        }
+        let name = rel
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(victim) = name.strip_prefix(".wh.") {
+            if name != ".wh..wh..opq"
+                && (victim.is_empty() || victim == "." || victim == ".." || victim.contains('/'))
+            {
+                return Err(Error::invalid(format!(
+                    "tar entry {}: a whiteout of {victim:?} is not allowed",
+                    rel.display()
+                )));
+            }
+            return Ok(());
+        }
+        if kind.is_hard_link() {
+            let target = link.ok_or_else(|| {
+                Error::invalid(format!("hard link {} without target", rel.display()))
+            })?;
+            let t = safe_relative(target)
+                .map_err(|e| e.context(format!("hard link {}", rel.display())))?;
+            match self.seen.get(&t) {
+                Some(Seen::Other) | Some(Seen::Symlink) => {}
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "hard link {} to {}, which is not a file earlier in the archive",
+                        rel.display(),
+                        t.display()
+                    )));
+                }
+            }
+        }
+        let seen = if kind.is_dir() {
+            Seen::Dir
+        } else if kind.is_symlink() {
+            Seen::Symlink
+        } else {
+            Seen::Other
+        };
+        // A directory named again stays a directory; anything else replaces.
+        if !(seen == Seen::Dir && self.seen.get(rel) == Some(&Seen::Dir)) {
+            if self.seen.get(rel) == Some(&Seen::Dir) {
+                // Replacing a directory drops what was under it.
+                self.seen.retain(|p, _| !p.starts_with(rel) || p == rel);
+            }
+            self.seen.insert(rel.to_path_buf(), seen);
+        }
+        Ok(())
+    }
+}
+
 /// Reads from `inner` and copies everything read into `out` and a hasher.
 struct Tee<R, W> {
     inner: R,
@@ -74,6 +165,7 @@ pub fn copy_validated<R: Read, W: Write>(input: R, out: W) -> Result<(TarSummary
     };
     let mut ar = tar::Archive::new(tee);
     let mut entries = 0u64;
+    let mut policy = Policy::default();
     let saw_end;
     {
         let iter = ar
@@ -93,12 +185,10 @@ pub fn copy_validated<R: Read, W: Write>(input: R, out: W) -> Result<(TarSummary
                     Error::with_source(Kind::Invalid, "tar entry with an unreadable name", err)
                 })?
                 .into_owned();
-            safe_relative(&path)?;
-            if let Some(target) = e.link_name().ok().flatten()
-                && e.header().entry_type().is_hard_link()
-            {
-                safe_relative(&target)
-                    .map_err(|err| err.context(format!("hard link {}", path.display())))?;
+            let rel = safe_relative(&path)?;
+            if !rel.as_os_str().is_empty() {
+                let link = e.link_name().ok().flatten().map(|l| l.into_owned());
+                policy.check(&rel, e.header().entry_type(), link.as_deref())?;
             }
             // Read the data through, so a short archive fails here and not later.
             let want = e.size();
@@ -120,8 +210,23 @@ pub fn copy_validated<R: Read, W: Write>(input: R, out: W) -> Result<(TarSummary
         saw_end = true;
     }
     let mut tee = ar.into_inner();
-    // The end-of-archive blocks and any padding after them belong to the layer too.
-    io::copy(&mut tee, &mut io::sink()).context("reading the end of the tar archive")?;
+    // The end-of-archive blocks and any padding after them belong to the layer
+    // too, but nothing else may: tools that read past the marker (GNU tar -i,
+    // some layer appliers) would unpack entries no check here has seen.
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = tee
+            .read(&mut buf)
+            .context("reading the end of the tar archive")?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Err(Error::invalid(format!(
+                "data after the tar end-of-archive marker (after {entries} entries): two archives concatenated? Give one archive"
+            )));
+        }
+    }
     if !saw_end || (entries == 0 && tee.count < 1024) {
         return Err(Error::invalid(
             "not a tar archive (no entries and no end-of-archive marker)",
@@ -182,6 +287,8 @@ fn unpack<R: Read>(input: R, dest: &Path, rootfs: bool) -> Result<u64> {
     ar.set_unpack_xattrs(false);
     let mut n = 0u64;
     let mut dir_times: Vec<(PathBuf, u64)> = Vec::new();
+    // What this layer has put in place so far (whiteouts must spare it).
+    let mut created: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     for e in ar
         .entries()
         .map_err(|e| Error::with_source(Kind::Invalid, "not a tar archive", e))?
@@ -203,13 +310,11 @@ fn unpack<R: Read>(input: R, dest: &Path, rootfs: bool) -> Result<u64> {
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // Whiteouts hide what lower layers have, never what this layer brings
+        // (OCI image spec, layer.md).
         if rootfs && name == ".wh..wh..opq" {
-            let dir = target.parent().unwrap_or(dest);
-            if let Ok(rd) = std::fs::read_dir(dir) {
-                for c in rd.flatten() {
-                    remove_any(&c.path())?;
-                }
-            }
+            let dir = rel.parent().unwrap_or(Path::new(""));
+            clear_lower(dest, dir, &created)?;
             continue;
         }
         if let Some(victim) = name.strip_prefix(".wh.").filter(|_| rootfs) {
@@ -219,7 +324,9 @@ fn unpack<R: Read>(input: R, dest: &Path, rootfs: bool) -> Result<u64> {
                     rel.display()
                 )));
             }
-            remove_any(&target.with_file_name(victim))?;
+            if !created.contains(&rel.with_file_name(victim)) {
+                remove_any(&target.with_file_name(victim))?;
+            }
             continue;
         }
         let kind = e.header().entry_type();
@@ -265,6 +372,20 @@ fn unpack<R: Read>(input: R, dest: &Path, rootfs: bool) -> Result<u64> {
                 })?;
                 let lrel = safe_relative(&link)?;
                 check_no_symlink_parents(dest, &lrel)?;
+                if !rootfs
+                    && dest
+                        .join(&lrel)
+                        .symlink_metadata()
+                        .is_ok_and(|m| m.file_type().is_symlink())
+                {
+                    // A second name for a symlink keeps its target, which may
+                    // climb out from the new name's depth.
+                    return Err(Error::invalid(format!(
+                        "{}: a hard link to the symlink {} is not allowed in an image archive",
+                        rel.display(),
+                        lrel.display()
+                    )));
+                }
                 std::fs::hard_link(dest.join(&lrel), &target)
                     .with_context(|| format!("link {}", rel.display()))?;
             }
@@ -306,7 +427,7 @@ fn unpack<R: Read>(input: R, dest: &Path, rootfs: bool) -> Result<u64> {
                 if kind.is_dir()
                     && let Ok(m) = e.header().mtime()
                 {
-                    dir_times.push((target.clone(), m));
+                    dir_times.push((rel.clone(), m));
                 }
             }
         }
@@ -336,23 +457,51 @@ fn unpack<R: Read>(input: R, dest: &Path, rootfs: bool) -> Result<u64> {
                 }
             }
         }
+        // The entry and, implicitly, every directory above it are this layer's.
+        for a in rel.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+            if !created.insert(a.to_path_buf()) {
+                break;
+            }
+        }
         n += 1;
     }
-    // Directory mtimes last: creating entries inside them changed them.
-    // Never through a symlink: a later entry may have replaced the directory by one.
+    // Directory mtimes last: creating entries inside them changed them. Each
+    // directory is reached component by component without following a symlink:
+    // a later entry may have replaced it, or a parent, by a link out of the root.
     for (d, m) in dir_times.into_iter().rev() {
-        use nix::sys::stat::{UtimensatFlags, utimensat};
         use nix::sys::time::TimeSpec;
         let t = TimeSpec::new(m as i64, 0);
-        let _ = utimensat(
-            nix::fcntl::AT_FDCWD,
-            &d,
-            &t,
-            &t,
-            UtimensatFlags::NoFollowSymlink,
-        );
+        if let Ok(fd) = crate::fsutil::open_dir_beneath(dest, &d) {
+            let _ = nix::sys::stat::futimens(&fd, &t, &t);
+        }
     }
     Ok(n)
+}
+
+// Empty the directory `dir` (relative to `dest`) of everything lower layers put
+// there, keeping what this layer created (and, in directories it created or
+// kept, going on below).
+fn clear_lower(
+    dest: &Path,
+    dir: &Path,
+    created: &std::collections::HashSet<PathBuf>,
+) -> Result<()> {
+    let host = dest.join(dir);
+    if !std::fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir()) {
+        return Ok(());
+    }
+    let Ok(rd) = std::fs::read_dir(&host) else {
+        return Ok(());
+    };
+    for c in rd.flatten() {
+        let rel = dir.join(c.file_name());
+        if !created.contains(&rel) {
+            remove_any(&c.path())?;
+        } else if c.file_type().is_ok_and(|t| t.is_dir()) {
+            clear_lower(dest, &rel, created)?;
+        }
+    }
+    Ok(())
 }
 
 fn remove_any(p: &Path) -> Result<()> {
@@ -569,5 +718,111 @@ mod tests {
             Path::new("q/a/../..")
         ));
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    fn dir_entry(b: &mut tar::Builder<Vec<u8>>, name: &str, mtime: u64) {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_size(0);
+        h.set_mode(0o755);
+        h.set_mtime(mtime);
+        b.append_data(&mut h, name, std::io::empty()).unwrap();
+    }
+
+    #[test]
+    fn directory_times_never_reach_through_a_replaced_directory() {
+        use std::os::unix::fs::MetadataExt;
+        let base = std::env::temp_dir().join(format!("berth-dt-{}", crate::util::uuid4()));
+        let outside = base.join("outside");
+        std::fs::create_dir_all(outside.join("b")).unwrap();
+        let before = std::fs::metadata(outside.join("b")).unwrap().mtime();
+        let mut b = tar::Builder::new(Vec::new());
+        dir_entry(&mut b, "a/", 1000);
+        dir_entry(&mut b, "a/b/", 1000);
+        // `a` becomes a symlink to a directory outside the root
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        b.append_link(&mut h, "a", &outside).unwrap();
+        let t = b.into_inner().unwrap();
+        extract(&t[..], &base.join("root")).unwrap();
+        assert_eq!(
+            std::fs::metadata(outside.join("b")).unwrap().mtime(),
+            before,
+            "a directory outside the root got a layer's time"
+        );
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn whiteouts_spare_their_own_layer() {
+        let dir = std::env::temp_dir().join(format!("berth-op-{}", crate::util::uuid4()));
+        let lower = tar_of(&[("d/old", b"1"), ("d/sub/old", b"2"), ("f", b"3")]);
+        extract(&lower[..], &dir).unwrap();
+        // the opaque marker and the whiteout come after this layer's own entries
+        let upper = tar_of(&[
+            ("d/new", b"4"),
+            ("d/sub/new", b"5"),
+            ("d/.wh..wh..opq", b""),
+            ("g", b"6"),
+            (".wh.g", b""),
+            (".wh.f", b""),
+        ]);
+        extract(&upper[..], &dir).unwrap();
+        assert!(dir.join("d/new").exists());
+        assert!(dir.join("d/sub/new").exists());
+        assert!(!dir.join("d/old").exists());
+        assert!(
+            !dir.join("d/sub/old").exists(),
+            "lower content under a kept dir"
+        );
+        assert!(
+            dir.join("g").exists(),
+            "a whiteout removed its own layer's file"
+        );
+        assert!(!dir.join("f").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_validated_layer_has_nothing_after_its_end_and_nothing_the_extractor_refuses() {
+        let good = tar_of(&[("etc/hosts", b"x")]);
+        let evil = tar_of(&[("../../etc/passwd", b"y")]);
+        let mut both = good.clone();
+        both.extend_from_slice(&evil);
+        let e = copy_validated(&both[..], Vec::new()).unwrap_err();
+        assert!(
+            e.to_string().contains("after the tar end-of-archive"),
+            "{e}"
+        );
+        // zero padding after the end is fine (and kept: it is part of the layer)
+        let mut padded = good.clone();
+        padded.extend_from_slice(&[0u8; 4096]);
+        let (_, out) = copy_validated(&padded[..], Vec::new()).unwrap();
+        assert_eq!(out, padded);
+        // a file through a symlink of the same archive, a hard link to nothing
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "lib", "/").unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "lib/x", &b"x"[..]).unwrap();
+        let t = b.into_inner().unwrap();
+        let e = copy_validated(&t[..], Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("through the symlink"), "{e}");
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Link);
+        h.set_size(0);
+        b.append_link(&mut h, "x", "missing").unwrap();
+        let t = b.into_inner().unwrap();
+        let e = copy_validated(&t[..], Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("not a file earlier"), "{e}");
+        let bad_wh = tar_of(&[("a/.wh...", b"")]);
+        assert!(copy_validated(&bad_wh[..], Vec::new()).is_err());
     }
 }
