@@ -42,16 +42,18 @@ fn open_source(src: &str) -> Result<Box<dyn std::io::Read + Send>> {
         return Ok(Box::new(std::io::stdin()));
     }
     if src.starts_with("http://") || src.starts_with("https://") {
-        berth::tls::provider();
-        let agent = ureq::Agent::new_with_config(
-            ureq::config::Config::builder()
-                .http_status_as_error(false)
-                .build(),
-        );
-        let resp = agent
-            .get(src)
-            .call()
-            .map_err(|e| Error::new(Kind::Network, format!("{src}: {e}")))?;
+        let settings = berth::registry::settings::Settings::load(None)?;
+        let agent = berth::registry::client::download_agent(src, &settings)?;
+        let resp = agent.get(src).call().map_err(|e| {
+            let tls = matches!(e, ureq::Error::Rustls(_) | ureq::Error::Tls(_))
+                || e.to_string().contains("certificate");
+            let hint = if tls {
+                " (for a private CA, place its certificate in /etc/docker/certs.d/HOST:PORT/ca.crt)"
+            } else {
+                ""
+            };
+            Error::new(Kind::Network, format!("{src}: {e}{hint}"))
+        })?;
         if !resp.status().is_success() {
             return Err(Error::new(
                 Kind::Network,

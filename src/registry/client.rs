@@ -143,12 +143,37 @@ fn certs_d(
     Ok((cas, client))
 }
 
-fn agent(tls: ureq::tls::TlsConfig) -> ureq::Agent {
+/// TLS for `host` (HOST[:PORT]) as docker sets it up: the system CA bundle plus
+/// `certs.d/HOST:PORT/*.crt`, a client certificate from there, and no
+/// verification only for an insecure registry. Never web-PKI roots compiled in:
+/// an air-gapped site trusts what its files say.
+pub fn tls_for(host: &str, settings: &Settings) -> Result<ureq::tls::TlsConfig> {
+    crate::tls::provider();
+    let (mut roots, client) = certs_d(&settings.certs_dir(host))?;
+    roots.extend(system_roots());
+    Ok(ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+        .client_cert(client)
+        .disable_verification(settings.is_insecure(host))
+        .build())
+}
+
+/// An agent to download `url` (import's URL source): the same trust as a
+/// registry on that host, redirects followed.
+pub fn download_agent(url: &str, settings: &Settings) -> Result<ureq::Agent> {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit_once('@').map(|(_, h)| h).unwrap_or(host);
+    Ok(agent(tls_for(host, settings)?, 10))
+}
+
+fn agent(tls: ureq::tls::TlsConfig, redirects: u32) -> ureq::Agent {
     ureq::Agent::new_with_config(
         ureq::config::Config::builder()
             .tls_config(tls)
             .http_status_as_error(false)
-            .max_redirects(0)
+            .max_redirects(redirects)
             .timeout_connect(Some(Duration::from_secs(15)))
             .timeout_recv_response(Some(Duration::from_secs(300)))
             .user_agent(format!("berth/{}", crate::VERSION))
@@ -250,16 +275,8 @@ impl Registry {
             host
         };
         let certs_dir = settings.certs_dir(host);
-        let (mut roots, client) = certs_d(&certs_dir)?;
-        roots.extend(system_roots());
         let insecure = settings.is_insecure(host);
-        let tls = ureq::tls::TlsConfig::builder()
-            .provider(ureq::tls::TlsProvider::Rustls)
-            .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
-            .client_cert(client)
-            .disable_verification(insecure)
-            .build();
-        let agent = agent(tls);
+        let agent = agent(tls_for(host, settings)?, 0);
         let creds = crate::auth::dockercfg::credentials(host)?;
         let mut r = Registry {
             host: host.to_string(),
