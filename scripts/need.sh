@@ -23,6 +23,8 @@ if [ "$what" = test ] || [ "$what" = bench ]; then
 	want ip iproute2
 	want setpriv util-linux
 	want python3 python3
+	want debootstrap debootstrap
+	want dockerd docker.io
 fi
 if [ "$what" = bench ]; then
 	want wrk wrk

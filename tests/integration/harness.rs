@@ -563,3 +563,75 @@ pub fn read_head(s: &mut impl Read) -> (u16, String) {
         .unwrap_or(0);
     (status, text)
 }
+
+/// Debian's Docker Engine (docker.io, 20.10) on its own socket, data root and
+/// exec root, with no bridge and no iptables rules: a peer to check berth's
+/// images and API against, stopped (by its pid) when dropped.
+pub struct Dockerd {
+    pub dir: TempDir,
+    pub sock: PathBuf,
+    child: Child,
+}
+
+impl Dockerd {
+    pub fn start() -> Dockerd {
+        need("dockerd");
+        let dir = TempDir::new("dockerd");
+        let sock = dir.join("docker.sock");
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("-H")
+            .arg(format!("unix://{}", sock.display()))
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        let d = Dockerd { dir, sock, child };
+        wait_for("dockerd to answer", || {
+            d.docker(&["version"])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+        });
+        d
+    }
+
+    /// The docker CLI on PATH, pointed at this daemon.
+    pub fn docker(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("docker");
+        c.args(args)
+            .env("DOCKER_HOST", format!("unix://{}", self.sock.display()))
+            .env("DOCKER_CONFIG", self.dir.join("cli"));
+        c
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        if let Ok(o) = self.docker(&["ps", "-aq"]).output() {
+            let ids: Vec<String> = stdout(&o).split_whitespace().map(str::to_string).collect();
+            if !ids.is_empty() {
+                let mut c = self.docker(&["rm", "-f"]);
+                c.args(&ids);
+                let _ = c.output();
+            }
+        }
+        // SIGTERM: dockerd unmounts its layers and stops its containerd
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}

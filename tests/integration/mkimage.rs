@@ -159,7 +159,7 @@ fn busybox_is_reproducible_and_round_trips_through_registryd() {
         serde_json::from_str(labels["io.berth.mkimage.stages"].as_str().unwrap()).unwrap();
     assert_eq!(report.as_array().unwrap().len(), 5);
     assert_eq!(report[1]["stage"], "busybox");
-    assert!(report[1]["delta"].as_i64().unwrap() > 1_000_000);
+    assert_eq!(report[1]["kind"], "copy");
 
     // the rootfs tarball: numeric owners, clamped times, devices, links
     let list = listing(&tar1);
@@ -869,4 +869,51 @@ fn copy_modes_do_not_depend_on_the_checkout_and_mounts_left_behind_stop_the_buil
         host_cache.join("keep-me.rpm").exists(),
         "the expunge ran over the host's files"
     );
+}
+
+/// The shipped Debian recipe, for real (debootstrap from Debian's mirror): two
+/// builds give the same digests (ldconfig's aux-cache once differed), and the
+/// image berth saves loads and runs in Debian's Docker Engine.
+#[test]
+fn debian_recipe_is_reproducible_and_runs_in_docker_engine() {
+    need("debootstrap");
+    let env = Env::new();
+    let recipe = shipped("debian-minimal.yml");
+    // downloads are kept between the two builds (and between runs of the suite)
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debootstrap-cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let opts = format!("DEBOOTSTRAP_OPTS=--cache-dir={}", cache.display());
+    for tag in ["deb:a", "deb:b"] {
+        let o = mkimage(&env, &["-e", &opts, "--tag", tag, s(&recipe)]);
+        ok(&o, tag);
+    }
+    assert_eq!(layers(&env, "deb:a"), layers(&env, "deb:b"));
+    assert_eq!(manifest_of(&env, "deb:a"), manifest_of(&env, "deb:b"));
+    let archive = env.dir.join("deb.tar");
+    env.ok(&["save", "-o", s(&archive), "deb:a"]);
+    let d = Dockerd::start();
+    let o = d.docker(&["load", "-i", s(&archive)]).output().unwrap();
+    assert!(
+        o.status.success(),
+        "docker load: {}{}",
+        stderr(&o),
+        d.logs()
+    );
+    let o = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "deb:a",
+            "/bin/sh",
+            "-c",
+            "cat /etc/debian_version; test ! -e /var/cache/ldconfig/aux-cache && echo clean",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "docker run: {}{}", stderr(&o), d.logs());
+    let out = stdout(&o);
+    assert!(out.starts_with("12."), "{out}");
+    assert!(out.contains("clean"), "{out}");
 }
