@@ -154,7 +154,7 @@ mod tests {
         }
         assert_ne!(pending() & bit(libc::SIGUSR2), 0);
         assert_eq!(
-            wait(bit(libc::SIGUSR2), Some(Duration::from_secs(1))),
+            wait(bit(libc::SIGUSR2), Some(Duration::from_secs(60))),
             Some(libc::SIGUSR2)
         );
         assert_eq!(

@@ -421,26 +421,33 @@ mod tests {
 
     #[test]
     fn descendants_of_this_process_include_a_grandchild() {
-        // sh runs sleep as its child: both are our descendants.
+        // sh runs sleep as its child and says its pid once it has forked it:
+        // both are our descendants from then on.
+        use std::io::BufRead;
         use std::os::unix::process::CommandExt;
-        let mut c = std::process::Command::new("sh")
-            .args(["-c", "sleep 5 & wait"])
+        let c = std::process::Command::new("sh")
+            .args(["-c", "sleep 600 & echo $!; wait"])
             .process_group(0)
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let me = std::process::id() as i32;
-        let t = Instant::now();
-        let found = loop {
-            let d = descendants(me).expect("/proc is ours");
-            if d.len() >= 2 || t.elapsed() > Duration::from_secs(5) {
-                break d;
+        // Other tests run beside this one: kill only our own group, whatever happens.
+        struct Group(std::process::Child);
+        impl Drop for Group {
+            fn drop(&mut self) {
+                let _ = sig::kill(-(self.0.id() as i32), libc::SIGKILL);
+                let _ = self.0.wait();
             }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(found.contains(&(c.id() as i32)), "{found:?}");
-        assert!(found.len() >= 2, "{found:?}");
-        // Other tests run beside this one: kill only our own group.
-        let _ = sig::kill(-(c.id() as i32), libc::SIGKILL);
-        let _ = c.wait();
+        }
+        let mut c = Group(c);
+        let mut line = String::new();
+        std::io::BufReader::new(c.0.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let grandchild: i32 = line.trim().parse().unwrap();
+        let me = std::process::id() as i32;
+        let found = descendants(me).expect("/proc is ours");
+        assert!(found.contains(&(c.0.id() as i32)), "{found:?}");
+        assert!(found.contains(&grandchild), "{grandchild} not in {found:?}");
     }
 }

@@ -623,15 +623,25 @@ fn handshake(sock: &mut TcpStream, conn: &mut ServerConnection, limit: Duration)
         if !conn.is_handshaking() {
             break;
         }
+        let too_long = || io::Error::new(io::ErrorKind::TimedOut, "TLS handshake took too long");
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "TLS handshake took too long",
-            ));
+            return Err(too_long());
         }
         sock.set_read_timeout(Some(left))?;
-        if conn.read_tls(sock)? == 0 {
+        let n = match conn.read_tls(sock) {
+            // the read timeout is the handshake's deadline
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(too_long());
+            }
+            r => r?,
+        };
+        if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "closed during handshake",

@@ -120,8 +120,9 @@ pub fn tls_connect(port: u16) -> rustls::StreamOwned<rustls::ClientConnection, T
 }
 
 pub fn wait_port(port: u16, child: &mut Child, log: &Path) {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(15) {
+    // as generous as wait_for: a loaded machine starts servers slowly
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
         }

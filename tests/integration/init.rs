@@ -10,11 +10,10 @@
 //! what arrived.
 
 use crate::harness::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const HELPER: &str = r#"
@@ -102,21 +101,18 @@ fn zombies_of(parent: i32) -> Vec<i32> {
     out
 }
 
-fn wait_for(what: &str, t: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < t, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+/// How long a test waits for something that should happen: generous, so a
+/// loaded machine makes a test slower, never failing.
+const PATIENCE: Duration = Duration::from_secs(120);
 
-/// A running init with its child's stdout as lines and its stderr collected.
+/// A running init with its child's stdout as lines and its stderr in a file.
 /// Dropping it kills whatever of the tree is left.
 struct Init {
     child: Child,
     lines: Receiver<String>,
-    err: Arc<Mutex<Vec<u8>>>,
-    err_done: Receiver<()>,
+    /// stderr goes to a file, not a pipe: what init wrote is all there once it
+    /// has exited, however long orphans keep their copy open.
+    err: TempDir,
     /// Process groups and pids to kill on drop (the child's own group in setsid mode).
     reap: Vec<i32>,
 }
@@ -133,10 +129,11 @@ impl Init {
     }
 
     fn spawn(mut c: Command) -> Init {
-        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let err = TempDir::new("init-stderr");
+        let file = std::fs::File::create(err.join("stderr")).unwrap();
+        c.stdout(Stdio::piped()).stderr(file);
         let mut child = c.spawn().expect("start init");
         let out = child.stdout.take().unwrap();
-        let mut err = child.stderr.take().unwrap();
         let (tx, lines) = channel();
         std::thread::spawn(move || {
             for l in BufReader::new(out).lines() {
@@ -146,25 +143,11 @@ impl Init {
                 }
             }
         });
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let b2 = buf.clone();
-        let (done_tx, err_done) = channel();
-        std::thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = err.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                b2.lock().unwrap().extend_from_slice(&chunk[..n]);
-            }
-            let _ = done_tx.send(());
-        });
         let pid = child.id() as i32;
         Init {
             child,
             lines,
-            err: buf,
-            err_done,
+            err,
             reap: vec![-pid],
         }
     }
@@ -174,7 +157,7 @@ impl Init {
     }
 
     fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.err.lock().unwrap()).into_owned()
+        String::from_utf8_lossy(&std::fs::read(self.err.join("stderr")).unwrap()).into_owned()
     }
 
     fn line(&self, t: Duration) -> Option<String> {
@@ -183,7 +166,7 @@ impl Init {
 
     /// The next line must be `want`.
     fn expect(&self, want: &str) {
-        match self.line(Duration::from_secs(10)) {
+        match self.line(PATIENCE) {
             Some(l) => assert_eq!(l, want, "stderr: {}", self.stderr()),
             None => panic!("no line (wanted {want}); stderr: {}", self.stderr()),
         }
@@ -192,7 +175,7 @@ impl Init {
     /// Wait for `TAG:ready PID SESSION_LEADER FOREGROUND`; gives the fields.
     fn ready(&mut self, tag: &str) -> (i32, bool, bool) {
         let l = self
-            .line(Duration::from_secs(20))
+            .line(PATIENCE)
             .unwrap_or_else(|| panic!("{tag} never got ready; stderr: {}", self.stderr()));
         let rest = l
             .strip_prefix(&format!("{tag}:ready "))
@@ -216,21 +199,19 @@ impl Init {
     }
 
     /// Wait for init to exit: its exit code (or 128+signal) and its stderr.
-    fn wait(&mut self, t: Duration) -> (i32, String) {
+    fn wait(&mut self) -> (i32, String) {
         let start = Instant::now();
         let st = loop {
             if let Some(st) = self.child.try_wait().unwrap() {
                 break st;
             }
             assert!(
-                start.elapsed() < t,
-                "init still running after {t:?}; stderr: {}",
+                start.elapsed() < PATIENCE,
+                "init still running after {PATIENCE:?}; stderr: {}",
                 self.stderr()
             );
             std::thread::sleep(Duration::from_millis(5));
         };
-        // Orphans may hold stderr open; what init wrote is in the pipe already.
-        let _ = self.err_done.recv_timeout(Duration::from_millis(300));
         use std::os::unix::process::ExitStatusExt;
         let code = st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0));
         (code, self.stderr())
@@ -283,7 +264,7 @@ fn init_forwards_every_catchable_signal_to_the_child() {
     }
     init.signal(libc::SIGTERM);
     init.expect("main:15");
-    let (code, err) = init.wait(Duration::from_secs(10));
+    let (code, err) = init.wait();
     assert_eq!(code, 0, "{err}");
     assert_eq!(signals.len(), 24 + 31);
 }
@@ -296,7 +277,7 @@ fn init_signals_the_whole_group_or_only_the_single_child() {
         let mut seen = Vec::new();
         for _ in 0..2 {
             let l = init
-                .line(Duration::from_secs(20))
+                .line(PATIENCE)
                 .unwrap_or_else(|| panic!("helpers not ready: {}", init.stderr()));
             let tag = l.split(':').next().unwrap().to_string();
             let pid: i32 = l.split(' ').nth(1).unwrap().parse().unwrap();
@@ -307,10 +288,7 @@ fn init_signals_the_whole_group_or_only_the_single_child() {
         assert_eq!(seen, ["bg", "main"]);
     };
     let two = |init: &Init| {
-        let mut got = vec![
-            init.line(Duration::from_secs(10)).unwrap(),
-            init.line(Duration::from_secs(10)).unwrap(),
-        ];
+        let mut got = vec![init.line(PATIENCE).unwrap(), init.line(PATIENCE).unwrap()];
         got.sort();
         got
     };
@@ -322,7 +300,7 @@ fn init_signals_the_whole_group_or_only_the_single_child() {
     assert_eq!(two(&init), ["bg:10", "main:10"]);
     init.signal(libc::SIGTERM);
     assert_eq!(two(&init), ["bg:15", "main:15"]);
-    assert_eq!(init.wait(Duration::from_secs(10)).0, 0);
+    assert_eq!(init.wait().0, 0);
 
     // -c: only the direct child.
     let mut init = Init::start(&args_with(&["-c"], &sh), &[]);
@@ -332,7 +310,7 @@ fn init_signals_the_whole_group_or_only_the_single_child() {
     init.quiet(Duration::from_millis(300));
     init.signal(libc::SIGTERM);
     init.expect("main:15");
-    assert_eq!(init.wait(Duration::from_secs(10)).0, 0);
+    assert_eq!(init.wait().0, 0);
     init.quiet(Duration::from_millis(200));
 
     // DUMB_INIT_SETSID=0 is -c.
@@ -362,7 +340,7 @@ fn init_rewrites_and_drops_signals() {
     // the child itself still ends on a real SIGTERM; init reports its status
     kill(child, libc::SIGTERM);
     init.expect("main:15");
-    assert_eq!(init.wait(Duration::from_secs(10)).0, 0);
+    assert_eq!(init.wait().0, 0);
 }
 
 #[test]
@@ -378,24 +356,24 @@ fn init_stops_with_the_child_on_tstp_and_continues_on_cont() {
             init.expect("main:20");
         } else {
             // ... setsid mode sends SIGSTOP, which stops the child outright.
-            wait_for("the child to stop", Duration::from_secs(5), || {
-                proc_state(child) == Some('T')
+            wait_for("the child to stop", || {
+                (proc_state(child) == Some('T')).then_some(())
             });
         }
         // init stops itself either way
-        wait_for("init to stop", Duration::from_secs(5), || {
-            proc_state(init.pid()) == Some('T')
+        wait_for("init to stop", || {
+            (proc_state(init.pid()) == Some('T')).then_some(())
         });
         init.signal(libc::SIGCONT);
         init.expect("main:18");
-        wait_for("the child to run", Duration::from_secs(5), || {
-            proc_state(child) != Some('T') && proc_state(init.pid()) != Some('T')
+        wait_for("the child to run", || {
+            (proc_state(child) != Some('T') && proc_state(init.pid()) != Some('T')).then_some(())
         });
         init.signal(libc::SIGUSR1);
         init.expect("main:10");
         init.signal(libc::SIGTERM);
         init.expect("main:15");
-        assert_eq!(init.wait(Duration::from_secs(10)).0, 0);
+        assert_eq!(init.wait().0, 0);
     }
 }
 
@@ -404,7 +382,7 @@ fn init_exits_with_the_childs_status() {
     let run = |opts: &[&str], script: &str| {
         let sh = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
         let mut init = Init::start(&args_with(opts, &sh), &[]);
-        init.wait(Duration::from_secs(10))
+        init.wait()
     };
     assert_eq!(run(&[], "exit 0").0, 0);
     assert_eq!(run(&[], "exit 3").0, 3);
@@ -419,26 +397,23 @@ fn init_exits_with_the_childs_status() {
 
 #[test]
 fn init_reaps_orphans_as_a_subreaper() {
-    // The main child starts a grandchild and leaves it orphaned; it ends while
-    // the main child still runs, so only init can reap it.
-    let script = "sh -c 'sleep 0.2 & echo $!' ; sleep 1.2";
+    // The main child starts a grandchild and leaves it orphaned; the main child
+    // runs on until the orphan is reaped (its /proc entry gone), so only init
+    // can reap it.
+    let script = "o=$(sh -c 'sleep 0.2 >/dev/null 2>&1 & echo $!'); echo $o; \
+                  while [ -e /proc/$o ]; do sleep 0.01; done";
     let sh = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
     let mut init = Init::start(&args_with(&["-s", "-w"], &sh), &[]);
-    let orphan: i32 = init
-        .line(Duration::from_secs(10))
-        .expect("orphan pid")
-        .parse()
-        .unwrap();
-    wait_for("the orphan to end", Duration::from_secs(5), || {
-        !alive(orphan)
+    let orphan: i32 = init.line(PATIENCE).expect("orphan pid").parse().unwrap();
+    wait_for("the orphan to end", || (!alive(orphan)).then_some(()));
+    wait_for("init to reap its zombies", || {
+        zombies_of(init.pid()).is_empty().then_some(())
     });
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(zombies_of(init.pid()), Vec::<i32>::new());
     assert!(
         std::fs::metadata(format!("/proc/{orphan}")).is_err(),
         "the orphan was not reaped"
     );
-    let (code, err) = init.wait(Duration::from_secs(10));
+    let (code, err) = init.wait();
     assert_eq!(code, 0, "{err}");
     assert!(
         err.contains(&format!(
@@ -450,7 +425,7 @@ fn init_reaps_orphans_as_a_subreaper() {
 
     // Without -s (and not PID 1) init says orphans go elsewhere; dumb-init is silent.
     let mut init = Init::start(&["true"], &[]);
-    let (_, err) = init.wait(Duration::from_secs(10));
+    let (_, err) = init.wait();
     assert!(err.contains("init: not running as PID 1"), "{err}");
     let d = TempDir::new("init-name");
     let link = d.join("dumb-init");
@@ -467,11 +442,14 @@ fn init_as_pid_1_of_a_pid_namespace() {
     // child's group, and the exit status out through init.
     let script = r#"
 trap 'echo term; exit 7' TERM
-sh -c 'sleep 0.1 &'
-sleep 0.5
-echo "zombies=$(cat /proc/[0-9]*/stat 2>/dev/null | awk '$3=="Z"' | wc -l) pid1=$(cat /proc/1/comm)"
+o=$(sh -c 'sleep 0.1 >/dev/null 2>&1 & echo $!')
+# wait (a minute at least) for the orphan's /proc entry to go: init reaped it
+i=0
+while [ -e /proc/$o ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i+1)); done
+[ -e /proc/$o ] && reaped=no || reaped=yes
+echo "reaped=$reaped zombies=$(cat /proc/[0-9]*/stat 2>/dev/null | awk '$3=="Z"' | wc -l) pid1=$(cat /proc/1/comm)"
 kill -TERM 1
-sleep 5 & wait $!
+sleep 600 & wait $!
 echo "not reached"
 "#;
     let mut c = Command::new("unshare");
@@ -480,10 +458,10 @@ echo "not reached"
         .args(["init", "--", "sh", "-c", script])
         .process_group(0);
     let mut init = Init::spawn(c);
-    let l = init.line(Duration::from_secs(10)).expect("report");
-    assert_eq!(l, "zombies=0 pid1=berth", "{}", init.stderr());
+    let l = init.line(PATIENCE).expect("report");
+    assert_eq!(l, "reaped=yes zombies=0 pid1=berth", "{}", init.stderr());
     init.expect("term");
-    let (code, err) = init.wait(Duration::from_secs(10));
+    let (code, err) = init.wait();
     assert_eq!(code, 7, "{err}");
     assert!(!err.contains("not running as PID 1"), "{err}");
 }
@@ -506,9 +484,10 @@ fn init_wait_all_waits_for_a_lingering_grandchild() {
     let log = d.join("log");
     let trap = format!("sleep 0.4; echo cleaned >> {}; exit 0", log.display());
     let sh = lingering(&d, &trap);
-    let mut init = Init::start(&args_with(&["--wait-all=10"], &sh), &[]);
-    let t = Instant::now();
-    let (code, err) = init.wait(Duration::from_secs(15));
+    // A grace far longer than the cleanup takes: init must leave as soon as the
+    // grandchild is gone, long before SIGKILL would be due.
+    let mut init = Init::start(&args_with(&["-v", "--wait-all=120"], &sh), &[]);
+    let (code, err) = init.wait();
     let gc: i32 = std::fs::read_to_string(d.join("pid"))
         .unwrap()
         .trim()
@@ -522,14 +501,19 @@ fn init_wait_all_waits_for_a_lingering_grandchild() {
         "cleaned\n"
     );
     assert!(!alive(gc));
-    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // init reaped the grandchild itself, after its cleanup ended it ...
+    assert!(
+        err.contains(&format!("A child with PID {gc} exited with exit status 0.")),
+        "{err}"
+    );
+    // ... and left then, not at the end of the grace
     assert!(!err.contains("SIGKILL"), "{err}");
 
     // Without --wait-all, init leaves at once and the grandchild lives on.
     let d = TempDir::new("nowait");
     let sh = lingering(&d, "exit 0");
     let mut init = Init::start(&args_with(&[], &sh), &[]);
-    assert_eq!(init.wait(Duration::from_secs(10)).0, 3);
+    assert_eq!(init.wait().0, 3);
     let gc: i32 = std::fs::read_to_string(d.join("pid"))
         .unwrap()
         .trim()
@@ -549,7 +533,7 @@ fn init_wait_all_kills_what_ignores_sigterm_after_the_grace() {
     let sh = lingering(&d, "");
     let mut init = Init::start(&args_with(&["--wait-all=1"], &sh), &[]);
     let t = Instant::now();
-    let (code, err) = init.wait(Duration::from_secs(15));
+    let (code, err) = init.wait();
     let took = t.elapsed();
     let gc: i32 = std::fs::read_to_string(d.join("pid"))
         .unwrap()
@@ -558,11 +542,14 @@ fn init_wait_all_kills_what_ignores_sigterm_after_the_grace() {
         .unwrap();
     init.reap.push(gc);
     assert_eq!(code, 3, "{err}");
+    // The grace was waited out: init's own deadline fired (the only place that
+    // says so), and not before the grace (a lower bound: a slow machine only
+    // makes it longer).
     assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
-        "{took:?}"
+        err.contains("descendants still running 1 s after the child exited: sending SIGKILL"),
+        "{err}"
     );
-    assert!(err.contains("sending SIGKILL"), "{err}");
+    assert!(took >= Duration::from_millis(900), "{took:?}");
     assert!(!alive(gc), "the grandchild survived");
 }
 
@@ -605,7 +592,7 @@ fn init_hands_the_terminal_to_the_child_under_a_pty() {
     init.expect("main:1");
     init.signal(libc::SIGTERM);
     init.expect("main:15");
-    let (code, err) = init.wait(Duration::from_secs(10));
+    let (code, err) = init.wait();
     assert_eq!(code, 0, "{err}");
     let _ = master.as_raw_fd();
 }
@@ -613,7 +600,7 @@ fn init_hands_the_terminal_to_the_child_under_a_pty() {
 #[test]
 fn init_exec_failure_exits_2_with_a_message() {
     let mut init = Init::start(&["/nonexistent/cmd", "arg"], &[]);
-    let (code, err) = init.wait(Duration::from_secs(10));
+    let (code, err) = init.wait();
     assert_eq!(code, 2);
     assert!(
         err.contains("[init] /nonexistent/cmd: No such file or directory\n"),
@@ -703,12 +690,8 @@ const TEST_IP: &str = "10.9.0.2";
 /// where the outbound address is TEST_IP (a veth with a default route through a
 /// gateway that never answers) and /etc/hosts and /etc/resolv.conf are bind-mounted
 /// from `hosts` and `resolv`. `$BERTH` is the binary, `$DUMB_INIT` a link to it.
-/// Gives the exit code, stdout, stderr and time taken.
-fn in_namespaces(
-    hosts: &str,
-    resolv: &str,
-    inner: &str,
-) -> (Option<i32>, String, String, Duration) {
+/// Gives the exit code, stdout and stderr.
+fn in_namespaces(hosts: &str, resolv: &str, inner: &str) -> (Option<i32>, String, String) {
     need("unshare");
     need("ip");
     let d = TempDir::new("init-dns");
@@ -729,14 +712,13 @@ set +e
 {inner}",
         dir = d.path().display()
     );
-    let t = Instant::now();
     let o = Command::new("unshare")
         .args(["--uts", "--mount", "--net", "--", "sh", "-c", &setup])
         .env("BERTH", bin())
         .env("DUMB_INIT", d.join("dumb-init"))
         .output()
         .unwrap();
-    (o.status.code(), stdout(&o), stderr(&o), t.elapsed())
+    (o.status.code(), stdout(&o), stderr(&o))
 }
 
 fn host_name() -> String {
@@ -752,7 +734,7 @@ fn init_sets_the_hostname_from_dns_in_a_namespace() {
     let hosts = format!("127.0.0.1 localhost\n{TEST_IP} node7.grid.example.org node7\n");
     // A resolver on the namespace's own loopback, where nothing listens.
     let resolv = "nameserver 127.0.0.1\n";
-    let (code, out, err, _) = in_namespaces(
+    let (code, out, err) = in_namespaces(
         &hosts,
         resolv,
         "\"$BERTH\" init --hostname-from-dns -- sh -c 'hostname; cat /proc/sys/kernel/hostname'",
@@ -763,7 +745,7 @@ fn init_sets_the_hostname_from_dns_in_a_namespace() {
         "{err}"
     );
     // --hostname-short, and the environment variable for shebang users
-    let (code, out, err, _) = in_namespaces(
+    let (code, out, err) = in_namespaces(
         &hosts,
         resolv,
         "BERTH_INIT_HOSTNAME=dns-short \"$DUMB_INIT\" hostname",
@@ -771,7 +753,7 @@ fn init_sets_the_hostname_from_dns_in_a_namespace() {
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out, "node7\n", "{err}");
     assert_eq!(err, "");
-    let (_, out, err, _) = in_namespaces(
+    let (_, out, err) = in_namespaces(
         &hosts,
         resolv,
         "\"$BERTH\" init --hostname-short -- hostname",
@@ -784,14 +766,16 @@ fn init_sets_the_hostname_from_dns_in_a_namespace() {
 fn init_gives_up_on_a_silent_resolver_and_starts_the_child() {
     let before = host_name();
     // No hosts entry; the only nameserver is the gateway, which never answers.
-    let (code, out, err, took) = in_namespaces(
+    let (code, out, err) = in_namespaces(
         "127.0.0.1 localhost\n",
         "nameserver 10.9.0.1\noptions timeout:5 attempts:2\n",
         "\"$BERTH\" init --hostname-from-dns --dns-timeout 1 -- sh -c 'echo child ran; hostname'",
     );
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out, format!("child ran\n{before}\n"));
-    assert!(took < Duration::from_secs(4), "{took:?}");
+    // "no answer ... within 1 s" is said only when init abandons the lookup at
+    // its own deadline (the resolver alone would try for 10 s), so the child
+    // was started without waiting for the resolver.
     let lines: Vec<&str> = err.lines().filter(|l| l.contains("hostname")).collect();
     assert_eq!(lines.len(), 1, "{err}");
     assert!(
@@ -806,7 +790,7 @@ fn init_without_cap_sys_admin_warns_and_starts_the_child() {
     need("setpriv");
     let before = host_name();
     let hosts = format!("{TEST_IP} node7.grid.example.org\n");
-    let (code, out, err, _) = in_namespaces(
+    let (code, out, err) = in_namespaces(
         &hosts,
         "nameserver 127.0.0.1\n",
         "exec setpriv --inh-caps=-sys_admin --bounding-set=-sys_admin -- \"$BERTH\" init --hostname-from-dns -- sh -c 'echo child ran; hostname'",
