@@ -861,7 +861,7 @@ mod tests {
     }
 
     #[test]
-    fn label_has_no_seconds() {
+    fn label_has_stage_names_and_kinds_only() {
         let rows = [Row {
             stage: "a".into(),
             kind: "run",
@@ -870,9 +870,7 @@ mod tests {
             files: 2,
             secs: 1.5,
         }];
-        assert_eq!(
-            stages_label(&rows),
-            r#"[{"stage":"a","size":10,"delta":10,"files":2}]"#
-        );
+        // no seconds, and no sizes or counts: those depend on the build host
+        assert_eq!(stages_label(&rows), r#"[{"stage":"a","kind":"run"}]"#);
     }
 }

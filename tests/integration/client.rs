@@ -1284,6 +1284,10 @@ fn concurrent_applets_share_one_store() {
                     &format!("par/img:{i}"),
                 ]);
                 env.ok(&["tag", &format!("par/img:{i}"), &format!("par/alias:{i}")]);
+                env.ok(&["tag", &format!("par/img:{i}"), &format!("par/gone:{i}")]);
+                // the image keeps two other names: rmi only untags this one
+                let out = env.ok(&["rmi", &format!("par/gone:{i}")]);
+                assert_eq!(out.trim(), format!("Untagged: par/gone:{i}"));
             });
         }
     });
@@ -1295,7 +1299,11 @@ fn concurrent_applets_share_one_store() {
         );
         assert!(
             refs["tags"][format!("par/alias:{i}")].is_string(),
-            "par/alias:{i} lost"
+            "par/alias:{i} lost: {refs}"
+        );
+        assert!(
+            refs["tags"].get(format!("par/gone:{i}")).is_none(),
+            "par/gone:{i} came back: {refs}"
         );
     }
     assert_eq!(std::fs::read_dir(env.root.join("tmp")).unwrap().count(), 0);
