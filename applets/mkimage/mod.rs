@@ -121,8 +121,6 @@ fn signed(n: i64) -> String {
     }
 }
 
-/// The stage table as a label value: sizes, deltas and file counts, which the
-/// same build reproduces; seconds would change the image on every build.
 // The recipe's stages as the image's label: names and kinds only. Sizes of the
 // stages between the first and the last depend on the build host (a warm or cold
 // package cache, say) and would make two builds of the same image differ.
