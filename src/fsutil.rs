@@ -5,6 +5,7 @@
 
 pub mod confined;
 pub mod glob;
+pub mod mountinfo;
 
 use crate::error::{Context, Result};
 use std::fs::{self, File, OpenOptions};

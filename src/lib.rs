@@ -13,6 +13,7 @@ pub mod image;
 pub mod log;
 pub mod net;
 pub mod oci;
+pub mod proc;
 pub mod progress;
 pub mod reference;
 pub mod registry;

@@ -18,10 +18,10 @@
 
 mod args;
 mod hostname;
-mod sig;
 mod supervise;
 
 use args::{Opts, Stop};
+use berth::proc::sig;
 use std::ffi::OsString;
 use std::fmt;
 use std::io::Write;

@@ -12,8 +12,8 @@
 
 use super::Say;
 use super::args::Opts;
-use super::sig;
-use std::collections::HashMap;
+use berth::proc::sig;
+use berth::proc::{decimal, descendants, errno, raw_write, strerror};
 use std::ffi::CString;
 use std::time::{Duration, Instant};
 
@@ -110,41 +110,6 @@ impl Spawn {
         raw_write(&[&self.exec_err, strerror(e, &mut [0; 128]), b"\n"]);
         // SAFETY: leave without running the parent's exit handlers.
         unsafe { libc::_exit(2) }
-    }
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
-/// strerror without allocating (safe after fork).
-fn strerror(e: i32, buf: &mut [u8; 128]) -> &[u8] {
-    // SAFETY: the XSI strerror_r (what the libc crate binds for glibc and musl)
-    // writes a NUL-terminated message into buf.
-    unsafe { libc::strerror_r(e, buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
-    let n = buf.iter().position(|&b| b == 0).unwrap_or(0);
-    &buf[..n]
-}
-
-/// A non-negative number in decimal, without allocating (safe after fork).
-fn decimal(mut n: i32, buf: &mut [u8; 12]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n <= 0 {
-            break;
-        }
-    }
-    &buf[i..]
-}
-
-fn raw_write(parts: &[&[u8]]) {
-    for p in parts {
-        // SAFETY: writing a live buffer to stderr; a short or failed write of a
-        // diagnostic is not worth handling.
-        unsafe { libc::write(2, p.as_ptr() as *const libc::c_void, p.len()) };
     }
 }
 
@@ -358,66 +323,9 @@ impl<'a> Supervisor<'a> {
     }
 }
 
-/// Every descendant of `me`, from /proc. `None` when /proc is not this PID
-/// namespace's: its numbers would name other processes.
-pub fn descendants(me: i32) -> Option<Vec<i32>> {
-    let own = std::fs::read_link("/proc/self").ok()?;
-    if own.as_os_str() != me.to_string().as_str() {
-        return None;
-    }
-    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        if let Some(ppid) = parent_of(&stat) {
-            children.entry(ppid).or_default().push(pid);
-        }
-    }
-    let mut out = Vec::new();
-    let mut todo = vec![me];
-    while let Some(p) = todo.pop() {
-        if let Some(kids) = children.get(&p) {
-            for &k in kids {
-                out.push(k);
-                todo.push(k);
-            }
-        }
-    }
-    Some(out)
-}
-
-/// The parent pid from a /proc/PID/stat line; the command name in parentheses
-/// may itself hold spaces and parentheses, so read after the last ')'.
-fn parent_of(stat: &str) -> Option<i32> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn numbers_print_without_allocating() {
-        assert_eq!(decimal(0, &mut [0; 12]), b"0");
-        assert_eq!(decimal(25, &mut [0; 12]), b"25");
-        assert_eq!(decimal(i32::MAX, &mut [0; 12]), b"2147483647");
-        assert_eq!(
-            strerror(libc::ENOENT, &mut [0; 128]),
-            b"No such file or directory"
-        );
-    }
-
-    #[test]
-    fn parent_pid_is_read_after_the_command_name() {
-        assert_eq!(parent_of("42 (sh) S 7 42 42 0 -1"), Some(7));
-        assert_eq!(parent_of("42 (a) b (c) R 9 1 1"), Some(9));
-        assert_eq!(parent_of("garbage"), None);
-    }
 
     #[test]
     fn descendants_of_this_process_include_a_grandchild() {

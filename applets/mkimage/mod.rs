@@ -231,39 +231,6 @@ fn copy_out(src: &Path, dest: &Path) -> Result<u64> {
     res
 }
 
-/// Mount points at or below `dir` (from /proc/self/mountinfo): a root with one
-/// must not be removed recursively, or the mounted filesystem's content goes too.
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    text.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mountinfo)
-        .filter(|p| p.starts_with(dir))
-        .collect()
-}
-
-fn unescape_mountinfo(s: &str) -> PathBuf {
-    // spaces, tabs, newlines and backslashes are written as \ooo
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    use std::os::unix::ffi::OsStringExt;
-    PathBuf::from(std::ffi::OsString::from_vec(out))
-}
-
 /// The build root and what happens to it at the end.
 struct WorkRoot {
     path: PathBuf,
@@ -281,7 +248,7 @@ impl WorkRoot {
         if self.keep {
             return format!("the root is kept for inspection at {}", self.path.display());
         }
-        let mounts = mounts_under(&self.path);
+        let mounts = berth::fsutil::mountinfo::mounts_under(&self.path);
         if !mounts.is_empty() {
             return format!(
                 "the root is left at {}: {} is still mounted under it (unmount, then remove it)",
@@ -532,25 +499,9 @@ fn build(
             .filter(|h| h.empty_layer != Some(true))
             .cloned()
             .collect();
+        berth::image::unpack_flat(store, &img, &format!("base image {b}"), root_dir)?;
         for (i, l) in img.layers().iter().enumerate() {
-            if l.media_type.is_foreign() {
-                return Err(Error::new(
-                    Kind::Unsupported,
-                    format!(
-                        "base image {b} has a foreign layer {}: not supported",
-                        l.digest
-                    ),
-                ));
-            }
-            let f = store.open_blob(&l.digest)?;
-            let plain = berth::archive::decompressed(f)?;
-            berth::archive::extract(plain, root_dir)
-                .map_err(|e| e.context(format!("base image {b}, layer {}", l.digest)))?;
-            let diff_id = img.config.rootfs.diff_ids.get(i).cloned().ok_or_else(|| {
-                Error::invalid(format!(
-                    "base image {b}: its config lists fewer diff_ids than layers"
-                ))
-            })?;
+            let diff_id = img.config.rootfs.diff_ids[i].clone();
             let h = if hist.len() == img.layers().len() {
                 hist[i].clone()
             } else {
@@ -617,7 +568,10 @@ fn build(
             let secs = t.elapsed().as_secs_f64();
             // A mount left inside the root (a bind of the host's yum cache, say) would
             // be packed, or have its host files removed by a later stage: stop here.
-            if let Some(m) = mounts_under(root_dir).into_iter().find(|m| m != root_dir) {
+            if let Some(m) = berth::fsutil::mountinfo::mounts_under(root_dir)
+                .into_iter()
+                .find(|m| m != root_dir)
+            {
                 return Err(Error::invalid(format!(
                     "stage {:?} ({}) left {} mounted inside the root; unmount it in that stage",
                     st.name,
@@ -831,13 +785,6 @@ fn merge_config(run: &mut RunConfig, r: &RunConfig) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_paths_unescape() {
-        assert_eq!(unescape_mountinfo("/a\\040b/c"), PathBuf::from("/a b/c"));
-        assert_eq!(unescape_mountinfo("/plain"), PathBuf::from("/plain"));
-        assert_eq!(unescape_mountinfo("/x\\"), PathBuf::from("/x\\"));
-    }
 
     #[test]
     fn config_merges_over_the_base() {

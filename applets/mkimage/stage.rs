@@ -82,7 +82,9 @@ pub fn run(ctx: &Ctx, stage: &Stage) -> Result<()> {
                             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                             apply_or_say(&enter)
                         }
-                        pid => wait_and_exit(pid),
+                        // The forked parent holds nothing open, waits for the command
+                        // (PID 1 of the stage's namespace) and exits with its status.
+                        pid => berth::proc::wait_and_exit(pid),
                     }
                 });
             }
@@ -149,35 +151,6 @@ fn apply_or_say(plan: &[Op]) -> io::Result<()> {
         unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
         io::Error::from_raw_os_error(libc::EPERM)
     })
-}
-
-// The forked parent of a chroot stage: it holds nothing open, waits for the
-// command (PID 1 of the stage's namespace) and exits with its status.
-fn wait_and_exit(pid: libc::pid_t) -> ! {
-    // SAFETY: plain syscalls in a single-threaded forked child; never returns.
-    unsafe {
-        for fd in 0..1024 {
-            libc::close(fd);
-        }
-        let mut status = 0;
-        loop {
-            let r = libc::waitpid(pid, &mut status, 0);
-            if r == pid {
-                break;
-            }
-            if r < 0 && *libc::__errno_location() != libc::EINTR {
-                libc::_exit(125);
-            }
-        }
-        let code = if libc::WIFEXITED(status) {
-            libc::WEXITSTATUS(status)
-        } else if libc::WIFSIGNALED(status) {
-            128 + libc::WTERMSIG(status)
-        } else {
-            125
-        };
-        libc::_exit(code)
-    }
 }
 
 /// The last lines of a byte stream.

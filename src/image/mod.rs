@@ -206,6 +206,51 @@ pub fn apply_change(cfg: &mut RunConfig, change: &str) -> Result<()> {
     Ok(())
 }
 
+/// Unpack every layer of `img` on top of each other into `dest` (a flattened
+/// root, as mkimage's base image needs), hashing each layer's uncompressed tar
+/// as it is unpacked: a layer whose content is not the diff_id its config names
+/// is an error, whatever it already wrote.
+pub fn unpack_flat(
+    store: &LocalStore,
+    img: &crate::store::local::LocalImage,
+    what: &str,
+    dest: &std::path::Path,
+) -> Result<()> {
+    let diff_ids = &img.config.rootfs.diff_ids;
+    if diff_ids.len() != img.layers().len() {
+        return Err(Error::invalid(format!(
+            "{what}: its config lists {} diff_ids for {} layers",
+            diff_ids.len(),
+            img.layers().len()
+        )));
+    }
+    for (l, diff_id) in img.layers().iter().zip(diff_ids) {
+        if l.media_type.is_foreign() {
+            return Err(Error::new(
+                crate::error::Kind::Unsupported,
+                format!("{what} has a foreign layer {}: not supported", l.digest),
+            ));
+        }
+        let f = store.open_blob(&l.digest)?;
+        let mut plain = crate::digest::HashingReader::new(decompressed(f)?, diff_id.algorithm());
+        crate::archive::extract(&mut plain, dest)
+            .map_err(|e| e.context(format!("{what}, layer {}", l.digest)))?;
+        // The end-of-archive padding belongs to the diff_id too.
+        std::io::copy(&mut plain, &mut std::io::sink())?;
+        let (got, _) = plain.finish();
+        if &got != diff_id {
+            return Err(Error::new(
+                crate::error::Kind::Digest,
+                format!(
+                    "{what}, layer {}: its content is {got}, the config says {diff_id}",
+                    l.digest
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Options of an import.
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
