@@ -174,8 +174,13 @@ impl Request {
     }
 }
 
-/// A connection taken over by a handler after `101 Switching Protocols`.
-pub type Upgraded = Box<dyn tiny_http::ReadWrite + Send>;
+/// A connection taken over by a handler after `101 Switching Protocols`: what
+/// the client sends from now on, and a writer to it. Two halves, so one thread
+/// can relay input while another writes output (docker attach and exec).
+pub struct Upgraded {
+    pub reader: Box<dyn Read + Send>,
+    pub writer: Box<dyn std::io::Write + Send>,
+}
 
 /// A response body.
 pub enum Body {
@@ -372,6 +377,25 @@ pub fn bind_unix(p: &Path) -> Result<UnixListener> {
     Ok(l)
 }
 
+/// tiny_http on a unix socket in a fresh private (0700) directory, which only
+/// the front reaches: (server, directory, socket).
+fn private_backend() -> Result<(tiny_http::Server, PathBuf, PathBuf)> {
+    let base = std::env::temp_dir();
+    clean_stale_dirs(&base);
+    let dir = base.join(format!(
+        "berth-http-{}-{}",
+        std::process::id(),
+        &crate::util::uuid4()[..8]
+    ));
+    std::fs::create_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    let sock = dir.join("http.sock");
+    let l = UnixListener::bind(&sock).with_context(|| format!("listen on {}", sock.display()))?;
+    let http = tiny_http::Server::from_listener(l, None)
+        .map_err(|e| Error::new(Kind::Io, format!("{}: {e}", sock.display())))?;
+    Ok((http, dir, sock))
+}
+
 /// The workers: some kept ready, more started on demand up to `max`.
 struct Pool {
     http: Arc<tiny_http::Server>,
@@ -448,27 +472,15 @@ impl Server {
         let (http, addr, private_dir, behind_front) = match &opts.listen {
             Listen::Unix(p) => {
                 let l = bind_unix(p)?;
-                let http = tiny_http::Server::from_listener(l, None)
-                    .map_err(|e| Error::new(Kind::Io, format!("{}: {e}", p.display())))?;
-                (http, None, None, false)
+                let (http, dir, sock) = private_backend()?;
+                front::spawn_unix(l, sock, opts.limits)
+                    .map_err(|e| Error::with_source(Kind::Io, "start listener", e))?;
+                (http, None, Some(dir), true)
             }
             Listen::Tcp(a) => {
                 let tcp = bind_tcp(a)?;
                 let addr = tcp.local_addr()?;
-                let base = std::env::temp_dir();
-                clean_stale_dirs(&base);
-                let dir = base.join(format!(
-                    "berth-http-{}-{}",
-                    std::process::id(),
-                    &crate::util::uuid4()[..8]
-                ));
-                std::fs::create_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-                let sock = dir.join("http.sock");
-                let l = UnixListener::bind(&sock)
-                    .with_context(|| format!("listen on {}", sock.display()))?;
-                let http = tiny_http::Server::from_listener(l, None)
-                    .map_err(|e| Error::new(Kind::Io, format!("{}: {e}", sock.display())))?;
+                let (http, dir, sock) = private_backend()?;
                 front::spawn(tcp, opts.tls.clone(), sock, opts.limits)
                     .map_err(|e| Error::with_source(Kind::Io, "start listener", e))?;
                 (http, Some(addr), Some(dir), true)
@@ -698,16 +710,30 @@ fn serve_one(rq: tiny_http::Request, pool: &Pool) {
     };
     match resp.body {
         Body::Upgrade(f) if hijack => {
-            let response = tiny_http::Response::new(
-                tiny_http::StatusCode(101),
-                headers,
-                io::empty(),
-                Some(0),
-                None,
-            );
-            let stream = rq.upgrade("tcp", response);
-            log_line(101, 0, &Ok(()));
-            off_pool("http-upgraded", Box::new(move || f(stream)));
+            // Output goes through the request's own writer (in order with what
+            // the connection carried before); input comes from the front.
+            let reader = conn.and_then(front::take_raw);
+            let mut writer = rq.into_writer();
+            let mut head =
+                "HTTP/1.1 101 UPGRADED\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n".to_string();
+            for h in &headers {
+                if !h.field.equiv("Connection") && !h.field.equiv("Upgrade") {
+                    head.push_str(&format!("{}: {}\r\n", h.field, h.value));
+                }
+            }
+            head.push_str("\r\n");
+            use std::io::Write;
+            let res = writer
+                .write_all(head.as_bytes())
+                .and_then(|_| writer.flush());
+            log_line(101, 0, &res);
+            if res.is_ok() {
+                let up = Upgraded {
+                    reader: reader.unwrap_or_else(|| Box::new(io::empty())),
+                    writer,
+                };
+                off_pool("http-upgraded", Box::new(move || f(up)));
+            }
         }
         Body::Chunked(r) if !is_head => {
             off_pool(

@@ -7,6 +7,8 @@
 //! thing through [`Linux`]. This is youki's pattern: the interesting decisions
 //! are in plain functions, the syscalls in one small, boring place.
 
+pub mod caps;
+
 use crate::error::{Context, Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -59,6 +61,29 @@ pub enum Op {
         path: PathBuf,
         nstype: i32,
     },
+    /// chdir(2): part of plans because pivot_root works on the current directory.
+    Chdir(PathBuf),
+    /// setgroups, setgid, setuid, in that order (a process about to exec).
+    SetIds {
+        uid: u32,
+        gid: u32,
+        groups: Vec<u32>,
+    },
+    /// Keep only these capabilities (a mask, see [`caps`]) in every set.
+    Capabilities(u64),
+    /// prctl(PR_SET_NO_NEW_PRIVS): exec can never gain privileges again.
+    NoNewPrivs,
+    /// mkdir(2) with this mode (existing directories are fine); for mount
+    /// points in file systems a plan has just mounted.
+    Mkdir {
+        path: PathBuf,
+        mode: u32,
+    },
+    /// symlink(2) (an existing entry is an error).
+    Symlink {
+        target: PathBuf,
+        link: PathBuf,
+    },
 }
 
 /// The seam.
@@ -100,6 +125,14 @@ pub fn describe(op: &Op) -> String {
         Op::PivotRoot { new_root, .. } => format!("pivot_root {}", new_root.display()),
         Op::Unshare(f) => format!("unshare {f:#x}"),
         Op::Setns { path, .. } => format!("setns {}", path.display()),
+        Op::Chdir(p) => format!("chdir {}", p.display()),
+        Op::SetIds { uid, gid, groups } => format!("set uid {uid} gid {gid} groups {groups:?}"),
+        Op::Capabilities(m) => format!("capabilities {}", caps::names(*m).join(",")),
+        Op::NoNewPrivs => "no_new_privs".to_string(),
+        Op::Mkdir { path, .. } => format!("mkdir {}", path.display()),
+        Op::Symlink { target, link } => {
+            format!("symlink {} -> {}", link.display(), target.display())
+        }
     }
 }
 
@@ -176,6 +209,42 @@ impl Sys for Linux {
                     .with_context(|| format!("open {}", path.display()))?;
                 nix::sched::setns(f, nix::sched::CloneFlags::from_bits_truncate(*nstype))
                     .map_err(|e| errno(&describe(op), e))
+            }
+            Op::Chdir(p) => std::env::set_current_dir(p).with_context(|| describe(op)),
+            Op::SetIds { uid, gid, groups } => {
+                let gs: Vec<nix::unistd::Gid> = groups
+                    .iter()
+                    .map(|g| nix::unistd::Gid::from_raw(*g))
+                    .collect();
+                nix::unistd::setgroups(&gs).map_err(|e| errno("setgroups", e))?;
+                nix::unistd::setgid(nix::unistd::Gid::from_raw(*gid))
+                    .map_err(|e| errno("setgid", e))?;
+                nix::unistd::setuid(nix::unistd::Uid::from_raw(*uid))
+                    .map_err(|e| errno("setuid", e))
+            }
+            Op::Capabilities(m) => {
+                caps::restrict(*m).map_err(|e| Error::from(e).context(describe(op)))
+            }
+            Op::NoNewPrivs => {
+                // SAFETY: prctl with integer arguments.
+                if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+                    return Err(
+                        Error::from(std::io::Error::last_os_error()).context("no_new_privs")
+                    );
+                }
+                Ok(())
+            }
+            Op::Mkdir { path, mode } => {
+                use std::os::unix::fs::DirBuilderExt;
+                match std::fs::DirBuilder::new().mode(*mode).create(path) {
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {
+                        Ok(())
+                    }
+                    r => r.with_context(|| describe(op)),
+                }
+            }
+            Op::Symlink { target, link } => {
+                std::os::unix::fs::symlink(target, link).with_context(|| describe(op))
             }
         }
     }
