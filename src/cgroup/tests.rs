@@ -1,8 +1,11 @@
 //! Tests of the cgroup module: the mountinfo parser on fixtures of the site's
 //! layouts, the limit arithmetic and name checks, the file-writing logic on fake
-//! trees laid out like /sys/fs/cgroup.
+//! trees laid out like /sys/fs/cgroup, and (module `kernel`) the real thing on
+//! this host's hierarchies, under a `berth-test-<random>` parent that a guard
+//! empties and removes whatever happens.
 
 use super::*;
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Stdio};
 
@@ -581,4 +584,372 @@ fn v1_without_memsw_limits_memory_alone() {
             .join("memory.limit_in_bytes");
     assert_eq!(get(&mem), (32u64 << 20).to_string());
     assert!(!memsw.exists());
+}
+
+/// Real cgroups on this host, under a parent the guard removes.
+mod kernel {
+    use super::*;
+
+    /// `berth-test-<random>` in every hierarchy, emptied and removed on drop even
+    /// when the test failed.
+    struct Scratch {
+        layout: Layout,
+        parent: String,
+    }
+
+    impl Scratch {
+        fn new() -> Scratch {
+            let mut r = [0u8; 4];
+            crate::util::random_bytes(&mut r);
+            Scratch {
+                layout: Layout::detect().unwrap(),
+                parent: format!("berth-test-{}", crate::digest::to_hex(&r)),
+            }
+        }
+
+        fn create(&self, limits: &Limits) -> Cgroup {
+            Cgroup::create(&self.layout, &self.parent, &new_id(), limits).unwrap()
+        }
+
+        fn tops(&self) -> Vec<PathBuf> {
+            self.layout
+                .hierarchies()
+                .into_iter()
+                .map(|(root, _)| root.join(&self.parent))
+                .collect()
+        }
+    }
+
+    /// Every directory of a tree, deepest first.
+    fn tree(dir: &Path, out: &mut Vec<PathBuf>) {
+        if let Ok(entries) = fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    tree(&e.path(), out);
+                }
+            }
+            out.push(dir.to_path_buf());
+        }
+    }
+
+    fn procs_in(dirs: &[PathBuf]) -> Vec<i32> {
+        dirs.iter()
+            .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|t| {
+                t.lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .filter(|p| *p > 0)
+            .collect()
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let mut dirs = Vec::new();
+            for top in self.tops() {
+                tree(&top, &mut dirs);
+            }
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                for d in &dirs {
+                    let _ = fs::write(d.join("freezer.state"), "THAWED");
+                    let _ = fs::write(d.join("cgroup.freeze"), "0");
+                }
+                let left = procs_in(&dirs);
+                if left.is_empty() || Instant::now() > deadline {
+                    break;
+                }
+                for pid in left {
+                    let _ =
+                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            for d in &dirs {
+                if let Err(e) = fs::remove_dir(d) {
+                    eprintln!("cannot remove test cgroup {}: {e}", d.display());
+                }
+            }
+        }
+    }
+
+    fn new_id() -> String {
+        let mut r = [0u8; 32];
+        crate::util::random_bytes(&mut r);
+        crate::digest::to_hex(&r)
+    }
+
+    fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(v) = check() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A shell that waits for a line on stdin before running `script`, so the
+    /// test can put it into a cgroup before it forks anything.
+    struct Gated {
+        child: Child,
+        out: BufReader<std::process::ChildStdout>,
+    }
+
+    impl Gated {
+        fn spawn(script: &str) -> Gated {
+            let mut child = Command::new("sh")
+                .arg("-c")
+                .arg(format!("read go; {script}"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let out = BufReader::new(child.stdout.take().unwrap());
+            Gated { child, out }
+        }
+        fn pid(&self) -> i32 {
+            self.child.id() as i32
+        }
+        fn go(&mut self) {
+            let mut stdin = self.child.stdin.take().unwrap();
+            stdin.write_all(b"go\n").unwrap();
+        }
+        fn line(&mut self) -> Option<String> {
+            let mut l = String::new();
+            match self.out.read_line(&mut l).unwrap() {
+                0 => None,
+                _ => Some(l.trim().to_string()),
+            }
+        }
+    }
+
+    impl Drop for Gated {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn dir_with(cg: &Cgroup, file: &str) -> Option<PathBuf> {
+        cg.dirs()
+            .into_iter()
+            .find(|d| d.join(file).exists())
+            .map(Path::to_path_buf)
+    }
+
+    #[test]
+    fn limits_land_in_the_kernel_and_remove_leaves_nothing() {
+        let s = Scratch::new();
+        let limits = Limits {
+            memory: Some(64 << 20),
+            nano_cpus: Some(1_500_000_000),
+            pids: Some(50),
+            privileged: false,
+        };
+        let cg = s.create(&limits);
+        assert_eq!(cg.dirs().len(), s.layout.hierarchies().len());
+        for d in cg.dirs() {
+            assert!(d.join("cgroup.procs").is_file(), "{}", d.display());
+        }
+        let mib64 = (64u64 << 20).to_string();
+        match &s.layout {
+            Layout::V1 { .. } => {
+                let mem = dir_with(&cg, "memory.limit_in_bytes").unwrap();
+                assert_eq!(get(&mem.join("memory.limit_in_bytes")), mib64);
+                let memsw = mem.join("memory.memsw.limit_in_bytes");
+                if memsw.exists() {
+                    assert_eq!(get(&memsw), (128u64 << 20).to_string());
+                }
+                let cpu = dir_with(&cg, "cpu.cfs_quota_us").unwrap();
+                assert_eq!(get(&cpu.join("cpu.cfs_period_us")), "100000");
+                assert_eq!(get(&cpu.join("cpu.cfs_quota_us")), "150000");
+                let pids = dir_with(&cg, "pids.max").unwrap();
+                assert_eq!(get(&pids.join("pids.max")), "50");
+                let devices = dir_with(&cg, "devices.list").unwrap();
+                let mut got: Vec<String> = get(&devices.join("devices.list"))
+                    .lines()
+                    .map(str::to_string)
+                    .collect();
+                // Docker's defaults, as a docker container's devices.list shows them.
+                let mut want: Vec<String> = [
+                    "c *:* m",
+                    "b *:* m",
+                    "c 1:3 rwm",
+                    "c 1:5 rwm",
+                    "c 1:7 rwm",
+                    "c 1:8 rwm",
+                    "c 1:9 rwm",
+                    "c 5:0 rwm",
+                    "c 5:1 rwm",
+                    "c 5:2 rwm",
+                    "c 136:* rwm",
+                ]
+                .iter()
+                .map(|r| r.to_string())
+                .collect();
+                got.sort();
+                want.sort();
+                assert_eq!(got, want);
+                let cpuset = dir_with(&cg, "cpuset.cpus").unwrap();
+                let root = cpuset.ancestors().nth(2).unwrap();
+                assert_eq!(
+                    get(&cpuset.join("cpuset.cpus")),
+                    get(&root.join("cpuset.cpus"))
+                );
+                assert_eq!(
+                    get(&cpuset.join("cpuset.mems")),
+                    get(&root.join("cpuset.mems"))
+                );
+                // --privileged keeps the parent's "a *:* rwm".
+                let privileged = s.create(&Limits {
+                    privileged: true,
+                    ..Limits::default()
+                });
+                let d = dir_with(&privileged, "devices.list").unwrap();
+                assert_eq!(get(&d.join("devices.list")), "a *:* rwm");
+                privileged.remove().unwrap();
+            }
+            Layout::V2 { .. } => {
+                let d = cg.dirs()[0].to_path_buf();
+                assert_eq!(get(&d.join("memory.max")), mib64);
+                assert_eq!(get(&d.join("cpu.max")), "150000 100000");
+                assert_eq!(get(&d.join("pids.max")), "50");
+            }
+        }
+        let dirs: Vec<PathBuf> = cg.dirs().iter().map(|d| d.to_path_buf()).collect();
+        assert!(cg.is_empty().unwrap());
+        cg.remove().unwrap();
+        for d in dirs {
+            assert!(!d.exists(), "{} left behind", d.display());
+        }
+    }
+
+    #[test]
+    fn processes_are_listed_refuse_removal_and_die_by_kill_all() {
+        let s = Scratch::new();
+        let cg = s.create(&Limits::default());
+        let mut sh =
+            Gated::spawn("sleep 1000 >/dev/null & sleep 1000 >/dev/null & echo started; wait");
+        cg.add_pid(sh.pid()).unwrap();
+        sh.go();
+        assert_eq!(sh.line().as_deref(), Some("started"));
+        // Both sleeps were forked before the echo, inside the cgroup.
+        let pids = cg.pids().unwrap();
+        assert_eq!(pids.len(), 3, "{pids:?}");
+        assert!(pids.contains(&sh.pid()));
+        for d in cg.dirs() {
+            let listed = get(&d.join("cgroup.procs"));
+            assert!(
+                listed.lines().any(|l| l == sh.pid().to_string()),
+                "{}",
+                d.display()
+            );
+        }
+        // One sleep moves into a cgroup of its own below the container's: still
+        // counted, still killed, still removed.
+        let sleep = *pids.iter().find(|p| **p != sh.pid()).unwrap();
+        // (in the hierarchy pids() reads: pids on v1, the only one on v2)
+        let nested = dir_with(&cg, "pids.max").unwrap().join("inner");
+        fs::create_dir(&nested).unwrap();
+        fs::write(nested.join("cgroup.procs"), sleep.to_string()).unwrap();
+        assert_eq!(cg.pids().unwrap(), pids);
+        // engined restarted: the same cgroup, the same processes.
+        let adopted =
+            Cgroup::open(&s.layout, &s.parent, cg.name().rsplit('/').next().unwrap()).unwrap();
+        assert_eq!(adopted.pids().unwrap(), pids);
+        assert!(!adopted.is_empty().unwrap());
+        let e = adopted.remove().unwrap_err();
+        assert_eq!(e.kind(), Kind::Conflict);
+        assert!(e.to_string().contains("still has 3 processes"), "{e}");
+        assert_eq!(adopted.kill_all(Signal::SIGKILL).unwrap(), 3);
+        wait_for("the cgroup to empty", || {
+            adopted.is_empty().unwrap().then_some(())
+        });
+        let status = sh.child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        if let Some(f) = dir_with(&adopted, "freezer.state") {
+            assert_eq!(get(&f.join("freezer.state")), "THAWED", "left frozen");
+        }
+        if let Some(f) = dir_with(&adopted, "cgroup.freeze") {
+            assert_eq!(get(&f.join("cgroup.freeze")), "0", "left frozen");
+        }
+        adopted.remove().unwrap();
+        assert!(!nested.exists());
+        for d in cg.dirs() {
+            assert!(!d.exists(), "{} left behind", d.display());
+        }
+        let e = Cgroup::open(&s.layout, &s.parent, &new_id()).unwrap_err();
+        assert_eq!(e.kind(), Kind::NotFound);
+    }
+
+    #[test]
+    fn pids_limit_stops_forks() {
+        let s = Scratch::new();
+        let cg = s.create(&Limits {
+            pids: Some(5),
+            ..Limits::default()
+        });
+        let mut sh = Gated::spawn(
+            "i=0; while [ $i -lt 20 ]; do sleep 1000 >/dev/null 2>&1 & i=$((i+1)); echo started; done; echo done",
+        );
+        cg.add_pid(sh.pid()).unwrap();
+        sh.go();
+        let mut started = 0;
+        let mut finished = false;
+        while let Some(l) = sh.line() {
+            match l.as_str() {
+                "started" => started += 1,
+                "done" => finished = true,
+                _ => {}
+            }
+            let n = cg.pids().unwrap().len();
+            assert!(n <= 5, "{n} processes in a cgroup limited to 5");
+        }
+        // dash gives up at the first failed fork; other shells go on: either way
+        // most of the 20 never ran, and the shell itself took one of the 5.
+        assert!(
+            started <= 4,
+            "{started} sleeps started under pids.max 5 (finished: {finished})"
+        );
+        let n = cg.pids().unwrap().len();
+        assert!(n <= 5, "{n} processes in a cgroup limited to 5");
+        let events = dir_with(&cg, "pids.events").unwrap();
+        let max: u64 = get(&events.join("pids.events"))
+            .lines()
+            .find_map(|l| l.strip_prefix("max ").map(|n| n.trim().parse().unwrap()))
+            .unwrap();
+        assert!(max >= 1, "the kernel counted no refused fork");
+        cg.kill_all(Signal::SIGKILL).unwrap();
+        wait_for("the cgroup to empty", || {
+            cg.is_empty().unwrap().then_some(())
+        });
+        cg.remove().unwrap();
+    }
+
+    #[test]
+    fn memory_limit_oom_kills_the_hog() {
+        let s = Scratch::new();
+        let cg = s.create(&Limits {
+            memory: Some(32 << 20),
+            ..Limits::default()
+        });
+        // The command substitution makes the shell itself hold 200 MB.
+        let mut sh =
+            Gated::spawn("x=$(head -c 200000000 /dev/zero | tr '\\0' x); echo survived ${#x}");
+        cg.add_pid(sh.pid()).unwrap();
+        sh.go();
+        assert_eq!(sh.line(), None, "the shell printed instead of dying");
+        let status = sh.child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+        let used = cg.memory_usage().expect("memory controller present");
+        assert!(used <= 32 << 20, "{used} bytes in use over a 32 MiB limit");
+        wait_for("the cgroup to empty", || {
+            cg.is_empty().unwrap().then_some(())
+        });
+        cg.remove().unwrap();
+    }
 }
