@@ -1,9 +1,10 @@
 //! berth's core: everything the applets share — formats, storage, TLS, HTTP, auth,
-//! configuration, logging. The core never depends on an applet; applets (in
-//! `applets/`, compiled into the binary) depend only on this crate.
+//! configuration, logging, cgroups. The core never depends on an applet; applets
+//! (in `applets/`, compiled into the binary) depend only on this crate.
 
 pub mod archive;
 pub mod auth;
+pub mod cgroup;
 pub mod config;
 pub mod digest;
 pub mod error;
