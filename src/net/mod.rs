@@ -1,5 +1,6 @@
 //! The node's network: the bridge network engined gives its containers (IPAM in
-//! [`ipam`], the queries re-exported from the netlink seam), and two questions a
+//! [`ipam`], the plans of links, addresses and routes and the bridge's setup in
+//! [`bridge`], the queries re-exported from the netlink seam), and two questions a
 //! node asks about itself: which address the kernel would use to reach the
 //! outside, and what the system resolver calls an address.
 //!
@@ -10,6 +11,7 @@
 //! as every other program on the node does (the static musl build has no nsswitch and
 //! reads those two files; glibc follows nsswitch.conf).
 
+pub mod bridge;
 pub mod ipam;
 
 pub use crate::sys::netlink::{link_index, link_ipv4, link_is_bridge, link_mtu};
