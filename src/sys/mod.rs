@@ -1,5 +1,6 @@
 //! The Sys seam: every privileged system call berth makes (mount, pivot_root,
-//! unshare/setns, sethostname, mknod, chroot, chown) goes through [`Sys`].
+//! unshare/setns, sethostname, mknod, chroot, chown, and the network's netlink
+//! requests) goes through [`Sys`].
 //!
 //! Code that sets up a root filesystem or a container builds a *plan* — a list of
 //! [`Op`]s — and applies it in a dumb loop with [`apply`]. Unit tests check plans
@@ -8,8 +9,10 @@
 //! are in plain functions, the syscalls in one small, boring place.
 
 pub mod caps;
+pub mod netlink;
 
 use crate::error::{Context, Error, Result};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -84,6 +87,54 @@ pub enum Op {
         target: PathBuf,
         link: PathBuf,
     },
+    // The network ops act in the network namespace of the calling thread.
+    /// Create a bridge; an error naming it if a link of that name exists.
+    BridgeAdd {
+        name: String,
+        mtu: Option<u32>,
+    },
+    /// Create a veth pair `name` <-> `peer`, both ends with `mtu`.
+    VethAdd {
+        name: String,
+        peer: String,
+        mtu: Option<u32>,
+    },
+    /// Enslave link `name` to bridge `master`.
+    LinkSetMaster {
+        name: String,
+        master: String,
+    },
+    LinkUp {
+        name: String,
+    },
+    /// Delete a link (for a veth, both ends go).
+    LinkDel {
+        name: String,
+    },
+    /// Move link `name` into the network namespace of process `pid`.
+    LinkSetNetns {
+        name: String,
+        pid: u32,
+    },
+    /// Rename a link (it must be down).
+    LinkRename {
+        name: String,
+        new: String,
+    },
+    LinkSetMtu {
+        name: String,
+        mtu: u32,
+    },
+    /// Add `addr`/`prefix` to `link` (for IPv4 with the subnet's broadcast).
+    AddrAdd {
+        link: String,
+        addr: IpAddr,
+        prefix: u8,
+    },
+    /// Add the IPv4 default route via a gateway on an up link's subnet.
+    RouteAddDefault {
+        via: Ipv4Addr,
+    },
 }
 
 /// The seam.
@@ -133,6 +184,22 @@ pub fn describe(op: &Op) -> String {
         Op::Symlink { target, link } => {
             format!("symlink {} -> {}", link.display(), target.display())
         }
+        Op::BridgeAdd { name, mtu } => match mtu {
+            Some(m) => format!("add bridge {name} mtu {m}"),
+            None => format!("add bridge {name}"),
+        },
+        Op::VethAdd { name, peer, mtu } => match mtu {
+            Some(m) => format!("add veth {name} peer {peer} mtu {m}"),
+            None => format!("add veth {name} peer {peer}"),
+        },
+        Op::LinkSetMaster { name, master } => format!("set {name} master {master}"),
+        Op::LinkUp { name } => format!("set {name} up"),
+        Op::LinkDel { name } => format!("delete link {name}"),
+        Op::LinkSetNetns { name, pid } => format!("move {name} to the netns of pid {pid}"),
+        Op::LinkRename { name, new } => format!("rename {name} to {new}"),
+        Op::LinkSetMtu { name, mtu } => format!("set {name} mtu {mtu}"),
+        Op::AddrAdd { link, addr, prefix } => format!("add address {addr}/{prefix} to {link}"),
+        Op::RouteAddDefault { via } => format!("add default route via {via}"),
     }
 }
 
@@ -246,6 +313,16 @@ impl Sys for Linux {
             Op::Symlink { target, link } => {
                 std::os::unix::fs::symlink(target, link).with_context(|| describe(op))
             }
+            Op::BridgeAdd { name, mtu } => netlink::bridge_add(name, *mtu),
+            Op::VethAdd { name, peer, mtu } => netlink::veth_add(name, peer, *mtu),
+            Op::LinkSetMaster { name, master } => netlink::link_set_master(name, master),
+            Op::LinkUp { name } => netlink::link_up(name),
+            Op::LinkDel { name } => netlink::link_del(name),
+            Op::LinkSetNetns { name, pid } => netlink::link_set_netns(name, *pid),
+            Op::LinkRename { name, new } => netlink::link_rename(name, new),
+            Op::LinkSetMtu { name, mtu } => netlink::link_set_mtu(name, *mtu),
+            Op::AddrAdd { link, addr, prefix } => netlink::addr_add(link, *addr, *prefix),
+            Op::RouteAddDefault { via } => netlink::route_add_default(*via),
         }
     }
 }

@@ -1,12 +1,21 @@
-//! Small network questions a node asks about itself: which address the kernel
-//! would use to reach the outside, and what the system resolver calls an address.
+//! The node's network: the bridge network engined gives its containers (IPAM in
+//! [`ipam`], the plans of links, addresses and routes and the bridge's setup in
+//! [`bridge`], the queries re-exported from the netlink seam), and two questions a
+//! node asks about itself: which address the kernel would use to reach the
+//! outside, and what the system resolver calls an address.
 //!
-//! Both go through the system's own machinery on purpose. The route choice is the
+//! Those two go through the system's own machinery on purpose. The route choice is the
 //! kernel's (as `ip route get` shows it), learnt from a connected UDP socket: a UDP
 //! `connect` only picks a route and a source address, it sends nothing. The name comes
 //! from libc's `getnameinfo`, so it honours /etc/hosts and /etc/resolv.conf exactly
 //! as every other program on the node does (the static musl build has no nsswitch and
 //! reads those two files; glibc follows nsswitch.conf).
+
+pub mod bridge;
+pub mod ipam;
+
+pub use crate::sys::netlink::{link_index, link_ipv4, link_is_bridge, link_mtu};
+pub use ipam::{Ipv4Cidr, allocate};
 
 use crate::error::{Error, Kind, Result};
 use std::ffi::CStr;
