@@ -3,7 +3,7 @@
 
 use argh::FromArgs;
 use berth::error::Result;
-use berth::progress::Progress;
+use berth::progress::Terminal;
 use berth::reference::Reference;
 use berth::registry::{Settings, transfer};
 use berth::store::local::{LocalStore, root_from};
@@ -48,16 +48,8 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
     )?;
     let store = LocalStore::open(&root_from(a.graph.as_deref()))?;
     let r = Reference::parse(&a.image)?;
-    let progress = Progress::new(a.quiet);
+    let progress = Terminal::new(a.quiet);
     let pulled = transfer::pull(&store, &settings, &r, &progress)?;
-    if !a.quiet {
-        let what = if pulled.downloaded {
-            "Downloaded newer image for"
-        } else {
-            "Image is up to date for"
-        };
-        eprintln!("Status: {what} {}", pulled.reference);
-    }
     println!("{}", pulled.reference);
     Ok(0)
 }

@@ -3,7 +3,7 @@
 
 use argh::FromArgs;
 use berth::error::{Error, Result};
-use berth::progress::Progress;
+use berth::progress::Terminal;
 use berth::reference::Reference;
 use berth::registry::Settings;
 use berth::registry::transfer::{self, PushOptions};
@@ -81,7 +81,7 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
         r.name(),
         r.tag.as_deref().unwrap_or("latest")
     ));
-    let progress = Progress::new(a.quiet);
+    let progress = Terminal::new(a.quiet);
     let d = transfer::push(&store, &settings, &local, &target, &opts, &progress)?;
     println!("{}@{d}", target.name());
     Ok(0)

@@ -12,6 +12,7 @@ pub mod fsutil;
 pub mod http;
 pub mod image;
 pub mod log;
+pub mod logfile;
 pub mod net;
 pub mod oci;
 pub mod proc;

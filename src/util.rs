@@ -54,6 +54,46 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
     format!("{}.{:03}Z", &base[..base.len() - 1], d.subsec_millis())
 }
 
+/// `2026-12-01T16:34:49.83192066Z`: Go's RFC3339Nano, as Docker writes log and
+/// container times (the fraction loses its trailing zeros, a whole second has none).
+pub fn rfc3339_nano(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let base = rfc3339(d.as_secs() as i64);
+    if d.subsec_nanos() == 0 {
+        return base;
+    }
+    let frac = format!("{:09}", d.subsec_nanos());
+    format!(
+        "{}.{}Z",
+        &base[..base.len() - 1],
+        frac.trim_end_matches('0')
+    )
+}
+
+/// An RFC 3339 timestamp to the nanosecond (digits past the ninth are dropped).
+pub fn parse_rfc3339_time(s: &str) -> Option<SystemTime> {
+    let secs = parse_rfc3339(s)?;
+    let digits: String = s[19..]
+        .strip_prefix('.')
+        .unwrap_or("")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .take(9)
+        .collect();
+    let nanos = if digits.is_empty() {
+        0
+    } else {
+        format!("{digits:0<9}").parse::<u32>().ok()?
+    };
+    let whole = Duration::from_secs(secs.unsigned_abs());
+    let t = if secs >= 0 {
+        UNIX_EPOCH.checked_add(whole)?
+    } else {
+        UNIX_EPOCH.checked_sub(whole)?
+    };
+    t.checked_add(Duration::from_nanos(nanos.into()))
+}
+
 /// A size as people and docker write it: `512`, `64k`, `64M`, `10GiB`, `1.5g`
 /// (binary multiples: docker's `--memory 1g` and `max-size=10m` mean MiB/GiB).
 pub fn parse_size(s: &str) -> Option<u64> {
@@ -294,6 +334,37 @@ mod tests {
         for t in [0i64, 951_782_400, 4_102_444_800, 1_764_000_000] {
             assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));
         }
+    }
+
+    #[test]
+    fn nanosecond_times_read_and_write_like_go() {
+        let t = UNIX_EPOCH + Duration::new(1_796_142_889, 831_920_668);
+        assert_eq!(rfc3339_nano(t), "2026-12-01T16:34:49.831920668Z");
+        assert_eq!(
+            rfc3339_nano(UNIX_EPOCH + Duration::new(1_796_142_889, 830_000_000)),
+            "2026-12-01T16:34:49.83Z"
+        );
+        assert_eq!(
+            rfc3339_nano(UNIX_EPOCH + Duration::from_secs(1_796_142_889)),
+            "2026-12-01T16:34:49Z"
+        );
+        assert_eq!(
+            parse_rfc3339_time("2026-12-01T16:34:49.831920668Z"),
+            Some(t)
+        );
+        assert_eq!(
+            parse_rfc3339_time("2026-12-01T17:34:49.83192066812+01:00"),
+            Some(t)
+        );
+        assert_eq!(
+            parse_rfc3339_time("2026-12-01T16:34:49.83Z"),
+            Some(UNIX_EPOCH + Duration::new(1_796_142_889, 830_000_000))
+        );
+        assert_eq!(
+            parse_rfc3339_time("1969-12-31T23:59:59.5Z"),
+            Some(UNIX_EPOCH - Duration::from_millis(500))
+        );
+        assert_eq!(parse_rfc3339_time("2026-12-01"), None);
     }
 
     #[test]

@@ -11,13 +11,18 @@
 //! tried; otherwise it is uploaded in one PUT, or in `--chunk-size` PATCHes with
 //! retries from the registry's reported offset. The manifest goes last, with its
 //! own media type.
+//!
+//! Both report to a [`Progress`] sink in dockerd's words and order (every layer
+//! announced before bytes move, then counts, then its outcome; the final `Status:`
+//! or digest line, or the error), so the engine can stream them to the docker CLI
+//! and the client applets print what they always printed.
 
 use super::client::{FetchedManifest, Registry};
 use super::settings::Settings;
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, Kind, Result};
 use crate::oci::{AnyManifest, Descriptor, Parsed};
-use crate::progress::{Counted, Progress};
+use crate::progress::{Counted, Progress, Silent, Task};
 use crate::reference::Reference;
 use crate::store::local::{ImageMeta, LocalStore, split_tag};
 use std::collections::BTreeSet;
@@ -68,12 +73,34 @@ pub fn select_platform(index: &Parsed) -> Result<Descriptor> {
         .ok_or_else(|| Error::not_found(format!("no {OS}/{ARCH} image in this index")))
 }
 
-/// Pull `r` into the store (trying search registries for short names).
+/// Pull `r` into the store (trying search registries for short names). Progress
+/// goes to `progress` in docker's order, ending with `Status: …` or the error.
 pub fn pull(
     store: &LocalStore,
     settings: &Settings,
     r: &Reference,
-    progress: &Progress,
+    progress: &dyn Progress,
+) -> Result<Pulled> {
+    let res = pull_any(store, settings, r, progress);
+    match &res {
+        Ok(p) => {
+            let what = if p.downloaded {
+                "Downloaded newer image for"
+            } else {
+                "Image is up to date for"
+            };
+            progress.line(None, &format!("Status: {what} {}", p.reference));
+        }
+        Err(e) => progress.error(&e.to_string()),
+    }
+    res
+}
+
+fn pull_any(
+    store: &LocalStore,
+    settings: &Settings,
+    r: &Reference,
+    progress: &dyn Progress,
 ) -> Result<Pulled> {
     let candidates = settings.candidates(r)?;
     let _lease = store.writer_lease()?;
@@ -121,11 +148,10 @@ pub fn pull(
             }
             Err(e) => return Err(e),
         };
-        progress.line(&format!(
-            "{}: Pulling from {}",
-            cand.tag.as_deref().unwrap_or(&reference),
-            cand.name()
-        ));
+        progress.line(
+            Some(cand.tag.as_deref().unwrap_or(&reference)),
+            &format!("Pulling from {}", cand.name()),
+        );
         return pull_from(store, &reg, cand, &repo, fetched, progress);
     }
     Err(last_err.unwrap_or_else(|| Error::not_found(format!("{r}: not found"))))
@@ -137,7 +163,7 @@ fn pull_from(
     cand: &Reference,
     repo: &str,
     top: FetchedManifest,
-    progress: &Progress,
+    progress: &dyn Progress,
 ) -> Result<Pulled> {
     let top_parsed = Parsed::parse(&top.bytes, Some(top.media_type.as_str()))?;
     let (manifest, index) = if top_parsed.media_type.is_index() {
@@ -166,11 +192,29 @@ fn pull_from(
     };
     let mut blobs: Vec<&Descriptor> = vec![&img.config];
     blobs.extend(img.layers.iter().filter(|l| !l.media_type.is_foreign()));
+    // Every layer's fate is told before any transfer starts, as dockerd does, so
+    // the docker CLI can lay out one line per layer. Docker never shows the config.
+    let mut todo = Vec::new();
+    for b in blobs {
+        let is_config = b.digest == img.config.digest;
+        let have = store.has_blob(&b.digest) == Some(b.size);
+        match (is_config, have) {
+            (false, true) => progress.done(short(&b.digest), "Already exists"),
+            (false, false) => progress.state(short(&b.digest), "Pulling fs layer"),
+            _ => {}
+        }
+        if !have {
+            todo.push(b);
+        }
+    }
     let downloaded = Mutex::new(false);
     let errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
-    let queue = Mutex::new(blobs.iter().collect::<Vec<_>>());
+    // Popped from the end: the config, then the layers in the manifest's order.
+    todo.reverse();
+    let workers = PARALLEL.min(todo.len());
+    let queue = Mutex::new(todo);
     std::thread::scope(|s| {
-        for _ in 0..PARALLEL.min(blobs.len()) {
+        for _ in 0..workers {
             s.spawn(|| {
                 loop {
                     let Some(b) = queue.lock().unwrap().pop() else {
@@ -180,15 +224,9 @@ fn pull_from(
                         return;
                     }
                     let is_config = b.digest == img.config.digest;
-                    if store.has_blob(&b.digest) == Some(b.size) {
-                        if !is_config {
-                            progress
-                                .task(short(&b.digest), b.size, "")
-                                .finish("Already exists");
-                        }
-                        continue;
-                    }
-                    let task = progress.task(short(&b.digest), b.size, "Downloading");
+                    let sink: &dyn Progress = if is_config { &Silent } else { progress };
+                    let id = short(&b.digest);
+                    let task = Task::new(sink, id, "Downloading", b.size);
                     let res = (|| -> Result<()> {
                         let (body, _) = reg.blob(repo, &b.digest)?;
                         let mut r = VerifyingReader::new(
@@ -220,12 +258,13 @@ fn pull_from(
                     match res {
                         Ok(()) => {
                             *downloaded.lock().unwrap() = true;
-                            if !is_config {
-                                task.finish("Pull complete");
-                            }
+                            // The digest was checked as the body ended.
+                            sink.state(id, "Verifying Checksum");
+                            sink.state(id, "Download complete");
+                            sink.done(id, "Pull complete");
                         }
                         Err(e) => {
-                            task.finish("Failed");
+                            sink.done(id, "Failed");
                             errors.lock().unwrap().push(e);
                         }
                     }
@@ -261,7 +300,7 @@ fn pull_from(
     )?;
     store.add_repo_digest(&name, &repo_digest)?;
     let downloaded = downloaded.into_inner().unwrap();
-    progress.line(&format!("Digest: {repo_digest}"));
+    progress.line(None, &format!("Digest: {repo_digest}"));
     Ok(Pulled {
         reference: cand.clone(),
         manifest: mdigest,
@@ -311,14 +350,31 @@ fn mount_sources(store: &LocalStore, host: &str, blob: &Digest, except: &str) ->
     out.into_iter().collect()
 }
 
-/// Push the local image `local` to `target` (which names the registry).
+/// Push the local image `local` to `target` (which names the registry). Progress
+/// goes to `progress` in docker's order, ending with `TAG: digest: … size: …` or
+/// the error.
 pub fn push(
     store: &LocalStore,
     settings: &Settings,
     local: &str,
     target: &Reference,
     opts: &PushOptions,
-    progress: &Progress,
+    progress: &dyn Progress,
+) -> Result<Digest> {
+    let res = push_image(store, settings, local, target, opts, progress);
+    if let Err(e) = &res {
+        progress.error(&e.to_string());
+    }
+    res
+}
+
+fn push_image(
+    store: &LocalStore,
+    settings: &Settings,
+    local: &str,
+    target: &Reference,
+    opts: &PushOptions,
+    progress: &dyn Progress,
 ) -> Result<Digest> {
     let md = store
         .resolve(local)?
@@ -327,10 +383,10 @@ pub fn push(
     let host = target.registry_or_default().to_string();
     let repo = target.api_repository();
     let reg = Registry::new(&host, settings)?;
-    progress.line(&format!(
-        "The push refers to repository [{}]",
-        target.name()
-    ));
+    progress.line(
+        None,
+        &format!("The push refers to repository [{}]", target.name()),
+    );
     let mut blobs: Vec<Descriptor> = img
         .layers()
         .iter()
@@ -339,6 +395,9 @@ pub fn push(
         .collect();
     if let AnyManifest::Image(m) = &img.parsed.manifest {
         blobs.push(m.config.clone());
+    }
+    for b in &blobs {
+        progress.state(short(&b.digest), "Preparing");
     }
     let errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
     let queue = Mutex::new(blobs.iter().collect::<Vec<_>>());
@@ -367,10 +426,10 @@ pub fn push(
     let tag = target.tag.clone().unwrap_or_else(|| "latest".into());
     let digest = reg.put_manifest(&repo, &tag, &img.manifest_bytes, &img.media_type)?;
     store.add_repo_digest(&target.name(), &digest)?;
-    progress.line(&format!(
-        "{tag}: digest: {digest} size: {}",
-        img.manifest_bytes.len()
-    ));
+    progress.line(
+        None,
+        &format!("{tag}: digest: {digest} size: {}", img.manifest_bytes.len()),
+    );
     Ok(digest)
 }
 
@@ -381,13 +440,11 @@ fn push_blob(
     repo: &str,
     b: &Descriptor,
     opts: &PushOptions,
-    progress: &Progress,
+    progress: &dyn Progress,
 ) -> Result<()> {
     let label = short(&b.digest).to_string();
     if reg.blob_size(repo, &b.digest, true)?.is_some() {
-        progress
-            .task(&label, b.size, "")
-            .finish("Layer already exists");
+        progress.done(&label, "Layer already exists");
         return Ok(());
     }
     let sources = mount_sources(store, host, &b.digest, repo);
@@ -404,9 +461,7 @@ fn push_blob(
         };
         match tried {
             None => {
-                progress
-                    .task(&label, b.size, "")
-                    .finish(&format!("Mounted from {from}"));
+                progress.done(&label, &format!("Mounted from {from}"));
                 return Ok(());
             }
             Some(loc) => {
@@ -424,7 +479,7 @@ fn push_blob(
     let size = store.has_blob(&b.digest).ok_or_else(|| {
         Error::not_found(format!("blob {} is missing from the local store", b.digest))
     })?;
-    let task = progress.task(&label, size, "Pushing");
+    let task = Task::new(progress, &label, "Pushing", size);
     let mut file = store.open_blob(&b.digest)?;
     let res = match opts.chunk_size {
         Some(chunk) if chunk > 0 => {
@@ -442,11 +497,11 @@ fn push_blob(
     };
     match res {
         Ok(()) => {
-            task.finish("Pushed");
+            progress.done(&label, "Pushed");
             Ok(())
         }
         Err(e) => {
-            task.finish("Failed");
+            progress.done(&label, "Failed");
             Err(e)
         }
     }

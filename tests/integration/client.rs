@@ -1308,3 +1308,150 @@ fn concurrent_applets_share_one_store() {
     }
     assert_eq!(std::fs::read_dir(env.root.join("tmp")).unwrap().count(), 0);
 }
+
+/// The engine streams pull and push progress as dockerd's JSON messages: the same
+/// transfer code, against a real registryd, through the JSON sink.
+#[test]
+fn pull_and_push_progress_as_dockers_json_messages() {
+    use berth::progress::DockerJson;
+    use berth::reference::Reference;
+    use berth::registry::{Settings, transfer};
+    use berth::store::local::LocalStore;
+    use serde_json::{Value, json};
+
+    fn messages(sink: DockerJson<Vec<u8>>) -> Vec<Value> {
+        String::from_utf8(sink.into_inner())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+    fn statuses<'a>(m: &'a [Value], id: &str) -> Vec<&'a str> {
+        m.iter()
+            .filter(|v| v["id"] == id)
+            .map(|v| v["status"].as_str().unwrap())
+            .collect()
+    }
+
+    let r = Registryd::start(RegOpts {
+        tls: false,
+        auth: false,
+        ..RegOpts::default()
+    });
+    let env = Env::new();
+    let tgz = busybox_tarball(env.dir.path(), true);
+    let config = env.ok(&["import", tgz.to_str().unwrap(), "img:1"]);
+    let config_id = &config.trim()[7..19];
+    let settings = Settings {
+        insecure: vec![r.host()],
+        certs_d: env.dir.join("certs.d"),
+        ..Settings::default()
+    };
+    let store = LocalStore::open(&env.root).unwrap();
+    let layer_id = store
+        .image(&store.resolve("img:1").unwrap().unwrap())
+        .unwrap()
+        .layers()[0]
+        .digest
+        .short()
+        .to_string();
+    let target = Reference::parse(&format!("{}/site/x:1", r.host())).unwrap();
+
+    let sink = DockerJson::new(Vec::new());
+    let pushed = transfer::push(
+        &store,
+        &settings,
+        "img:1",
+        &target,
+        &Default::default(),
+        &sink,
+    )
+    .unwrap();
+    let m = messages(sink);
+    assert_eq!(
+        m[0],
+        json!({"status": format!("The push refers to repository [{}/site/x]", r.host())})
+    );
+    // Every item is announced before any byte moves, with the fields the CLI needs.
+    let first_push = m.iter().position(|v| v["status"] == "Pushing").unwrap();
+    assert!(
+        m[1..first_push]
+            .iter()
+            .all(|v| v["status"] == "Preparing" && v["progressDetail"] == json!({}))
+    );
+    assert!(
+        m.iter()
+            .filter(|v| v["status"] == "Pushing")
+            .all(|v| v["id"].is_string()
+                && v["progressDetail"]["total"].as_u64().unwrap() > 0
+                && v["progress"].as_str().unwrap().starts_with('['))
+    );
+    let layer = statuses(&m, &layer_id);
+    assert_eq!((layer[0], *layer.last().unwrap()), ("Preparing", "Pushed"));
+    let last_count = m
+        .iter()
+        .rfind(|v| v["id"] == layer_id.as_str() && v["status"] == "Pushing")
+        .unwrap();
+    assert_eq!(
+        last_count["progressDetail"]["current"],
+        last_count["progressDetail"]["total"]
+    );
+    let manifest_size = store.read_blob(&pushed).unwrap().len();
+    assert_eq!(
+        m.last().unwrap(),
+        &json!({"status": format!("1: digest: {pushed} size: {manifest_size}")})
+    );
+
+    let fresh = Env::new();
+    let store2 = LocalStore::open(&fresh.root).unwrap();
+    let sink = DockerJson::new(Vec::new());
+    transfer::pull(&store2, &settings, &target, &sink).unwrap();
+    let m = messages(sink);
+    assert_eq!(
+        m[0],
+        json!({"status": format!("Pulling from {}/site/x", r.host()), "id": "1"})
+    );
+    let layer = statuses(&m, &layer_id);
+    let n = layer.len();
+    assert!(n >= 5, "{layer:?}");
+    assert_eq!(layer[0], "Pulling fs layer");
+    assert!(
+        layer[1..n - 3].iter().all(|s| *s == "Downloading"),
+        "{layer:?}"
+    );
+    assert_eq!(
+        layer[n - 3..],
+        ["Verifying Checksum", "Download complete", "Pull complete"]
+    );
+    // docker never shows the config blob
+    assert!(statuses(&m, config_id).is_empty(), "{m:?}");
+    assert_eq!(
+        m[m.len() - 2..],
+        [
+            json!({"status": format!("Digest: {pushed}")}),
+            json!({"status": format!("Status: Downloaded newer image for {}/site/x:1", r.host())})
+        ]
+    );
+
+    let sink = DockerJson::new(Vec::new());
+    transfer::pull(&store2, &settings, &target, &sink).unwrap();
+    let m = messages(sink);
+    assert_eq!(
+        m[1],
+        json!({"status": "Already exists", "progressDetail": {}, "id": layer_id})
+    );
+    assert_eq!(
+        m.last().unwrap(),
+        &json!({"status": format!("Status: Image is up to date for {}/site/x:1", r.host())})
+    );
+
+    // A failure ends the stream as an error message, in the shape the CLI reports.
+    let sink = DockerJson::new(Vec::new());
+    let missing = Reference::parse(&format!("{}/site/nope:1", r.host())).unwrap();
+    let e = transfer::pull(&store2, &settings, &missing, &sink).unwrap_err();
+    let m = messages(sink);
+    assert_eq!(
+        m,
+        [json!({"errorDetail": {"message": e.to_string()}, "error": e.to_string()})]
+    );
+}
