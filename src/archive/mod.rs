@@ -3,6 +3,11 @@
 //! writing side: directory snapshots and their differences ([`tree`]) packed into
 //! reproducible tars ([`writer`]).
 //!
+//! The extractor has three uses and one copy of the rules: layers flattened one
+//! over another into a root ([`extract`], mkimage), image archives of plain files
+//! ([`extract_files`], load), and one layer on its own in overlayfs' form for the
+//! engine's layer cache ([`extract_overlay`]).
+//!
 //! Safety rule for every tar berth reads: no entry may leave its root — no `..`
 //! component, no write through a symlink, no hard link to outside. A violation is
 //! an error naming the entry, never a silent skip.
@@ -244,7 +249,7 @@ pub fn copy_validated<R: Read, W: Write>(input: R, out: W) -> Result<(TarSummary
 /// Handles OCI whiteouts (`.wh.NAME` deletes NAME, `.wh..wh..opq` empties the
 /// directory). Ownership and device nodes are applied only when running as root.
 pub fn extract<R: Read>(input: R, dest: &Path) -> Result<u64> {
-    unpack(input, dest, true)
+    unpack(input, dest, Mode::Flatten)
 }
 
 /// Unpack an archive of plain files (an image archive for `load`): directories,
@@ -252,7 +257,57 @@ pub fn extract<R: Read>(input: R, dest: &Path) -> Result<u64> {
 /// no whiteouts, no owners, no set-id or world-writable modes. What cannot be in
 /// such an archive is an error naming the entry.
 pub fn extract_files<R: Read>(input: R, dest: &Path) -> Result<u64> {
-    unpack(input, dest, false)
+    unpack(input, dest, Mode::Files)
+}
+
+/// Unpack one layer on its own into the empty (or missing) directory `dest`, in
+/// the form overlayfs reads as a lowerdir: `.wh.NAME` becomes a character device
+/// 0/0 named NAME, `.wh..wh..opq` sets `trusted.overlay.opaque=y` on its
+/// directory, and nothing is ever removed for a whiteout (the lower layers are
+/// other directories). Owners, modes with set-id bits, times, device nodes,
+/// hard links to earlier entries of the layer and extended attributes from PAX
+/// `SCHILY.xattr.*` records (file capabilities among them) are kept. Needs root.
+///
+/// Returns the sha256 of the whole uncompressed stream (its diff_id), hashed on
+/// the way: the caller compares it with what the image config promises.
+pub fn extract_overlay<R: Read>(input: R, dest: &Path) -> Result<TarSummary> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(Error::new(
+            Kind::Denied,
+            format!(
+                "unpacking a layer into {} needs root (owners, device nodes and whiteouts): run as root",
+                dest.display()
+            ),
+        ));
+    }
+    // Everything under `dest` must be this layer's: whiteouts and hard links
+    // rely on it, and a cached layer must not mix with another's leftovers.
+    match std::fs::read_dir(dest) {
+        Ok(mut rd) => {
+            if rd.next().is_some() {
+                return Err(Error::invalid(format!(
+                    "{}: a layer is unpacked into an empty directory only",
+                    dest.display()
+                )));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::from(e).context(format!("read {}", dest.display()))),
+    }
+    let mut tee = Tee {
+        inner: input,
+        out: io::sink(),
+        hasher: Hasher::new(Algorithm::Sha256),
+        count: 0,
+    };
+    let entries = unpack(&mut tee, dest, Mode::Overlay)?;
+    // The end-of-archive blocks and any padding are part of the diff_id too.
+    io::copy(&mut tee, &mut io::sink()).context("reading the end of the layer")?;
+    Ok(TarSummary {
+        diff_id: tee.hasher.finish(),
+        size: tee.count,
+        entries,
+    })
 }
 
 // `..` from a symlink's directory must not climb above the root.
@@ -278,12 +333,34 @@ fn symlink_stays_inside(rel: &Path, target: &Path) -> bool {
     true
 }
 
-fn unpack<R: Read>(input: R, dest: &Path, rootfs: bool) -> Result<u64> {
-    std::fs::create_dir_all(dest).with_context(|| format!("create {}", dest.display()))?;
+/// How [`unpack`] treats a stream: one set of safety rules, three uses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Layers applied one over another into one root: whiteouts delete.
+    Flatten,
+    /// An image archive: plain files only.
+    Files,
+    /// One layer on its own, in overlayfs' form (see [`extract_overlay`]).
+    Overlay,
+}
+
+fn unpack<R: Read>(input: R, dest: &Path, mode: Mode) -> Result<u64> {
+    let rootfs = mode != Mode::Files;
+    let overlay = mode == Mode::Overlay;
+    if overlay {
+        if let Some(p) = dest.parent() {
+            std::fs::create_dir_all(p).with_context(|| format!("create {}", p.display()))?;
+        }
+        make_dirs(dest, Path::new(""))?;
+    } else {
+        std::fs::create_dir_all(dest).with_context(|| format!("create {}", dest.display()))?;
+    }
     let root = rootfs && nix::unistd::geteuid().is_root();
     let mut ar = tar::Archive::new(input);
     ar.set_preserve_permissions(true);
     ar.set_preserve_mtime(true);
+    // Extended attributes are written by hand, after chown: chown drops file
+    // capabilities, and the tar crate would set them before it.
     ar.set_unpack_xattrs(false);
     let mut n = 0u64;
     let mut dir_times: Vec<(PathBuf, u64)> = Vec::new();
@@ -300,9 +377,16 @@ fn unpack<R: Read>(input: R, dest: &Path, rootfs: bool) -> Result<u64> {
             .path()
             .map_err(|err| Error::with_source(Kind::Invalid, "unreadable entry name", err))?
             .into_owned();
+        // A global PAX header describes the archive, it is no file.
+        if overlay && e.header().entry_type().is_pax_global_extensions() {
+            continue;
+        }
         let rel = safe_relative(&raw)?;
         if rel.as_os_str().is_empty() {
             continue;
+        }
+        if overlay {
+            reopen_whiteouts(dest, &rel)?;
         }
         check_no_symlink_parents(dest, &rel)?;
         let target = dest.join(&rel);
@@ -314,7 +398,12 @@ fn unpack<R: Read>(input: R, dest: &Path, rootfs: bool) -> Result<u64> {
         // (OCI image spec, layer.md).
         if rootfs && name == ".wh..wh..opq" {
             let dir = rel.parent().unwrap_or(Path::new(""));
-            clear_lower(dest, dir, &created)?;
+            if overlay {
+                mark_opaque(dest, dir)?;
+                mark_created(&mut created, dir);
+            } else {
+                clear_lower(dest, dir, &created)?;
+            }
             continue;
         }
         if let Some(victim) = name.strip_prefix(".wh.").filter(|_| rootfs) {
@@ -324,8 +413,19 @@ fn unpack<R: Read>(input: R, dest: &Path, rootfs: bool) -> Result<u64> {
                     rel.display()
                 )));
             }
-            if !created.contains(&rel.with_file_name(victim)) {
-                remove_any(&target.with_file_name(victim))?;
+            let hidden = target.with_file_name(victim);
+            if overlay {
+                // What this layer already put there stays, hiding the lower
+                // layers' entry by itself; its own directory of that name
+                // shows only its own entries. A later entry of that name
+                // replaces the whiteout as it would any file.
+                match hidden.symlink_metadata() {
+                    Err(_) => make_whiteout(dest, &rel.with_file_name(victim))?,
+                    Ok(m) if m.is_dir() => mark_opaque(dest, &rel.with_file_name(victim))?,
+                    Ok(_) => {}
+                }
+            } else if !created.contains(&rel.with_file_name(victim)) {
+                remove_any(&hidden)?;
             }
             continue;
         }
@@ -358,11 +458,23 @@ fn unpack<R: Read>(input: R, dest: &Path, rootfs: bool) -> Result<u64> {
                 }
             }
         }
+        let xattrs = if overlay {
+            pax_xattrs(&mut e, &rel)?
+        } else {
+            Vec::new()
+        };
         let existing = target.symlink_metadata().ok();
+        // A directory where this layer put a whiteout: the lower layers'
+        // directory stays hidden, as the whiteout said.
+        let over_whiteout = overlay && kind.is_dir() && existing.as_ref().is_some_and(is_whiteout);
         if existing.is_some() && !(kind.is_dir() && existing.as_ref().is_some_and(|m| m.is_dir())) {
             remove_any(&target)?;
         }
-        if let Some(p) = target.parent() {
+        if overlay {
+            if let Some(p) = rel.parent() {
+                make_dirs(dest, p)?;
+            }
+        } else if let Some(p) = target.parent() {
             std::fs::create_dir_all(p).with_context(|| format!("create {}", p.display()))?;
         }
         match kind {
@@ -370,8 +482,19 @@ fn unpack<R: Read>(input: R, dest: &Path, rootfs: bool) -> Result<u64> {
                 let link = e.link_name().ok().flatten().ok_or_else(|| {
                     Error::invalid(format!("hard link {} without target", rel.display()))
                 })?;
-                let lrel = safe_relative(&link)?;
-                check_no_symlink_parents(dest, &lrel)?;
+                let lrel = safe_relative(&link)
+                    .map_err(|err| err.context(format!("hard link {}", rel.display())))?;
+                check_no_symlink_parents(dest, &lrel)
+                    .map_err(|err| err.context(format!("hard link {}", rel.display())))?;
+                if overlay && !created.contains(&lrel) {
+                    // One layer's directory holds that layer alone: a link to
+                    // anything else is a link to nothing or to a whiteout.
+                    return Err(Error::invalid(format!(
+                        "hard link {} to {}, which is not an earlier entry of this layer",
+                        rel.display(),
+                        lrel.display()
+                    )));
+                }
                 if !rootfs
                     && dest
                         .join(&lrel)
@@ -410,6 +533,21 @@ fn unpack<R: Read>(input: R, dest: &Path, rootfs: bool) -> Result<u64> {
                     minor: h.device_minor().ok().flatten().unwrap_or(0) as u64,
                 };
                 crate::sys::apply(&crate::sys::Linux, &[op])?;
+                if overlay && let Ok(m) = h.mtime() {
+                    use nix::sys::stat::{UtimensatFlags, utimensat};
+                    use nix::sys::time::TimeSpec;
+                    let t = TimeSpec::new(m as i64, 0);
+                    utimensat(
+                        nix::fcntl::AT_FDCWD,
+                        &target,
+                        &t,
+                        &t,
+                        UtimensatFlags::NoFollowSymlink,
+                    )
+                    .map_err(|err| {
+                        Error::from(err).context(format!("set the time of {}", rel.display()))
+                    })?;
+                }
             }
             _ => {
                 e.set_preserve_permissions(rootfs);
@@ -430,6 +568,9 @@ fn unpack<R: Read>(input: R, dest: &Path, rootfs: bool) -> Result<u64> {
                     dir_times.push((rel.clone(), m));
                 }
             }
+        }
+        if over_whiteout {
+            mark_opaque(dest, &rel)?;
         }
         // A hard link shares the inode its first name already set up; and what is
         // a symlink now must never be chmodded (chmod follows it, out of the root).
@@ -457,12 +598,20 @@ fn unpack<R: Read>(input: R, dest: &Path, rootfs: bool) -> Result<u64> {
                 }
             }
         }
-        // The entry and, implicitly, every directory above it are this layer's.
-        for a in rel.ancestors().filter(|a| !a.as_os_str().is_empty()) {
-            if !created.insert(a.to_path_buf()) {
-                break;
+        // Last: chown above drops `security.capability`.
+        if !kind.is_hard_link() {
+            for (key, value) in &xattrs {
+                set_xattr(&target, key, value).map_err(|err| {
+                    Error::from(err).context(format!(
+                        "tar entry {}: set extended attribute {}",
+                        rel.display(),
+                        String::from_utf8_lossy(key)
+                    ))
+                })?;
             }
         }
+        // The entry and, implicitly, every directory above it are this layer's.
+        mark_created(&mut created, &rel);
         n += 1;
     }
     // Directory mtimes last: creating entries inside them changed them. Each
@@ -476,6 +625,188 @@ fn unpack<R: Read>(input: R, dest: &Path, rootfs: bool) -> Result<u64> {
         }
     }
     Ok(n)
+}
+
+// `rel` and every directory above it are this layer's.
+fn mark_created(created: &mut std::collections::HashSet<PathBuf>, rel: &Path) {
+    for a in rel.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        if !created.insert(a.to_path_buf()) {
+            break;
+        }
+    }
+}
+
+/// The overlay xattr namespace: the layer's own `trusted.overlay.*` records are
+/// bookkeeping of the overlay it was built on (impure, origin, redirect, …) and
+/// would make ours misread the layer, so they are dropped, as umoci does.
+const OVERLAY_XATTRS: &[u8] = b"trusted.overlay.";
+
+// The entry's extended attributes from its PAX `SCHILY.xattr.NAME` records.
+fn pax_xattrs<R: Read>(e: &mut tar::Entry<'_, R>, rel: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let Some(exts) = e.pax_extensions().map_err(|err| {
+        Error::with_source(
+            Kind::Invalid,
+            format!("tar entry {}: unreadable PAX records", rel.display()),
+            err,
+        )
+    })?
+    else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for x in exts {
+        let x = x.map_err(|err| {
+            Error::with_source(
+                Kind::Invalid,
+                format!("tar entry {}: malformed PAX record", rel.display()),
+                err,
+            )
+        })?;
+        let Some(key) = x.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
+            continue;
+        };
+        if key.starts_with(OVERLAY_XATTRS) {
+            log::debug!(
+                "tar entry {}: dropped {}",
+                rel.display(),
+                String::from_utf8_lossy(key)
+            );
+            continue;
+        }
+        if key.is_empty() || key.contains(&0) {
+            return Err(Error::invalid(format!(
+                "tar entry {}: an extended attribute with an empty or NUL name",
+                rel.display()
+            )));
+        }
+        out.push((key.to_vec(), x.value_bytes().to_vec()));
+    }
+    Ok(out)
+}
+
+// lsetxattr(2): on the link itself, never through it.
+fn set_xattr(path: &Path, key: &[u8], value: &[u8]) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let k = std::ffi::CString::new(key)?;
+    // SAFETY: both strings are NUL-terminated and outlive the call; the value
+    // is read for exactly its length.
+    let r = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            k.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+// Create `rel` under `dest` and any directory above it that is missing, as
+// 0755 whatever the umask: a directory a layer implies without an entry of its
+// own is seen in the container, where a 0700 one would lock its users out.
+fn make_dirs(dest: &Path, rel: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let mut cur = dest.to_path_buf();
+    let comps = std::iter::once(None).chain(rel.components().map(Some));
+    for c in comps {
+        if let Some(c) = c {
+            cur.push(c);
+        }
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => {
+                return Err(Error::invalid(format!(
+                    "{} needs {} to be a directory",
+                    rel.display(),
+                    cur.display()
+                )));
+            }
+            Err(_) => {}
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&cur)
+            .with_context(|| format!("create {}", cur.display()))?;
+        std::fs::set_permissions(&cur, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("chmod {}", cur.display()))?;
+    }
+    Ok(())
+}
+
+fn is_whiteout(m: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    m.file_type().is_char_device() && m.rdev() == 0
+}
+
+// Directories above `rel` that this layer whited out earlier become its own
+// directories again, opaque: the lower layers' stay hidden, as the whiteout said.
+fn reopen_whiteouts(dest: &Path, rel: &Path) -> Result<()> {
+    let mut cur = PathBuf::new();
+    let comps: Vec<_> = rel.components().collect();
+    for c in &comps[..comps.len().saturating_sub(1)] {
+        cur.push(c);
+        let host = dest.join(&cur);
+        // Down real directories only, so no lookup here passes a symlink:
+        // whatever else is on the way is for check_no_symlink_parents to refuse.
+        match std::fs::symlink_metadata(&host) {
+            Ok(m) if is_whiteout(&m) => {
+                std::fs::remove_file(&host)
+                    .with_context(|| format!("remove {}", host.display()))?;
+                mark_opaque(dest, &cur)?;
+            }
+            Ok(m) if m.is_dir() => {}
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+// Overlay's whiteout: a character device 0/0 where the hidden entry's name is.
+fn make_whiteout(dest: &Path, rel: &Path) -> Result<()> {
+    if let Some(p) = rel.parent() {
+        make_dirs(dest, p)?;
+    }
+    crate::sys::apply(
+        &crate::sys::Linux,
+        &[crate::sys::Op::Mknod {
+            path: dest.join(rel),
+            kind: crate::sys::NodeKind::Char,
+            mode: 0,
+            major: 0,
+            minor: 0,
+        }],
+    )
+    .map_err(|e| e.context(format!("whiteout of {}", rel.display())))
+}
+
+// Overlay's opaque directory: the xattr set on the directory itself, reached
+// without following a symlink (a layer may have put one on the way).
+fn mark_opaque(dest: &Path, dir: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    make_dirs(dest, dir)?;
+    let fd = crate::fsutil::open_dir_beneath(dest, dir)
+        .with_context(|| format!("open {} to make it opaque", dir.display()))?;
+    let (k, v) = (c"trusted.overlay.opaque", b"y");
+    // SAFETY: a descriptor we own, a NUL-terminated name, a value of its length.
+    let r = unsafe { libc::fsetxattr(fd.as_raw_fd(), k.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
+    if r != 0 {
+        return Err(Error::from(io::Error::last_os_error()).context(format!(
+            "mark {} opaque (trusted.overlay.opaque needs root and a filesystem with xattrs)",
+            if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            }
+            .display()
+        )));
+    }
+    Ok(())
 }
 
 // Empty the directory `dir` (relative to `dest`) of everything lower layers put
@@ -753,6 +1084,22 @@ mod tests {
             "a directory outside the root got a layer's time"
         );
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn an_overlay_layer_goes_into_an_empty_directory_and_hashes_all_it_read() {
+        let dir = std::env::temp_dir().join(format!("berth-ov-{}", crate::util::uuid4()));
+        let t = tar_of(&[("a/.wh.b", b""), ("c", b"c")]);
+        // padding after the end-of-archive marker is part of the diff_id
+        let mut padded = t.clone();
+        padded.extend_from_slice(&[0u8; 10240]);
+        let s = extract_overlay(&padded[..], &dir.join("one")).unwrap();
+        assert_eq!(s.diff_id, Digest::sha256(&padded));
+        assert_eq!(s.size, padded.len() as u64);
+        assert_eq!(s.entries, 1);
+        let e = extract_overlay(&t[..], &dir.join("one")).unwrap_err();
+        assert!(e.to_string().contains("empty directory"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! ```text
 //! ROOT/blobs/sha256/<hex>   manifests, indexes, configs, compressed layers (CAS)
 //! ROOT/refs.json            name:tag -> manifest, repo digests, image metadata
+//! ROOT/layers/sha256/<hex>/ unpacked layers by diff_id, overlay form (layers/ is 0700)
 //! ROOT/leases/<holder>      manifest digests in use (containers); rmi refuses them
-//! ROOT/tmp/                 blobs being written
+//! ROOT/tmp/                 blobs being written, layers being unpacked
 //! ROOT/refs.lock            flock for read-modify-write of refs.json
 //! ROOT/gc.lock              shared by writers, exclusive for blob removal
 //! ```
@@ -16,6 +17,15 @@
 //! several applets (and the engine) can update it at once. Blob removal (after
 //! rmi) takes `gc.lock` exclusively; every writer holds it shared from its first
 //! blob to its ref update, so nothing being pulled is ever swept.
+//!
+//! The layer cache is what the engine's overlay mounts stack as lowerdirs: each
+//! layer unpacked once, on its own, shared by every image that has it. A layer
+//! is unpacked in `tmp/`, checked against the diff_id the image config promises,
+//! synced and renamed into place, so a directory under its final name is always
+//! whole; it is removed the same way round (renamed out, then deleted). Leases
+//! are the containers' hold: a lease file is written under `gc.lock` (shared),
+//! so no collection runs between the engine choosing an image and the lease
+//! existing, and the collector spares every blob and layer a lease names.
 
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Context, Error, Kind, Result};
@@ -212,7 +222,7 @@ impl Drop for BlobWriter {
 impl LocalStore {
     /// Open (creating) a store; a clear error if the root is not usable.
     pub fn open(root: &Path) -> Result<LocalStore> {
-        for d in ["blobs/sha256", "tmp", "leases"] {
+        for d in ["blobs/sha256", "tmp", "leases", "layers/sha256"] {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(|e| {
                 Error::from(e).context(format!(
@@ -224,11 +234,13 @@ impl LocalStore {
         }
         // Half-written blobs, build roots and unpacked archives live in tmp/: no
         // one else may walk in (an image's set-id binaries are in there mid-build).
+        // So do unpacked layers: set-id binaries and device nodes live there.
         use std::os::unix::fs::PermissionsExt;
-        let tmp = root.join("tmp");
-        if fs::metadata(&tmp).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700))
-                .with_context(|| format!("chmod {}", tmp.display()))?;
+        for private in [root.join("tmp"), root.join("layers")] {
+            if fs::metadata(&private).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+                fs::set_permissions(&private, fs::Permissions::from_mode(0o700))
+                    .with_context(|| format!("chmod {}", private.display()))?;
+            }
         }
         Ok(LocalStore {
             root: root.to_path_buf(),
@@ -487,16 +499,186 @@ impl LocalStore {
 
     /// Manifest digests held by leases (containers using images).
     pub fn leased(&self) -> Result<BTreeSet<Digest>> {
-        let mut s = BTreeSet::new();
-        for e in fs::read_dir(self.root.join("leases"))?.flatten() {
+        Ok(self
+            .leases()?
+            .into_iter()
+            .flat_map(|l| l.manifests)
+            .collect())
+    }
+
+    /// Every lease, by holder.
+    pub fn leases(&self) -> Result<Vec<Lease>> {
+        let dir = self.root.join("leases");
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir)
+            .with_context(|| format!("read {}", dir.display()))?
+            .flatten()
+        {
+            let holder = e.file_name().to_string_lossy().into_owned();
+            // `.NAME.tmp-…`: a lease being written, not a lease yet.
+            if holder.starts_with('.') {
+                continue;
+            }
             let text = fs::read_to_string(e.path()).unwrap_or_default();
-            for line in text.lines() {
-                if let Ok(d) = line.trim().parse() {
-                    s.insert(d);
-                }
+            let manifests = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            out.push(Lease { holder, manifests });
+        }
+        out.sort_by(|a, b| a.holder.cmp(&b.holder));
+        Ok(out)
+    }
+
+    /// Hold `manifests` for `holder` (a container id): until
+    /// [`LocalStore::release_lease`], `rmi` refuses them (without force) and
+    /// [`LocalStore::collect_garbage`] keeps their blobs and cached layers. The
+    /// lease file is written atomically under `gc.lock` (shared), after checking
+    /// that every image is still whole: a collection that ran between the caller
+    /// choosing the image and this call makes it fail here, never leaves a lease
+    /// on what is gone. A holder's lease is replaced by its next one.
+    pub fn lease(&self, holder: &str, manifests: &[Digest]) -> Result<Lease> {
+        let path = self.lease_path(holder)?;
+        let _gc = self.writer_lease()?;
+        for m in manifests {
+            if !self.complete(m) {
+                return Err(Error::not_found(format!(
+                    "cannot lease image {m} for {holder}: it is not (or no longer) whole in the store; pull it again"
+                )));
             }
         }
-        Ok(s)
+        let text: String = manifests.iter().map(|m| format!("{m}\n")).collect();
+        crate::fsutil::atomic_write(&path, text.as_bytes())
+            .map_err(|e| e.context(format!("lease for {holder}")))?;
+        Ok(Lease {
+            holder: holder.to_string(),
+            manifests: manifests.to_vec(),
+        })
+    }
+
+    /// Drop `holder`'s lease; false if it had none.
+    pub fn release_lease(&self, holder: &str) -> Result<bool> {
+        let path = self.lease_path(holder)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::from(e).context(format!("release the lease of {holder}"))),
+        }
+    }
+
+    // A holder names one file in leases/: a plain name, nothing that could climb.
+    fn lease_path(&self, holder: &str) -> Result<PathBuf> {
+        let ok = !holder.is_empty()
+            && holder.len() <= 128
+            && !holder.starts_with('.')
+            && holder
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+        if !ok {
+            return Err(Error::invalid(format!(
+                "lease holder {holder:?}: use 1-128 letters, digits, '_', '-' or '.', not starting with '.'"
+            )));
+        }
+        Ok(self.root.join("leases").join(holder))
+    }
+
+    /// Where the layer with this diff_id is (or would be) unpacked.
+    pub fn layer_path(&self, diff_id: &Digest) -> PathBuf {
+        self.root
+            .join("layers")
+            .join(diff_id.algorithm().as_str())
+            .join(diff_id.hex())
+    }
+
+    /// The layer cache entry for `diff_id`, unpacking the blob `blob` (gzip or
+    /// plain tar) into it if it is not there yet. The uncompressed stream must
+    /// hash to `diff_id`, or nothing is kept. Holds `gc.lock` shared meanwhile.
+    pub fn unpack_layer(
+        &self,
+        blob: &Digest,
+        media_type: &MediaType,
+        diff_id: &Digest,
+    ) -> Result<PathBuf> {
+        if diff_id.algorithm() != Algorithm::Sha256 {
+            return Err(Error::new(
+                Kind::Unsupported,
+                format!(
+                    "layer {blob}: diff_id {diff_id}: the layer cache keeps sha256 layers only"
+                ),
+            ));
+        }
+        let dest = self.layer_path(diff_id);
+        let _gc = self.writer_lease()?;
+        if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+            return Ok(dest);
+        }
+        if media_type.as_str().contains("zstd") {
+            return Err(Error::new(
+                Kind::Unsupported,
+                format!(
+                    "layer {blob} is compressed with zstd ({media_type}), which berth cannot unpack: use an image with gzip layers"
+                ),
+            ));
+        }
+        if self.has_blob(blob).is_none() {
+            return Err(Error::not_found(format!(
+                "layer {blob} is not in the store: pull the image again"
+            )));
+        }
+        self.clean_stale_staging("layer");
+        let staging = self.staging_dir("layer")?;
+        let tree = staging.path().join("root");
+        let file = self.open_blob(blob)?;
+        let input = crate::archive::decompressed(io::BufReader::with_capacity(1 << 20, file))
+            .map_err(|e| e.context(format!("layer {blob}")))?;
+        let got = crate::archive::extract_overlay(input, &tree)
+            .map_err(|e| e.context(format!("unpack layer {blob}")))?;
+        if got.diff_id != *diff_id {
+            return Err(Error::new(
+                Kind::Digest,
+                format!(
+                    "layer {blob} unpacks to diff_id {}, but the image config promises {diff_id}: the layer is corrupt or not this image's; remove the image and pull it again",
+                    got.diff_id
+                ),
+            ));
+        }
+        crate::fsutil::sync_filesystem(&tree)?;
+        if let Err(e) = fs::rename(&tree, &dest) {
+            // Another process unpacked the same layer meanwhile: theirs is as
+            // good as ours (same diff_id), and ours goes with the staging dir.
+            if !fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+                return Err(Error::from(e).context(format!("store layer {diff_id}")));
+            }
+        }
+        crate::fsutil::fsync_dir(dest.parent().expect("layer path has a parent"))?;
+        Ok(dest)
+    }
+
+    /// The overlay lowerdirs of an image, top layer first (as `lowerdir=` wants
+    /// them), unpacking the layers not cached yet; the diff_ids are the image
+    /// config's. A layer the image has twice is listed once, at its top place:
+    /// overlayfs refuses a directory twice, and the lower copy can show nothing
+    /// the upper does not cover. Take a [`LocalStore::lease`] first: a cached
+    /// layer is safe from collection only while an image in refs.json or a
+    /// lease needs it.
+    pub fn layer_dirs(&self, manifest: &Digest) -> Result<Vec<PathBuf>> {
+        let img = self.image(manifest)?;
+        let layers = img.layers();
+        let diff_ids = &img.config.rootfs.diff_ids;
+        if layers.len() != diff_ids.len() {
+            return Err(Error::invalid(format!(
+                "image {manifest}: the manifest has {} layers but the config lists {} diff_ids",
+                layers.len(),
+                diff_ids.len()
+            )));
+        }
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for (l, d) in layers.iter().zip(diff_ids).rev() {
+            let dir = self
+                .unpack_layer(&l.digest, &l.media_type, d)
+                .map_err(|e| e.context(format!("image {manifest}")))?;
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        Ok(dirs)
     }
 
     /// docker's rmi: `name:tag` untags; an id or digest untags every name of the
@@ -543,16 +725,28 @@ impl LocalStore {
         })
     }
 
-    /// Delete blobs no image needs. Skipped (returns None) while any writer holds
-    /// its lease, so a pull in progress never loses what it fetched.
+    /// Delete blobs and cached layers no image and no lease needs. Skipped
+    /// (returns None) while any writer holds its lease, so a pull in progress
+    /// never loses what it fetched. Returns the blobs removed and their bytes.
     pub fn collect_garbage(&self) -> Result<Option<(usize, u64)>> {
-        let Some(_gc) = flock(&self.root.join("gc.lock"), true, false)? else {
+        let Some(gc) = self.gc_lock(false)? else {
             return Ok(None);
         };
+        self.sweep(&gc).map(Some)
+    }
+
+    fn gc_lock(&self, wait: bool) -> Result<Option<Lock>> {
+        flock(&self.root.join("gc.lock"), true, wait)
+    }
+
+    // The collection proper; `_held` is the exclusive gc.lock.
+    fn sweep(&self, _held: &Lock) -> Result<(usize, u64)> {
         let refs = self.refs()?;
+        let leased = self.leased()?;
         let mut keep: BTreeSet<Digest> = BTreeSet::new();
+        let mut keep_layers: BTreeSet<Digest> = BTreeSet::new();
         let mut live: BTreeSet<Digest> = refs.images.keys().cloned().collect();
-        live.extend(self.leased()?);
+        live.extend(leased.iter().cloned());
         for m in &live {
             keep.insert(m.clone());
             if let Some(meta) = refs.images.get(m)
@@ -560,12 +754,40 @@ impl LocalStore {
             {
                 keep.insert(i.clone());
             }
-            if let Ok(img) = self.image(m) {
-                keep.insert(img.config_digest.clone());
-                keep.extend(img.layers().iter().map(|l| l.digest.clone()));
+            match self.image(m) {
+                Ok(img) => {
+                    keep.insert(img.config_digest.clone());
+                    keep.extend(img.layers().iter().map(|l| l.digest.clone()));
+                    keep_layers.extend(img.config.rootfs.diff_ids.iter().cloned());
+                }
+                // What a leased image needs cannot be told without it: a
+                // running container's layers are worth more than the space.
+                Err(e) if leased.contains(m) => {
+                    log::warn!("garbage collection skipped: leased image {m} is unreadable: {e}");
+                    return Ok((0, 0));
+                }
+                Err(_) => {}
             }
         }
         let (mut n, mut bytes) = (0, 0);
+        let layers = self.root.join("layers/sha256");
+        for e in fs::read_dir(&layers)
+            .with_context(|| format!("read {}", layers.display()))?
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(d) = format!("sha256:{name}").parse::<Digest>() else {
+                continue;
+            };
+            if !keep_layers.contains(&d) {
+                // Out of its final name first: a crash half-way through the
+                // removal must not leave a partial layer that looks cached.
+                let staging = self.staging_dir("layer")?;
+                fs::rename(e.path(), staging.path().join("old"))
+                    .with_context(|| format!("remove cached layer {d}"))?;
+                log::debug!("removed cached layer {d}");
+            }
+        }
         for e in fs::read_dir(self.root.join("blobs/sha256"))?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let Ok(d) = format!("sha256:{name}").parse::<Digest>() else {
@@ -577,8 +799,15 @@ impl LocalStore {
                 n += 1;
             }
         }
-        Ok(Some((n, bytes)))
+        Ok((n, bytes))
     }
+}
+
+/// A holder's lease: the manifests it keeps from `rmi` and garbage collection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub holder: String,
+    pub manifests: Vec<Digest>,
 }
 
 /// A working directory removed with everything in it when dropped.
@@ -650,6 +879,364 @@ mod tests {
         assert!(s.collect_garbage().unwrap().is_none());
         drop(lease);
         assert!(s.collect_garbage().unwrap().is_some());
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    /// Layers written entry by entry, as hostile or as ordinary as a test needs.
+    struct Layer(tar::Builder<Vec<u8>>);
+
+    impl Layer {
+        fn new() -> Layer {
+            Layer(tar::Builder::new(Vec::new()))
+        }
+        fn header(kind: tar::EntryType, mode: u32) -> tar::Header {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_size(0);
+            h.set_mtime(1_000_000);
+            h
+        }
+        fn file(mut self, name: &str, data: &[u8], mode: u32, owner: (u64, u64)) -> Layer {
+            let mut h = Self::header(tar::EntryType::Regular, mode);
+            h.set_size(data.len() as u64);
+            h.set_uid(owner.0);
+            h.set_gid(owner.1);
+            self.0.append_data(&mut h, name, data).unwrap();
+            self
+        }
+        fn dir(mut self, name: &str) -> Layer {
+            let mut h = Self::header(tar::EntryType::Directory, 0o755);
+            self.0.append_data(&mut h, name, io::empty()).unwrap();
+            self
+        }
+        fn hard_link(mut self, name: &str, to: &str) -> Layer {
+            let mut h = Self::header(tar::EntryType::Link, 0o644);
+            self.0.append_link(&mut h, name, to).unwrap();
+            self
+        }
+        fn fifo(mut self, name: &str) -> Layer {
+            let mut h = Self::header(tar::EntryType::Fifo, 0o600);
+            self.0.append_data(&mut h, name, io::empty()).unwrap();
+            self
+        }
+        fn xattrs(mut self, attrs: &[(&str, &[u8])]) -> Layer {
+            let keys: Vec<(String, &[u8])> = attrs
+                .iter()
+                .map(|(k, v)| (format!("SCHILY.xattr.{k}"), *v))
+                .collect();
+            self.0
+                .append_pax_extensions(keys.iter().map(|(k, v)| (k.as_str(), *v)))
+                .unwrap();
+            self
+        }
+        fn done(self) -> Vec<u8> {
+            self.0.into_inner().unwrap()
+        }
+    }
+
+    fn temp_store() -> (PathBuf, LocalStore) {
+        let root = std::env::temp_dir().join(format!("berth-layers-{}", crate::util::uuid4()));
+        let s = LocalStore::open(&root).unwrap();
+        (root, s)
+    }
+
+    /// An image of `layers` (bottom first) tagged `name`; returns the manifest.
+    fn image_of(s: &LocalStore, name: &str, layers: &[&[u8]]) -> Digest {
+        let parts: Vec<_> = layers
+            .iter()
+            .map(|t| {
+                let gz = crate::archive::gzip::gzip_bytes(t, 1);
+                let d = s.put_bytes(&gz).unwrap();
+                (d, gz.len() as u64, Digest::sha256(t), Default::default())
+            })
+            .collect();
+        let (m, _) =
+            crate::image::assemble(s, crate::image::Format::Oci, 0, Default::default(), &parts)
+                .unwrap();
+        s.tag(&m, &[name.to_string()], ImageMeta::default())
+            .unwrap();
+        m
+    }
+
+    fn xattr(p: &Path, key: &str) -> Option<Vec<u8>> {
+        use std::os::unix::ffi::OsStrExt;
+        let cp = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        let ck = std::ffi::CString::new(key).unwrap();
+        let mut buf = vec![0u8; 256];
+        // SAFETY: NUL-terminated strings and a buffer of the length given.
+        let n = unsafe {
+            libc::lgetxattr(cp.as_ptr(), ck.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        };
+        (n >= 0).then(|| buf[..n as usize].to_vec())
+    }
+
+    fn gzip_layer(s: &LocalStore, tar: &[u8]) -> Digest {
+        s.put_bytes(&crate::archive::gzip::gzip_bytes(tar, 1))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_layer_unpacks_in_overlay_form_with_everything_a_root_needs() {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let (root, s) = temp_store();
+        // cap_net_raw, permitted and effective (VFS_CAP_REVISION_2)
+        let cap: &[u8] = &[
+            1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        let t = Layer::new()
+            .dir("etc/")
+            .file("etc/.wh.motd", b"", 0o644, (0, 0))
+            .dir("opt/")
+            .file("opt/.wh..wh..opq", b"", 0o644, (0, 0))
+            .file("opt/new", b"upper", 0o644, (0, 0))
+            .xattrs(&[
+                ("security.capability", cap),
+                ("trusted.overlay.origin", b"from the build host"),
+            ])
+            .file("bin/ping", b"\x7fELF", 0o755, (0, 0))
+            .file("bin/su", b"su", 0o4755, (0, 0))
+            .file("home/u/data", b"mine", 0o2640, (1234, 5678))
+            .hard_link("bin/su-again", "bin/su")
+            .fifo("run/fifo")
+            .file("deep/implied/file", b"x", 0o644, (0, 0))
+            .done();
+        let diff_id = Digest::sha256(&t);
+        let blob = gzip_layer(&s, &t);
+        let dir = s
+            .unpack_layer(&blob, &MediaType::OciLayerGzip, &diff_id)
+            .unwrap();
+        assert_eq!(dir, root.join("layers/sha256").join(diff_id.hex()));
+        assert_eq!(
+            fs::metadata(root.join("layers")).unwrap().mode() & 0o777,
+            0o700
+        );
+        // a whiteout is a character device 0/0 under the hidden name
+        let wh = fs::symlink_metadata(dir.join("etc/motd")).unwrap();
+        assert!(wh.file_type().is_char_device());
+        assert_eq!(wh.rdev(), 0);
+        assert!(!dir.join("etc/.wh.motd").exists());
+        // an opaque directory carries the xattr and keeps its own entries
+        assert_eq!(
+            xattr(&dir.join("opt"), "trusted.overlay.opaque").as_deref(),
+            Some(&b"y"[..])
+        );
+        assert!(fs::symlink_metadata(dir.join("opt/.wh..wh..opq")).is_err());
+        assert_eq!(fs::read(dir.join("opt/new")).unwrap(), b"upper");
+        // file capabilities survive chown; the build host's overlay notes do not
+        let ping = dir.join("bin/ping");
+        assert_eq!(xattr(&ping, "security.capability").as_deref(), Some(cap));
+        assert_eq!(xattr(&ping, "trusted.overlay.origin"), None);
+        // set-id bits, numeric owners, times
+        let su = fs::metadata(dir.join("bin/su")).unwrap();
+        assert_eq!(su.mode() & 0o7777, 0o4755);
+        let data = fs::metadata(dir.join("home/u/data")).unwrap();
+        assert_eq!((data.uid(), data.gid()), (1234, 5678));
+        assert_eq!(data.mode() & 0o7777, 0o2640);
+        assert_eq!(data.mtime(), 1_000_000);
+        assert_eq!(fs::metadata(dir.join("etc")).unwrap().mtime(), 1_000_000);
+        // a hard link is the same inode
+        let again = fs::metadata(dir.join("bin/su-again")).unwrap();
+        assert_eq!(again.ino(), su.ino());
+        let fifo = fs::symlink_metadata(dir.join("run/fifo")).unwrap();
+        assert!(fifo.file_type().is_fifo());
+        assert_eq!(fifo.mtime(), 1_000_000);
+        // a directory the layer only implies is open to the container's users
+        assert_eq!(
+            fs::metadata(dir.join("deep/implied")).unwrap().mode() & 0o777,
+            0o755
+        );
+        assert_eq!(fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_wrong_diff_id_keeps_nothing_and_names_both_digests() {
+        let (root, s) = temp_store();
+        let t = Layer::new().file("a", b"a", 0o644, (0, 0)).done();
+        let blob = gzip_layer(&s, &t);
+        let promised = Digest::sha256(b"something else");
+        let e = s
+            .unpack_layer(&blob, &MediaType::OciLayerGzip, &promised)
+            .unwrap_err();
+        assert_eq!(e.kind(), Kind::Digest);
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&promised.to_string()) && msg.contains(&Digest::sha256(&t).to_string()),
+            "{msg}"
+        );
+        assert_eq!(fs::read_dir(root.join("layers/sha256")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+        // zstd is refused by name, before anything is written
+        let e = s
+            .unpack_layer(&blob, &MediaType::OciLayerZstd, &Digest::sha256(&t))
+            .unwrap_err();
+        assert_eq!(e.kind(), Kind::Unsupported);
+        assert!(e.to_string().contains("zstd"), "{e}");
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn unpacking_again_returns_the_cached_layer() {
+        let (root, s) = temp_store();
+        let t = Layer::new().file("a", b"a", 0o644, (0, 0)).done();
+        let blob = gzip_layer(&s, &t);
+        let diff_id = Digest::sha256(&t);
+        // plain tar is a layer too
+        let plain = s.put_bytes(&t).unwrap();
+        let dir = s
+            .unpack_layer(&plain, &MediaType::OciLayer, &diff_id)
+            .unwrap();
+        fs::write(dir.join("marker"), "still here").unwrap();
+        // the blob is not even read: the directory under its name is the layer
+        fs::remove_file(s.blob_path(&blob)).unwrap();
+        fs::remove_file(s.blob_path(&plain)).unwrap();
+        let again = s
+            .unpack_layer(&blob, &MediaType::OciLayerGzip, &diff_id)
+            .unwrap();
+        assert_eq!(again, dir);
+        assert_eq!(fs::read(dir.join("marker")).unwrap(), b"still here");
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn layer_dirs_are_top_first_and_each_once() {
+        let (root, s) = temp_store();
+        let base = Layer::new().file("base", b"1", 0o644, (0, 0)).done();
+        let mid = Layer::new().file("mid", b"2", 0o644, (0, 0)).done();
+        let top = Layer::new().file("top", b"3", 0o644, (0, 0)).done();
+        let m = image_of(&s, "three:1", &[&base, &mid, &top]);
+        let dirs = s.layer_dirs(&m).unwrap();
+        let want: Vec<PathBuf> = [&top, &mid, &base]
+            .iter()
+            .map(|t| s.layer_path(&Digest::sha256(t)))
+            .collect();
+        assert_eq!(dirs, want);
+        assert!(dirs[0].join("top").is_file() && dirs[2].join("base").is_file());
+        // the same layer twice is listed once, at its upper place
+        let m2 = image_of(&s, "twice:1", &[&base, &mid, &base, &top]);
+        let dirs = s.layer_dirs(&m2).unwrap();
+        let want: Vec<PathBuf> = [&top, &base, &mid]
+            .iter()
+            .map(|t| s.layer_path(&Digest::sha256(t)))
+            .collect();
+        assert_eq!(dirs, want);
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn gc_removes_layers_nothing_needs_and_keeps_leased_ones() {
+        let (root, s) = temp_store();
+        let shared = Layer::new().file("shared", b"s", 0o644, (0, 0)).done();
+        let own_a = Layer::new().file("a", b"a", 0o644, (0, 0)).done();
+        let own_b = Layer::new().file("b", b"b", 0o644, (0, 0)).done();
+        let own_c = Layer::new().file("c", b"c", 0o644, (0, 0)).done();
+        let a = image_of(&s, "a:1", &[&shared, &own_a]);
+        let b = image_of(&s, "b:1", &[&shared, &own_b]);
+        let c = image_of(&s, "c:1", &[&shared, &own_c]);
+        for m in [&a, &b, &c] {
+            s.layer_dirs(m).unwrap();
+        }
+        s.lease("ctr-b", std::slice::from_ref(&b)).unwrap();
+        // rmi refuses the leased image; forced, it goes from refs but stays held
+        let e = s.remove_image("b:1", false).unwrap_err();
+        assert_eq!(e.kind(), Kind::Conflict);
+        s.remove_image("b:1", true).unwrap();
+        s.remove_image("c:1", false).unwrap();
+        let layer = |t: &[u8]| s.layer_path(&Digest::sha256(t));
+        s.collect_garbage().unwrap().unwrap();
+        assert!(layer(&shared).is_dir() && layer(&own_a).is_dir());
+        assert!(layer(&own_b).is_dir(), "a leased layer was collected");
+        assert!(s.complete(&b), "a leased image lost blobs");
+        assert!(!layer(&own_c).exists(), "an unneeded layer stayed");
+        assert!(!s.complete(&c));
+        // the lease goes: so does what only it held
+        assert!(s.release_lease("ctr-b").unwrap());
+        assert!(!s.release_lease("ctr-b").unwrap());
+        s.collect_garbage().unwrap().unwrap();
+        assert!(!layer(&own_b).exists());
+        assert!(s.has_blob(&b).is_none());
+        assert!(layer(&shared).is_dir() && layer(&own_a).is_dir());
+        assert_eq!(fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    // Until `tid` sits in flock(2): the only way it can wait for the gc.lock.
+    fn wait_in_flock(tid: i32) {
+        let file = format!("/proc/self/task/{tid}/syscall");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let now = fs::read_to_string(&file).unwrap_or_default();
+            if now.split_whitespace().next() == Some(&libc::SYS_flock.to_string()) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "thread {tid} never waited on a lock: {now}"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_lease_waits_for_a_running_collection() {
+        let (root, s) = temp_store();
+        let t = Layer::new().file("a", b"a", 0o644, (0, 0)).done();
+        let m = image_of(&s, "gone:1", &[&t]);
+        // The engine has chosen the image; before its lease, the image is
+        // removed and a collection starts.
+        s.remove_image("gone:1", false).unwrap();
+        let gc = s.gc_lock(true).unwrap().unwrap();
+        let (s2, m2) = (s.clone(), m.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let taker = std::thread::spawn(move || {
+            tx.send(nix::unistd::gettid().as_raw()).unwrap();
+            s2.lease("ctr-1", &[m2])
+        });
+        wait_in_flock(rx.recv().unwrap());
+        assert!(
+            !root.join("leases/ctr-1").exists(),
+            "lease made during a GC"
+        );
+        let (n, _) = s.sweep(&gc).unwrap();
+        assert!(n >= 3, "the collection removed {n} blobs");
+        drop(gc);
+        let e = taker.join().unwrap().unwrap_err();
+        assert_eq!(e.kind(), Kind::NotFound);
+        assert!(e.to_string().contains(&m.to_string()), "{e}");
+        assert!(s.leases().unwrap().is_empty(), "a lease on what is gone");
+        // the same with the image still there: the lease comes after the sweep,
+        // which kept the image, and holds it from then on
+        let m = image_of(&s, "kept:1", &[&t]);
+        let gc = s.gc_lock(true).unwrap().unwrap();
+        let (s2, m2) = (s.clone(), m.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let taker = std::thread::spawn(move || {
+            tx.send(nix::unistd::gettid().as_raw()).unwrap();
+            s2.lease("ctr-2", &[m2])
+        });
+        wait_in_flock(rx.recv().unwrap());
+        s.sweep(&gc).unwrap();
+        drop(gc);
+        let lease = taker.join().unwrap().unwrap();
+        assert_eq!(lease.manifests, vec![m.clone()]);
+        assert_eq!(s.leases().unwrap(), vec![lease]);
+        s.remove_image("kept:1", true).unwrap();
+        s.collect_garbage().unwrap().unwrap();
+        assert!(s.complete(&m));
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_lease_holder_names_one_file_in_leases() {
+        let (root, s) = temp_store();
+        for bad in ["../escape", "a/b", "", ".hidden", "x\n"] {
+            let e = s.lease(bad, &[]).unwrap_err();
+            assert_eq!(e.kind(), Kind::Invalid, "{bad:?}");
+            assert!(s.release_lease(bad).is_err());
+        }
+        assert!(!root.join("escape").exists());
+        assert!(s.leases().unwrap().is_empty());
         fs::remove_dir_all(root).unwrap();
     }
 

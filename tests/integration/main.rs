@@ -7,6 +7,7 @@ mod client;
 mod client_hardening;
 mod dispatch;
 mod init;
+mod layers;
 mod mkimage;
 mod registry_api;
 mod registry_config;
