@@ -3,6 +3,8 @@
 //! gets its name (as invoked) and its arguments, and returns an exit code or an
 //! error that `main` prints as one line.
 
+#[cfg(feature = "engined")]
+mod engined;
 #[cfg(feature = "htpasswd")]
 mod htpasswd;
 #[cfg(feature = "images")]
@@ -39,6 +41,22 @@ pub struct Applet {
 }
 
 pub static TABLE: &[Applet] = &[
+    #[cfg(feature = "engined")]
+    Applet {
+        name: "engined",
+        main: engined::main,
+        help: "container engine: the Docker Engine API for the stock docker CLI",
+        hidden: false,
+        link: true,
+    },
+    #[cfg(feature = "engined")]
+    Applet {
+        name: "engined-shim",
+        main: engined::shim::main,
+        help: "engined's per-container supervisor (internal)",
+        hidden: true,
+        link: false,
+    },
     #[cfg(feature = "images")]
     Applet {
         name: "images",

@@ -700,6 +700,20 @@ impl Cgroup {
         fs::read_to_string(file).ok()?.trim().parse().ok()
     }
 
+    /// How many processes the kernel's OOM killer took in this cgroup (docker's
+    /// `OOMKilled`): `oom_kill` of memory.oom_control (v1) or memory.events (v2).
+    pub fn oom_kills(&self) -> Option<u64> {
+        let file = if self.v2 {
+            self.dir_of("memory")?.join("memory.events")
+        } else {
+            self.dir_of("memory")?.join("memory.oom_control")
+        };
+        fs::read_to_string(file)
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok()))
+    }
+
     /// Remove the cgroup (and any cgroup a container made below it) from every
     /// hierarchy. Refused while a process is left in it.
     pub fn remove(&self) -> Result<()> {

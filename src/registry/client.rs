@@ -277,7 +277,10 @@ impl Registry {
         let certs_dir = settings.certs_dir(host);
         let insecure = settings.is_insecure(host);
         let agent = agent(tls_for(host, settings)?, 0);
-        let creds = crate::auth::dockercfg::credentials(host)?;
+        let creds = match &settings.credentials {
+            Some(c) => Some(c.clone()),
+            None => crate::auth::dockercfg::credentials(host)?,
+        };
         let mut r = Registry {
             host: host.to_string(),
             base: format!("https://{api_host}"),

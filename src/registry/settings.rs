@@ -29,6 +29,9 @@ pub struct Settings {
     pub block: Vec<String>,
     pub insecure: Vec<String>,
     pub certs_d: PathBuf,
+    /// Credentials given with the request (the Engine API's X-Registry-Auth),
+    /// used instead of config.json's.
+    pub credentials: Option<(String, String)>,
 }
 
 impl Default for Settings {
@@ -40,6 +43,7 @@ impl Default for Settings {
             certs_d: std::env::var_os("BERTH_CERTS_D")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CERTS_D)),
+            credentials: None,
         }
     }
 }

@@ -636,3 +636,207 @@ impl Drop for Dockerd {
         let _ = self.child.wait();
     }
 }
+
+/// berth's engined on its own socket, graph root, cgroup parent and bridge
+/// (made by the fixture, as the site's Ansible makes br0, and given with
+/// `--bridge`), driven by a docker CLI. Dropped: its containers removed, the
+/// daemon stopped, the bridge and cgroups gone.
+pub struct Engined {
+    pub dir: TempDir,
+    pub sock: PathBuf,
+    pub graph: PathBuf,
+    pub bridge: String,
+    pub subnet: String,
+    pub cgroup_parent: String,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+    /// The docker CLI binary used by [`Engined::docker`].
+    pub cli: String,
+    extra: Vec<String>,
+}
+
+/// A /24 of 10.199.0.0/16 no other engined of this test run has.
+fn next_subnet() -> u8 {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static N: AtomicU8 = AtomicU8::new(1);
+    let base = (std::process::id() % 100) as u8;
+    base.wrapping_add(N.fetch_add(1, Ordering::Relaxed)) % 250 + 1
+}
+
+impl Engined {
+    pub fn start() -> Engined {
+        Engined::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Engined {
+        need("docker");
+        let dir = TempDir::new("engined");
+        let n = next_subnet();
+        let tag = &berth::util::uuid4()[..6];
+        let bridge = format!("brt{tag}");
+        let subnet = format!("10.199.{n}");
+        let sh = |c: &str| {
+            let o = Command::new("sh").arg("-c").arg(c).output().unwrap();
+            assert!(o.status.success(), "{c}: {}", stderr(&o));
+        };
+        sh(&format!(
+            "ip link add {bridge} type bridge && ip addr add {subnet}.1/24 dev {bridge} && ip link set {bridge} up"
+        ));
+        let mut e = Engined {
+            sock: dir.join("engined.sock"),
+            graph: dir.join("graph"),
+            log: dir.join("engined.log"),
+            bridge,
+            subnet,
+            cgroup_parent: format!("berth-test-{tag}"),
+            child: None,
+            cli: "docker".into(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            dir,
+        };
+        e.spawn();
+        e
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut c = berth(&["engined"]);
+        c.arg("-H")
+            .arg(format!("unix://{}", self.sock.display()))
+            .arg("--data-root")
+            .arg(&self.graph)
+            .arg("--pidfile")
+            .arg(self.dir.join("engined.pid"))
+            .arg(format!("--bridge={}", self.bridge))
+            .arg("--cgroup-parent")
+            .arg(&self.cgroup_parent)
+            .args(&self.extra)
+            .env("BERTH_CLIENT_CONFIG", self.dir.join("client.yml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        std::fs::write(self.dir.join("client.yml"), "").unwrap();
+        let mut child = c.spawn().expect("start engined");
+        let sock = self.sock.clone();
+        wait_for("engined to answer", || {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("engined exited with {st}: {}", self.logs());
+            }
+            let o = Command::new("docker")
+                .args(["version", "--format", "{{.Server.APIVersion}}"])
+                .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+                .env("DOCKER_CONFIG", self.dir.join("cli"))
+                .output()
+                .ok()?;
+            o.status.success().then_some(())
+        });
+        self.child = Some(child);
+    }
+
+    /// kill -9 engined (its containers go on) and start it again.
+    pub fn crash_and_restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn();
+    }
+
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.sock.display())
+    }
+
+    /// The docker CLI pointed at this engined.
+    pub fn docker(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.cli);
+        c.args(args)
+            .env("DOCKER_HOST", self.host())
+            .env("DOCKER_CONFIG", self.dir.join("cli"))
+            .env_remove("DOCKER_TLS_VERIFY");
+        c
+    }
+
+    /// Run the CLI; require success; stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.docker(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "docker {args:?} failed ({}): {}{}\nengined log:\n{}",
+            o.status,
+            stderr(&o),
+            stdout(&o),
+            self.logs_tail()
+        );
+        stdout(&o)
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.docker(args).output().unwrap()
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn logs_tail(&self) -> String {
+        let l = self.logs();
+        let lines: Vec<&str> = l.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// A raw API call on the socket: (status, body).
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        use std::io::Write;
+        let mut s = std::os::unix::net::UnixStream::connect(&self.sock).unwrap();
+        let body = body.unwrap_or("");
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: engine\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+        (status, body)
+    }
+}
+
+impl Drop for Engined {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            if let Ok(o) = self.docker(&["ps", "-aq"]).output() {
+                let ids: Vec<String> = stdout(&o).split_whitespace().map(str::to_string).collect();
+                if !ids.is_empty() {
+                    let mut c = self.docker(&["rm", "-f"]);
+                    c.args(&ids);
+                    let _ = c.output();
+                }
+            }
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
+        for root in ["/sys/fs/cgroup"] {
+            if let Ok(rd) = std::fs::read_dir(root) {
+                for h in rd.flatten() {
+                    let _ = std::fs::remove_dir(h.path().join(&self.cgroup_parent));
+                }
+            }
+        }
+    }
+}

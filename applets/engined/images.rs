@@ -1,0 +1,411 @@
+//! Images through the Engine API: list, inspect, history, pull and import
+//! (`POST /images/create`), tag, push, remove, load and save — over the same
+//! local store the client applets use, so `berth pull` and `docker pull` against
+//! engined fill one store.
+
+use super::Engine;
+use berth::digest::Digest;
+use berth::error::{Error, Kind, Result};
+use berth::reference::Reference;
+use berth::store::local::{LocalImage, split_tag, tagged};
+use serde_json::{Value, json};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+fn image_of(e: &Engine, name: &str) -> Result<(Digest, LocalImage)> {
+    let m = e
+        .store
+        .resolve(name)?
+        .ok_or_else(|| Error::not_found(format!("No such image: {name}")))?;
+    let img = e.store.image(&m)?;
+    Ok((m, img))
+}
+
+fn created_unix(img: &LocalImage) -> i64 {
+    img.config
+        .created
+        .as_deref()
+        .and_then(super::state::parse_time)
+        .unwrap_or(0)
+}
+
+fn size_of(e: &Engine, m: &Digest, img: &LocalImage) -> u64 {
+    e.store
+        .refs()
+        .ok()
+        .and_then(|r| r.images.get(m).and_then(|x| x.size))
+        .unwrap_or_else(|| img.layers().iter().map(|l| l.size).sum())
+}
+
+fn names_of(e: &Engine, m: &Digest) -> (Vec<String>, Vec<String>) {
+    let Ok(refs) = e.store.refs() else {
+        return (vec![], vec![]);
+    };
+    let tags: Vec<String> = refs
+        .tags
+        .iter()
+        .filter(|(_, v)| *v == m)
+        .map(|(k, _)| k.clone())
+        .collect();
+    let index = refs.images.get(m).and_then(|x| x.index.clone());
+    let digests: Vec<String> = refs
+        .digests
+        .iter()
+        .flat_map(|(n, ds)| {
+            ds.iter()
+                .filter(|d| *d == m || Some(*d) == index.as_ref())
+                .map(move |d| format!("{n}@{d}"))
+        })
+        .collect();
+    (tags, digests)
+}
+
+/// `GET /images/json`.
+pub fn list(e: &Engine, filters: &[(String, Vec<String>)]) -> Result<Value> {
+    let refs = e.store.refs()?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    let manifests: Vec<Digest> = refs.images.keys().cloned().chain(refs.tags.values().cloned()).collect();
+    for (k, _) in filters {
+        if k != "reference" && k != "dangling" && k != "label" {
+            return Err(Error::invalid(format!("invalid filter '{k}'")));
+        }
+    }
+    for m in manifests {
+        if !seen.insert(m.clone()) {
+            continue;
+        }
+        let Ok(img) = e.store.image(&m) else { continue };
+        let (tags, digests) = names_of(e, &m);
+        let keep = filters.iter().all(|(k, vals)| {
+            vals.iter().all(|v| match k.as_str() {
+                "dangling" => (v == "true") == tags.is_empty(),
+                "reference" => tags.iter().any(|t| reference_matches(v, t)),
+                "label" => {
+                    let labels = img.config.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
+                    match v.split_once('=') {
+                        Some((a, b)) => labels.get(a).is_some_and(|x| x == b),
+                        None => labels.contains_key(v),
+                    }
+                }
+                _ => true,
+            })
+        });
+        if !keep {
+            continue;
+        }
+        let size = size_of(e, &m, &img);
+        out.push(json!({
+            "Containers": -1,
+            "Created": created_unix(&img),
+            "Id": img.config_digest.to_string(),
+            "Labels": img.config.config.as_ref().and_then(|c| c.labels.clone()),
+            "ParentId": "",
+            "RepoDigests": if digests.is_empty() { Value::Null } else { json!(digests) },
+            "RepoTags": if tags.is_empty() { Value::Null } else { json!(tags) },
+            "SharedSize": -1,
+            "Size": size,
+            "VirtualSize": size,
+        }));
+    }
+    out.sort_by_key(|v| std::cmp::Reverse(v["Created"].as_i64().unwrap_or(0)));
+    Ok(Value::Array(out))
+}
+
+/// docker's reference filter: `name`, `name:tag`, with `*` wildcards.
+fn reference_matches(pattern: &str, tag: &str) -> bool {
+    let (name, t) = split_tag(tag);
+    let target = if pattern.contains(':') { tag.to_string() } else { name.to_string() };
+    let _ = t;
+    glob(pattern, &target) || glob(&tagged(pattern), tag)
+}
+
+fn glob(p: &str, s: &str) -> bool {
+    match p.split_once('*') {
+        None => p == s,
+        Some((a, rest)) => {
+            if !s.starts_with(a) {
+                return false;
+            }
+            let s = &s[a.len()..];
+            (0..=s.len()).any(|i| s.is_char_boundary(i) && glob(rest, &s[i..]))
+        }
+    }
+}
+
+/// `GET /images/{name}/json`.
+pub fn inspect(e: &Engine, name: &str) -> Result<Value> {
+    let (m, img) = image_of(e, name)?;
+    let (tags, digests) = names_of(e, &m);
+    let size = size_of(e, &m, &img);
+    Ok(json!({
+        "Id": img.config_digest.to_string(),
+        "RepoTags": tags,
+        "RepoDigests": digests,
+        "Parent": "",
+        "Comment": img.config.history.last().and_then(|h| h.comment.clone()).unwrap_or_default(),
+        "Created": img.config.created.clone().unwrap_or_default(),
+        "Container": "",
+        "ContainerConfig": {},
+        "DockerVersion": "",
+        "Author": img.config.author.clone().unwrap_or_default(),
+        "Config": img.config.config.clone(),
+        "Architecture": img.config.architecture,
+        "Os": img.config.os,
+        "Size": size,
+        "VirtualSize": size,
+        "GraphDriver": {"Name": "overlay", "Data": Value::Null},
+        "RootFS": {"Type": "layers", "Layers": img.config.rootfs.diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>()},
+        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+    }))
+}
+
+/// `GET /images/{name}/history`: newest first.
+pub fn history(e: &Engine, name: &str) -> Result<Value> {
+    let (m, img) = image_of(e, name)?;
+    let (tags, _) = names_of(e, &m);
+    let layers = img.layers();
+    let mut li = 0;
+    let mut out = Vec::new();
+    for h in &img.config.history {
+        let size = if h.empty_layer == Some(true) {
+            0
+        } else {
+            let s = layers.get(li).map(|l| l.size).unwrap_or(0);
+            li += 1;
+            s
+        };
+        out.push(json!({
+            "Id": "<missing>",
+            "Created": h.created.as_deref().and_then(super::state::parse_time).unwrap_or(0),
+            "CreatedBy": h.created_by.clone().unwrap_or_default(),
+            "Tags": Value::Null,
+            "Size": size,
+            "Comment": h.comment.clone().unwrap_or_default(),
+        }));
+    }
+    out.reverse();
+    if let Some(first) = out.first_mut() {
+        first["Id"] = Value::from(img.config_digest.to_string());
+        first["Tags"] = json!(tags);
+    }
+    Ok(Value::Array(out))
+}
+
+/// A stream fed by a thread: the worker answers at once, the work goes on.
+fn streamed(work: impl FnOnce(&mut File) + Send + 'static) -> Result<Box<dyn Read + Send>> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|err| Error::from(err).context("pipe"))?;
+    let mut w = File::from(w);
+    std::thread::Builder::new()
+        .name("api-stream".into())
+        .spawn(move || work(&mut w))
+        .map_err(|err| Error::from(err).context("thread"))?;
+    Ok(Box::new(File::from(r)))
+}
+
+/// Credentials from `X-Registry-Auth` (base64url JSON, docker's AuthConfig).
+pub fn registry_auth(header: Option<&str>) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let h = header?.trim();
+    if h.is_empty() {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(h)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h))
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(h))
+        .ok()?;
+    let v: Value = serde_json::from_slice(&raw).ok()?;
+    let user = v.get("username").and_then(|x| x.as_str()).unwrap_or("");
+    let pass = v.get("password").and_then(|x| x.as_str()).unwrap_or("");
+    (!user.is_empty()).then(|| (user.to_string(), pass.to_string()))
+}
+
+/// `POST /images/create?fromImage=&tag=`: pull, progress streamed as docker's
+/// JSON messages.
+pub fn pull(e: &Arc<Engine>, image: &str, tag: Option<&str>, auth: Option<(String, String)>) -> Result<Box<dyn Read + Send>> {
+    let full = match tag.filter(|t| !t.is_empty()) {
+        Some(t) if t.starts_with("sha256:") => format!("{image}@{t}"),
+        Some(t) => format!("{image}:{t}"),
+        None => image.to_string(),
+    };
+    let r = Reference::parse(&full)?;
+    let e = e.clone();
+    streamed(move |w| {
+        let sink = berth::progress::DockerJson::new(&mut *w);
+        let mut settings = e.s.registries.clone();
+        settings.credentials = auth;
+        match berth::registry::transfer::pull(&e.store, &settings, &r, &sink) {
+            Ok(p) => {
+                e.events.emit(
+                    "image",
+                    "pull",
+                    &p.reference.to_string(),
+                    vec![("name".into(), p.reference.to_string())],
+                );
+            }
+            Err(err) => {
+                use berth::progress::Progress;
+                sink.error(&err.to_string());
+            }
+        }
+    })
+}
+
+/// `POST /images/{name}/push?tag=`.
+pub fn push(e: &Arc<Engine>, name: &str, tag: Option<&str>, auth: Option<(String, String)>) -> Result<Box<dyn Read + Send>> {
+    let full = match tag.filter(|t| !t.is_empty()) {
+        Some(t) => format!("{name}:{t}"),
+        None => name.to_string(),
+    };
+    if e.store.resolve(&full)?.is_none() {
+        return Err(Error::not_found(format!("An image does not exist locally with the tag: {name}")));
+    }
+    let target = Reference::parse(&full)?;
+    let e = e.clone();
+    streamed(move |w| {
+        let sink = berth::progress::DockerJson::new(&mut *w);
+        let mut settings = e.s.registries.clone();
+        settings.credentials = auth;
+        match berth::registry::transfer::push(
+            &e.store,
+            &settings,
+            &full,
+            &target,
+            &Default::default(),
+            &sink,
+        ) {
+            Ok(_) => e.events.emit("image", "push", &full, vec![("name".into(), full.clone())]),
+            Err(err) => {
+                use berth::progress::Progress;
+                sink.error(&err.to_string());
+            }
+        }
+    })
+}
+
+/// `POST /images/create?fromSrc=-`: import the request body.
+pub fn import(
+    e: &Engine,
+    body: Box<dyn Read + Send>,
+    repo: Option<&str>,
+    tag: Option<&str>,
+    message: Option<&str>,
+    changes: Vec<String>,
+) -> Result<Value> {
+    let opts = berth::image::ImportOptions {
+        changes,
+        message: message.filter(|m| !m.is_empty()).map(str::to_string),
+        created: berth::image::default_created()?,
+        format: berth::image::Format::Docker,
+    };
+    let img = berth::image::import(&e.store, body, "-", &opts)?;
+    if let Some(repo) = repo.filter(|r| !r.is_empty()) {
+        let name = match tag.filter(|t| !t.is_empty()) {
+            Some(t) => format!("{repo}:{t}"),
+            None => tagged(repo),
+        };
+        Reference::parse(&name)?;
+        e.store.tag(&img.manifest, &[tagged(&name)], Default::default())?;
+        e.events.emit("image", "tag", &img.config.to_string(), vec![("name".into(), name)]);
+    }
+    e.events.emit("image", "import", &img.config.to_string(), vec![]);
+    Ok(json!({"status": img.config.to_string()}))
+}
+
+/// `POST /images/{name}/tag?repo=&tag=`.
+pub fn tag(e: &Engine, name: &str, repo: &str, tag: Option<&str>) -> Result<()> {
+    let (m, img) = image_of(e, name)?;
+    let target = match tag.filter(|t| !t.is_empty()) {
+        Some(t) => format!("{repo}:{t}"),
+        None => tagged(repo),
+    };
+    Reference::parse(&target)?;
+    e.store.tag(&m, &[tagged(&target)], Default::default())?;
+    e.events.emit("image", "tag", &img.config_digest.to_string(), vec![("name".into(), target)]);
+    Ok(())
+}
+
+/// `DELETE /images/{name}?force=`.
+pub fn remove(e: &Engine, name: &str, force: bool) -> Result<Value> {
+    let lines = e.store.remove_image(name, force).map_err(|err| {
+        if err.kind() == Kind::Conflict {
+            Error::new(Kind::Conflict, format!("conflict: {err}"))
+        } else {
+            err
+        }
+    })?;
+    let out: Vec<Value> = lines
+        .iter()
+        .map(|l| match l.split_once(": ") {
+            Some(("Untagged", v)) => json!({"Untagged": v}),
+            Some(("Deleted", v)) => json!({"Deleted": v}),
+            _ => json!({"Untagged": l}),
+        })
+        .collect();
+    for l in &lines {
+        if let Some(v) = l.strip_prefix("Untagged: ") {
+            e.events.emit("image", "untag", v, vec![("name".into(), v.to_string())]);
+        } else if let Some(v) = l.strip_prefix("Deleted: ") {
+            e.events.emit("image", "delete", v, vec![]);
+        }
+    }
+    if let Err(err) = e.store.collect_garbage() {
+        log::warn!("image store garbage collection: {err}");
+    }
+    Ok(Value::Array(out))
+}
+
+/// `POST /images/load`: what `docker load` prints.
+pub fn load(e: &Engine, body: Box<dyn Read + Send>) -> Result<Value> {
+    let loaded = berth::image::archive::load(&e.store, body, &Default::default())?;
+    let mut text = String::new();
+    for (n, _, cfg) in &loaded {
+        match n {
+            Some(n) => text.push_str(&format!("Loaded image: {n}\n")),
+            None => text.push_str(&format!("Loaded image ID: {cfg}\n")),
+        }
+        e.events.emit("image", "load", &cfg.to_string(), vec![]);
+    }
+    Ok(json!({"stream": text}))
+}
+
+/// `GET /images/get?names=`: a docker-archive of the named images.
+pub fn save(e: &Arc<Engine>, names: Vec<String>) -> Result<Box<dyn Read + Send>> {
+    let mut items = Vec::new();
+    for n in &names {
+        let (m, _) = image_of(e, n)?;
+        let tags = if n.contains('@') || e.store.refs()?.tags.get(&tagged(n)).is_none() {
+            vec![]
+        } else {
+            vec![tagged(n)]
+        };
+        items.push(berth::image::archive::SaveItem { manifest: m, tags });
+    }
+    let e = e.clone();
+    streamed(move |w| {
+        if let Err(err) = berth::image::archive::save(&e.store, &items, berth::image::Format::Docker, &mut *w) {
+            log::error!("docker save: {err}");
+        }
+        let _ = w.flush();
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_filter_and_auth_header() {
+        assert!(reference_matches("busybox", "busybox:latest"));
+        assert!(reference_matches("busy*", "busybox:latest"));
+        assert!(reference_matches("busybox:lat*", "busybox:latest"));
+        assert!(!reference_matches("sl6", "busybox:latest"));
+        use base64::Engine as _;
+        let h = base64::engine::general_purpose::URL_SAFE.encode(r#"{"username":"u","password":"p","serveraddress":"h"}"#);
+        assert_eq!(registry_auth(Some(&h)), Some(("u".into(), "p".into())));
+        assert_eq!(registry_auth(Some("")), None);
+    }
+}
