@@ -56,7 +56,9 @@ fn flag(req: &Request, k: &str) -> bool {
     matches!(req.query(k), Some("1" | "true" | "True" | "yes"))
 }
 
-fn read_json<T: for<'de> serde::Deserialize<'de> + Default>(req: &mut Request) -> Result<T, Response> {
+fn read_json<T: for<'de> serde::Deserialize<'de> + Default>(
+    req: &mut Request,
+) -> Result<T, Response> {
     let body = req
         .read_body(16 << 20)
         .map_err(|e| err(400, e.to_string()))?;
@@ -72,7 +74,10 @@ fn unix_time(s: &str) -> Option<std::time::SystemTime> {
         return None;
     }
     let (secs, nanos) = match s.split_once('.') {
-        Some((a, b)) => (a.parse::<i64>().ok()?, format!("{b:0<9}")[..9].parse::<u32>().ok()?),
+        Some((a, b)) => (
+            a.parse::<i64>().ok()?,
+            format!("{b:0<9}")[..9].parse::<u32>().ok()?,
+        ),
         None => match s.parse::<i64>() {
             Ok(n) => (n, 0),
             Err(_) => (super::state::parse_time(s)?, 0),
@@ -88,7 +93,12 @@ impl Handler for Api {
         let path = match path.strip_prefix("/v") {
             Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => {
                 let (ver, rest) = rest.split_once('/').unwrap_or((rest, ""));
-                if ver.split('.').next().and_then(|m| m.parse::<u32>().ok()).is_none() {
+                if ver
+                    .split('.')
+                    .next()
+                    .and_then(|m| m.parse::<u32>().ok())
+                    .is_none()
+                {
                     return err(400, format!("malformed version {ver}"));
                 }
                 format!("/{rest}")
@@ -114,7 +124,10 @@ impl Handler for Api {
                     containers::list(
                         &e,
                         flag(req, "all"),
-                        req.query("limit").and_then(|l| l.parse::<i64>().ok()).filter(|l| *l > 0).map(|l| l as usize),
+                        req.query("limit")
+                            .and_then(|l| l.parse::<i64>().ok())
+                            .filter(|l| *l > 0)
+                            .map(|l| l as usize),
                         &f,
                     )
                 })
@@ -136,14 +149,16 @@ impl Handler for Api {
                 let (h, w) = size(req);
                 super::exec::resize(&x, h, w).map(|_| Response::new(201))
             }),
-            ("GET", ["exec", id, "json"]) => super::exec::get(&e, id).map(|x| ok_json(&super::exec::inspect(&x))),
+            ("GET", ["exec", id, "json"]) => {
+                super::exec::get(&e, id).map(|x| ok_json(&super::exec::inspect(&x)))
+            }
             ("GET", ["images", "json"]) => containers::filters(req.query("filters"))
                 .and_then(|f| super::images::list(&e, &f))
                 .map(|v| ok_json(&v)),
             ("POST", ["images", "create"]) => self.images_create(req),
-            ("POST", ["images", "load"]) => {
-                spool(&e, req).and_then(|body| super::images::load(&e, body)).map(|v| ok_json(&v))
-            }
+            ("POST", ["images", "load"]) => spool(&e, req)
+                .and_then(|body| super::images::load(&e, body))
+                .map(|v| ok_json(&v)),
             ("GET", ["images", "get"]) => {
                 let names: Vec<String> = req
                     .query
@@ -151,8 +166,11 @@ impl Handler for Api {
                     .filter(|(k, _)| k == "names")
                     .map(|(_, v)| v.clone())
                     .collect();
-                super::images::save(&e, names)
-                    .map(|r| Response::new(200).header("Content-Type", "application/x-tar").chunked(r))
+                super::images::save(&e, names).map(|r| {
+                    Response::new(200)
+                        .header("Content-Type", "application/x-tar")
+                        .chunked(r)
+                })
             }
             ("GET", ["images", rest @ .., "json"]) if !rest.is_empty() => {
                 super::images::inspect(&e, &rest.join("/")).map(|v| ok_json(&v))
@@ -169,8 +187,11 @@ impl Handler for Api {
             .map(|_| Response::new(201)),
             ("POST", ["images", rest @ .., "push"]) if !rest.is_empty() => {
                 let auth = super::images::registry_auth(req.header("X-Registry-Auth"));
-                super::images::push(&e, &rest.join("/"), req.query("tag"), auth)
-                    .map(|r| Response::new(200).header("Content-Type", "application/json").chunked(r))
+                super::images::push(&e, &rest.join("/"), req.query("tag"), auth).map(|r| {
+                    Response::new(200)
+                        .header("Content-Type", "application/json")
+                        .chunked(r)
+                })
             }
             ("DELETE", ["images", rest @ ..]) if !rest.is_empty() => {
                 super::images::remove(&e, &rest.join("/"), flag(req, "force")).map(|v| ok_json(&v))
@@ -216,7 +237,13 @@ fn spool(e: &Engine, req: &mut Request) -> berth::Result<Box<dyn std::io::Read +
 }
 
 impl Api {
-    fn container(&self, req: &mut Request, id: &str, m: &str, rest: &[&str]) -> berth::Result<Response> {
+    fn container(
+        &self,
+        req: &mut Request,
+        id: &str,
+        m: &str,
+        rest: &[&str],
+    ) -> berth::Result<Response> {
         let e = &self.e;
         match (m, rest) {
             ("GET", ["json"]) => containers::inspect(e, id).map(|v| ok_json(&v)),
@@ -225,11 +252,14 @@ impl Api {
                 Outcome::Done => no_content(),
                 Outcome::NotModified => Response::new(304),
             }),
-            ("POST", ["stop"]) => containers::stop(e, id, req.query("t").and_then(|t| t.parse().ok()))
-                .map(|o| match o {
-                    Outcome::Done => no_content(),
-                    Outcome::NotModified => Response::new(304),
-                }),
+            ("POST", ["stop"]) => {
+                containers::stop(e, id, req.query("t").and_then(|t| t.parse().ok())).map(
+                    |o| match o {
+                        Outcome::Done => no_content(),
+                        Outcome::NotModified => Response::new(304),
+                    },
+                )
+            }
             ("POST", ["restart"]) => {
                 containers::stop(e, id, req.query("t").and_then(|t| t.parse().ok()))?;
                 containers::start(e, id)?;
@@ -238,7 +268,8 @@ impl Api {
                 }
                 Ok(no_content())
             }
-            ("POST", ["kill"]) => containers::kill(e, id, req.query("signal").unwrap_or("SIGKILL")).map(|_| no_content()),
+            ("POST", ["kill"]) => containers::kill(e, id, req.query("signal").unwrap_or("SIGKILL"))
+                .map(|_| no_content()),
             ("POST", ["wait"]) => {
                 let f = containers::wait(e, id, req.query("condition").unwrap_or("not-running"))?;
                 Ok(Response::new(200)
@@ -249,7 +280,9 @@ impl Api {
                         v
                     }))))
             }
-            ("POST", ["rename"]) => containers::rename(e, id, req.query("name").unwrap_or("")).map(|_| no_content()),
+            ("POST", ["rename"]) => {
+                containers::rename(e, id, req.query("name").unwrap_or("")).map(|_| no_content())
+            }
             ("POST", ["resize"]) => {
                 let (h, w) = size(req);
                 containers::resize(e, id, h, w).map(|_| Response::new(200))
@@ -274,7 +307,8 @@ impl Api {
                 } else {
                     "application/vnd.docker.multiplexed-stream"
                 };
-                containers::logs(e, id, q).map(|r| Response::new(200).header("Content-Type", ct).chunked(r))
+                containers::logs(e, id, q)
+                    .map(|r| Response::new(200).header("Content-Type", ct).chunked(r))
             }
             ("POST", ["attach"]) => {
                 if !req.is_upgrade() {
@@ -286,6 +320,9 @@ impl Api {
                 let stdout = flag(req, "stdout");
                 let stderr = flag(req, "stderr");
                 let tty = e.dir.load_record(id).map(|r| r.config.tty).unwrap_or(false);
+                // Registered before the 101 goes out: the client's start may
+                // come before the connection is handed over.
+                let slot = containers::attach_later(e, id, stdin, stdout, stderr)?;
                 let e2 = e.clone();
                 let id2 = id.to_string();
                 Ok(Response::new(101)
@@ -297,10 +334,18 @@ impl Api {
                             "application/vnd.docker.multiplexed-stream"
                         },
                     )
-                    .upgrade(move |up| {
-                        let p = Pending { stdin, stdout, stderr, up };
-                        if let Err(x) = containers::attach(&e2, &id2, p) {
-                            log::warn!("attach {id2}: {x}");
+                    .upgrade(move |up| match slot {
+                        Some(slot) => slot.fill(up),
+                        None => {
+                            let p = Pending {
+                                stdin,
+                                stdout,
+                                stderr,
+                                up,
+                            };
+                            if let Err(x) = containers::attach_running(&e2, &id2, p) {
+                                log::warn!("attach {id2}: {x}");
+                            }
                         }
                     }))
             }
@@ -311,7 +356,10 @@ impl Api {
                 };
                 super::exec::create(e, id, cfg).map(|x| Response::new(201).json(&json!({"Id": x})))
             }
-            _ => Err(Error::not_found(format!("page not found: {m} /containers/{id}/{}", rest.join("/")))),
+            _ => Err(Error::not_found(format!(
+                "page not found: {m} /containers/{id}/{}",
+                rest.join("/")
+            ))),
         }
     }
 
@@ -337,21 +385,28 @@ impl Api {
             "application/vnd.docker.multiplexed-stream"
         };
         if x.st.lock().unwrap().started {
-            return Err(Error::new(Kind::Conflict, format!("Error: Exec command {id} has already run")));
+            return Err(Error::new(
+                Kind::Conflict,
+                format!("Error: Exec command {id} has already run"),
+            ));
         }
-        Ok(Response::new(101).header("Content-Type", ct).upgrade(move |up| {
-            let id = x.id.clone();
-            if let Err(err) = super::exec::start(&e, x, Some(up)) {
-                log::warn!("exec {id}: {err}");
-            }
-        }))
+        Ok(Response::new(101)
+            .header("Content-Type", ct)
+            .upgrade(move |up| {
+                let id = x.id.clone();
+                if let Err(err) = super::exec::start(&e, x, Some(up)) {
+                    log::warn!("exec {id}: {err}");
+                }
+            }))
     }
 
     fn images_create(&self, req: &mut Request) -> berth::Result<Response> {
         let e = self.e.clone();
         if let Some(src) = req.query("fromSrc").map(str::to_string) {
             if src != "-" {
-                return Err(Error::invalid("fromSrc: only - (the request body) is supported"));
+                return Err(Error::invalid(
+                    "fromSrc: only - (the request body) is supported",
+                ));
             }
             let repo = req.query("repo").map(str::to_string);
             let tag = req.query("tag").map(str::to_string);
@@ -363,7 +418,14 @@ impl Api {
                 .map(|(_, v)| v.clone())
                 .collect();
             let body = spool(&e, req)?;
-            let v = super::images::import(&e, body, repo.as_deref(), tag.as_deref(), message.as_deref(), changes)?;
+            let v = super::images::import(
+                &e,
+                body,
+                repo.as_deref(),
+                tag.as_deref(),
+                message.as_deref(),
+                changes,
+            )?;
             let mut line = serde_json::to_vec(&v).unwrap_or_default();
             line.extend_from_slice(b"\r\n");
             return Ok(Response::new(200).bytes("application/json", line));
@@ -373,7 +435,9 @@ impl Api {
         };
         let auth = super::images::registry_auth(req.header("X-Registry-Auth"));
         let r = super::images::pull(&e, &image, req.query("tag"), auth)?;
-        Ok(Response::new(200).header("Content-Type", "application/json").chunked(r))
+        Ok(Response::new(200)
+            .header("Content-Type", "application/json")
+            .chunked(r))
     }
 }
 
@@ -430,18 +494,27 @@ fn info(e: &Engine) -> Value {
         .filter_map(|id| e.dir.load_state(id).ok())
         .map(|s| s.status)
         .collect();
-    let running = states.iter().filter(|s| *s == "running" || *s == "restarting").count();
+    let running = states
+        .iter()
+        .filter(|s| *s == "running" || *s == "restarting")
+        .count();
     let images = e.store.refs().map(|r| r.images.len()).unwrap_or(0);
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
             m.lines()
                 .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse::<u64>().ok()))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|k| k.parse::<u64>().ok())
+                })
         })
         .unwrap_or(0)
         * 1024;
-    let v2 = berth::cgroup::Layout::detect().map(|l| l.is_v2()).unwrap_or(false);
+    let v2 = berth::cgroup::Layout::detect()
+        .map(|l| l.is_v2())
+        .unwrap_or(false);
     let first = json!({
         "ID": "",
         "Containers": ids.len(),
@@ -502,7 +575,11 @@ fn events(e: &Arc<Engine>, req: &Request) -> berth::Result<Response> {
     let until = req.query("until").and_then(unix_time);
     let filt = containers::filters(req.query("filters"))?;
     let e = e.clone();
-    let nanos = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let nanos = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    };
     let since_n = since.map(nanos);
     let until_n = until.map(nanos);
     let keep = move |ev: &super::events::Event| -> bool {
@@ -511,7 +588,11 @@ fn events(e: &Arc<Engine>, req: &Request) -> berth::Result<Response> {
                 || vals.iter().any(|v| match k.as_str() {
                     "type" => ev.kind == v,
                     "event" => ev.action == *v || ev.action.starts_with(&format!("{v}:")),
-                    "container" => ev.kind == "container" && (ev.id.starts_with(v.as_str()) || ev.attr("name") == Some(v.as_str())),
+                    "container" => {
+                        ev.kind == "container"
+                            && (ev.id.starts_with(v.as_str())
+                                || ev.attr("name") == Some(v.as_str()))
+                    }
                     "image" => ev.attr("image") == Some(v.as_str()) || ev.id == *v,
                     "label" => match v.split_once('=') {
                         Some((a, b)) => ev.attr(a) == Some(b),
@@ -531,24 +612,26 @@ fn events(e: &Arc<Engine>, req: &Request) -> berth::Result<Response> {
         .filter(|ev| since_n.is_none_or(|s| ev.time_nano >= s))
         .collect();
     let reader = EventReader {
-        next: Box::new(move || loop {
-            if let Some(ev) = queue.pop_front() {
-                if until_n.is_some_and(|u| ev.time_nano > u) {
+        next: Box::new(move || {
+            loop {
+                if let Some(ev) = queue.pop_front() {
+                    if until_n.is_some_and(|u| ev.time_nano > u) {
+                        return None;
+                    }
+                    if keep(&ev) {
+                        let mut line = serde_json::to_vec(&ev.json()).unwrap_or_default();
+                        line.push(b'\n');
+                        return Some(line);
+                    }
+                    continue;
+                }
+                if until_n.is_some_and(|u| nanos(std::time::SystemTime::now()) > u) {
                     return None;
                 }
-                if keep(&ev) {
-                    let mut line = serde_json::to_vec(&ev.json()).unwrap_or_default();
-                    line.push(b'\n');
-                    return Some(line);
-                }
-                continue;
+                let (s, evs) = e.events.after(seq, std::time::Duration::from_secs(1));
+                seq = s;
+                queue.extend(evs);
             }
-            if until_n.is_some_and(|u| nanos(std::time::SystemTime::now()) > u) {
-                return None;
-            }
-            let (s, evs) = e.events.after(seq, std::time::Duration::from_secs(1));
-            seq = s;
-            queue.extend(evs);
         }),
         buf: std::io::Cursor::new(Vec::new()),
     };

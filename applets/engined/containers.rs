@@ -29,6 +29,43 @@ pub struct Pending {
     pub up: Upgraded,
 }
 
+/// An attachment registered while its request is answered: the connection
+/// arrives a moment later (once the 101 has gone out), possibly after the
+/// client's next request, `start`, which must wait for it. docker attaches
+/// before it starts precisely so no output is missed.
+pub struct Slot {
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    up: std::sync::Mutex<Option<Upgraded>>,
+    cv: std::sync::Condvar,
+}
+
+impl Slot {
+    pub fn fill(&self, up: Upgraded) {
+        *self.up.lock().unwrap() = Some(up);
+        self.cv.notify_all();
+    }
+
+    fn take(&self, limit: Duration) -> Option<Pending> {
+        let mut g = self.up.lock().unwrap();
+        let deadline = std::time::Instant::now() + limit;
+        while g.is_none() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            g = self.cv.wait_timeout(g, left).unwrap().0;
+        }
+        g.take().map(|up| Pending {
+            stdin: self.stdin,
+            stdout: self.stdout,
+            stderr: self.stderr,
+            up,
+        })
+    }
+}
+
 /// What a state-changing call did.
 pub enum Outcome {
     Done,
@@ -87,7 +124,11 @@ pub fn parse_bind(s: &str) -> Result<Bind> {
         }
         [a, b] => (*a, *b, ""),
         [a, b, m] => (*a, *b, *m),
-        _ => return Err(Error::invalid(format!("invalid bind {s:?}: expected HOST:CONTAINER[:ro|rw]"))),
+        _ => {
+            return Err(Error::invalid(format!(
+                "invalid bind {s:?}: expected HOST:CONTAINER[:ro|rw]"
+            )));
+        }
     };
     if !src.starts_with('/') {
         return Err(Error::invalid(format!(
@@ -103,8 +144,8 @@ pub fn parse_bind(s: &str) -> Result<Bind> {
     for m in mode.split(',').filter(|m| !m.is_empty()) {
         match m {
             "ro" => read_only = true,
-            "rw" | "z" | "Z" | "rprivate" | "private" | "rslave" | "slave" | "rshared" | "shared"
-            | "nocopy" | "delegated" | "cached" | "consistent" => {}
+            "rw" | "z" | "Z" | "rprivate" | "private" | "rslave" | "slave" | "rshared"
+            | "shared" | "nocopy" | "delegated" | "cached" | "consistent" => {}
             other => {
                 return Err(Error::invalid(format!(
                     "invalid bind {s:?}: unknown mode {other:?}"
@@ -134,8 +175,22 @@ fn random_name(e: &Engine) -> String {
         "nifty", "quirky", "serene", "sharp", "vibrant", "wizardly",
     ];
     const B: [&str; 16] = [
-        "bohr", "curie", "dirac", "einstein", "fermi", "feynman", "heisenberg", "higgs", "meitner",
-        "noether", "pauli", "planck", "rutherford", "schrodinger", "wu", "yukawa",
+        "bohr",
+        "curie",
+        "dirac",
+        "einstein",
+        "fermi",
+        "feynman",
+        "heisenberg",
+        "higgs",
+        "meitner",
+        "noether",
+        "pauli",
+        "planck",
+        "rutherford",
+        "schrodinger",
+        "wu",
+        "yukawa",
     ];
     for _ in 0..100 {
         let mut r = [0u8; 2];
@@ -157,16 +212,22 @@ fn random_id() -> String {
 // ------------------------------------------------------------------ create
 
 /// `POST /containers/create?name=`: the id and docker's warnings.
-pub fn create(e: &Engine, name: Option<&str>, mut body: CreateBody) -> Result<(String, Vec<String>)> {
+pub fn create(
+    e: &Engine,
+    name: Option<&str>,
+    mut body: CreateBody,
+) -> Result<(String, Vec<String>)> {
     let mut warnings = Vec::new();
     let image = body.config.image.clone();
     if image.is_empty() {
         return Err(Error::invalid("config: no image given"));
     }
-    let manifest = e
-        .store
-        .resolve(&image)?
-        .ok_or_else(|| Error::not_found(format!("No such image: {}", berth::store::local::tagged(&image))))?;
+    let manifest = e.store.resolve(&image)?.ok_or_else(|| {
+        Error::not_found(format!(
+            "No such image: {}",
+            berth::store::local::tagged(&image)
+        ))
+    })?;
     let img = e.store.image(&manifest)?;
     let hc = &body.host_config;
     validate_host_config(hc)?;
@@ -258,7 +319,10 @@ pub fn create(e: &Engine, name: Option<&str>, mut body: CreateBody) -> Result<(S
                 }
             }
             None => {
-                warnings.push("engined runs without a bridge (--bridge=none): the container has no network".into());
+                warnings.push(
+                    "engined runs without a bridge (--bridge=none): the container has no network"
+                        .into(),
+                );
                 NetAssign {
                     mode: "none".into(),
                     ..Default::default()
@@ -371,7 +435,9 @@ fn validate_host_config(hc: &HostConfig) -> Result<()> {
         return Err(Error::invalid("Minimum memory limit allowed is 6MB"));
     }
     if hc.nano_cpus > 0 {
-        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as i64;
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1) as i64;
         if hc.nano_cpus < 10_000_000 || hc.nano_cpus > n * 1_000_000_000 {
             return Err(Error::invalid(format!(
                 "Range of CPUs is from 0.01 to {n}.00, as there are only {n} CPUs available"
@@ -432,7 +498,9 @@ fn write_etc_files(e: &Engine, r: &Record) -> Result<()> {
         for l in host_conf.lines() {
             let w: Vec<&str> = l.split_whitespace().collect();
             match w.as_slice() {
-                ["nameserver", ip] if r.net.mode == "host" || !(ip.starts_with("127.") || *ip == "::1") => {
+                ["nameserver", ip]
+                    if r.net.mode == "host" || !(ip.starts_with("127.") || *ip == "::1") =>
+                {
                     out.push_str(&format!("nameserver {ip}\n"));
                 }
                 ["search", ..] | ["domain", ..] if search.is_empty() => {
@@ -474,8 +542,11 @@ pub fn emit(e: &Engine, action: &str, r: &Record, extra: Vec<(String, String)>) 
 
 // ------------------------------------------------------------------ shims
 
-fn shim_sock(e: &Engine, id: &str) -> PathBuf {
-    e.dir.path(id).join("shim.sock")
+/// The shim's control socket: a short path, as unix sockets need.
+pub fn shim_sock(e: &Engine, id: &str) -> PathBuf {
+    e.s.exec_root
+        .join("shims")
+        .join(format!("{}.sock", &id[..16]))
 }
 
 /// One command to the shim, its one-line answer.
@@ -496,17 +567,32 @@ pub fn start(e: &Arc<Engine>, id: &str) -> Result<Outcome> {
     if st.running() && UnixStream::connect(shim_sock(e, id)).is_ok() {
         return Ok(Outcome::NotModified);
     }
+    // Attachments made before the start get everything from the first byte;
+    // if the start fails they end with it (dropping them closes them).
+    let pending = e.pending.lock().unwrap().remove(id).unwrap_or_default();
+    let res = start_shim(e, id, &r, pending);
+    if res.is_err() && r.host_config.auto_remove {
+        // docker removes an --rm container whose start failed
+        if let Err(x) = remove(e, id, true) {
+            log::warn!("remove {id} after its failed start: {x}");
+        }
+    }
+    res
+}
+
+fn start_shim(e: &Arc<Engine>, id: &str, r: &Record, pending: Vec<Arc<Slot>>) -> Result<Outcome> {
     let dir = e.dir.path(id);
     let cfg = ShimConfig {
         graph: e.s.graph.clone(),
+        sock: shim_sock(e, id),
         userns: e.s.userns,
         cgroup_parent: e.s.cgroup_parent.clone(),
         init_binary: e.exe.clone(),
-        log_rotation: log_rotation(e, &r)?,
-        log_json: log_json(e, &r),
+        log_rotation: log_rotation(e, r)?,
+        log_json: log_json(e, r),
     };
     state::write_json(&dir.join("shim.json"), &cfg)?;
-    write_etc_files(e, &r)?;
+    write_etc_files(e, r)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -535,8 +621,9 @@ pub fn start(e: &Arc<Engine>, id: &str) -> Result<Outcome> {
     let mut monitor = loop {
         match UnixStream::connect(&sock) {
             Ok(s) => break s,
-            Err(_) if std::time::Instant::now() < deadline
-                && Path::new(&format!("/proc/{shim_pid}")).exists() =>
+            Err(_)
+                if std::time::Instant::now() < deadline
+                    && Path::new(&format!("/proc/{shim_pid}")).exists() =>
             {
                 std::thread::sleep(Duration::from_millis(2));
             }
@@ -549,10 +636,11 @@ pub fn start(e: &Arc<Engine>, id: &str) -> Result<Outcome> {
             }
         }
     };
-    // Attachments made before the start get everything from the first byte.
-    let pending = e.pending.lock().unwrap().remove(id).unwrap_or_default();
-    for p in pending {
-        connect_attach(e, id, p)?;
+    for slot in pending {
+        // The connection is on its way (its 101 was sent before this start).
+        if let Some(p) = slot.take(Duration::from_secs(30)) {
+            connect_attach(e, id, p)?;
+        }
     }
     monitor.write_all(b"start\n")?;
     let mut reader = BufReader::new(monitor.try_clone()?);
@@ -560,7 +648,9 @@ pub fn start(e: &Arc<Engine>, id: &str) -> Result<Outcome> {
     reader.read_line(&mut line)?;
     let line = line.trim_end().to_string();
     if let Some(msg) = line.strip_prefix("error ") {
-        let kind = if msg.contains("executable file not found") || msg.contains("no such file or directory") {
+        let kind = if msg.contains("executable file not found")
+            || msg.contains("no such file or directory")
+        {
             Kind::NotFound
         } else if msg.contains("port is already allocated") {
             Kind::Conflict
@@ -570,14 +660,19 @@ pub fn start(e: &Arc<Engine>, id: &str) -> Result<Outcome> {
             Kind::Internal
         };
         emit(e, "die", &r, vec![("exitCode".into(), "127".into())]);
-        return Err(Error::new(kind, format!("failed to create task for container: {msg}")));
+        return Err(Error::new(
+            kind,
+            format!("failed to create task for container: {msg}"),
+        ));
     }
     if !line.starts_with("started ") {
-        return Err(Error::internal(format!("the container's shim said {line:?}")));
+        return Err(Error::internal(format!(
+            "the container's shim said {line:?}"
+        )));
     }
     let life = e.life(id);
     life.update(|l| l.running = true);
-    emit(e, "start", &r, vec![]);
+    emit(e, "start", r, vec![]);
     spawn_monitor(e.clone(), id.to_string(), reader);
     Ok(Outcome::Done)
 }
@@ -696,7 +791,10 @@ pub fn adopt_all(e: &Arc<Engine>) {
 // ------------------------------------------------------------------ stop, kill
 
 fn stop_signal(r: &Record) -> String {
-    r.config.stop_signal.clone().unwrap_or_else(|| "SIGTERM".into())
+    r.config
+        .stop_signal
+        .clone()
+        .unwrap_or_else(|| "SIGTERM".into())
 }
 
 /// `POST /containers/{id}/stop?t=`.
@@ -716,7 +814,9 @@ pub fn stop(e: &Engine, id: &str, timeout: Option<i64>) -> Result<Outcome> {
     }
     emit(e, "kill", &r, vec![("signal".into(), "15".into())]);
     let limit = Duration::from_secs(t.max(0) as u64 + 60);
-    let l = life.wait(limit, |l| l.exits > before || (was_restarting && !l.running) || l.removed);
+    let l = life.wait(limit, |l| {
+        l.exits > before || (was_restarting && !l.running) || l.removed
+    });
     if l.exits == before && !was_restarting && !l.removed {
         return Err(Error::internal("the container did not stop"));
     }
@@ -781,9 +881,16 @@ pub fn remove(e: &Engine, id: &str, force: bool) -> Result<()> {
         life.wait(Duration::from_secs(60), |l| l.exits > before || !l.running);
         // The shim leaves once it has recorded the end.
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while UnixStream::connect(shim_sock(e, id)).is_ok() && std::time::Instant::now() < deadline {
+        while UnixStream::connect(shim_sock(e, id)).is_ok() && std::time::Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+    // A shim that is still finishing (a start that failed just now) writes
+    // its last state before its socket goes: wait for that.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while UnixStream::connect(shim_sock(e, id)).is_ok() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
     }
     let _g = e.lock.lock().unwrap();
     let dir = e.dir.path(id);
@@ -795,7 +902,10 @@ pub fn remove(e: &Engine, id: &str, force: bool) -> Result<()> {
     if let Some(m) = berth::fsutil::mountinfo::mounts_under(&dir).first() {
         return Err(Error::new(
             Kind::Conflict,
-            format!("{} is still mounted: unmount it, then remove the container", m.display()),
+            format!(
+                "{} is still mounted: unmount it, then remove the container",
+                m.display()
+            ),
         ));
     }
     std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
@@ -829,7 +939,9 @@ pub fn rename(e: &Engine, id: &str, new: &str) -> Result<()> {
         if e.dir.load_record(&other).is_ok_and(|o| o.name == new) {
             return Err(Error::new(
                 Kind::Conflict,
-                format!("Conflict. The container name \"/{new}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."),
+                format!(
+                    "Conflict. The container name \"/{new}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
+                ),
             ));
         }
     }
@@ -885,7 +997,11 @@ fn ports_json(st: &State, r: &Record) -> Value {
     for k in r.config.exposed_ports.iter().flatten().map(|(k, _)| k) {
         let (port, proto) = k.split_once('/').unwrap_or((k, "tcp"));
         let port: u16 = port.parse().unwrap_or(0);
-        if !st.ports.iter().any(|p| p.container_port == port && p.proto == proto) {
+        if !st
+            .ports
+            .iter()
+            .any(|p| p.container_port == port && p.proto == proto)
+        {
             v.push(json!({"PrivatePort": port, "Type": proto}));
         }
     }
@@ -943,8 +1059,10 @@ fn mounts_json(r: &Record) -> Value {
         }
     }
     for m in r.host_config.mounts.iter().flatten() {
-        v.push(json!({"Type": "bind", "Source": m.source, "Destination": m.target,
-            "Mode": "", "RW": !m.read_only, "Propagation": "rprivate"}));
+        v.push(
+            json!({"Type": "bind", "Source": m.source, "Destination": m.target,
+            "Mode": "", "RW": !m.read_only, "Propagation": "rprivate"}),
+        );
     }
     Value::Array(v)
 }
@@ -955,11 +1073,15 @@ pub fn filters(q: Option<&str>) -> Result<Vec<(String, Vec<String>)>> {
     let Some(q) = q.filter(|q| !q.is_empty()) else {
         return Ok(Vec::new());
     };
-    let v: Value = serde_json::from_str(q).map_err(|e| Error::invalid(format!("invalid filters: {e}")))?;
+    let v: Value =
+        serde_json::from_str(q).map_err(|e| Error::invalid(format!("invalid filters: {e}")))?;
     let mut out = Vec::new();
     for (k, vals) in v.as_object().into_iter().flatten() {
         let list: Vec<String> = match vals {
-            Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
             Value::Object(o) => o.keys().cloned().collect(),
             Value::String(s) => vec![s.clone()],
             _ => Vec::new(),
@@ -970,7 +1092,12 @@ pub fn filters(q: Option<&str>) -> Result<Vec<(String, Vec<String>)>> {
 }
 
 /// `GET /containers/json`.
-pub fn list(e: &Engine, all: bool, limit: Option<usize>, filt: &[(String, Vec<String>)]) -> Result<Value> {
+pub fn list(
+    e: &Engine,
+    all: bool,
+    limit: Option<usize>,
+    filt: &[(String, Vec<String>)],
+) -> Result<Value> {
     let mut rows: Vec<(Record, State)> = e
         .dir
         .ids()
@@ -1027,9 +1154,11 @@ pub fn inspect(e: &Engine, id: &str) -> Result<Value> {
     let st = e.dir.load_state(id)?;
     let dir = e.dir.path(id);
     let running = st.running();
-    let mut hc = serde_json::to_value(&r.host_config).map_err(|x| Error::internal(x.to_string()))?;
+    let mut hc =
+        serde_json::to_value(&r.host_config).map_err(|x| Error::internal(x.to_string()))?;
     if r.host_config.log_config.kind.is_empty() {
-        hc["LogConfig"] = json!({"Type": if log_json(e, &r) { "json-file" } else { "none" }, "Config": {}});
+        hc["LogConfig"] =
+            json!({"Type": if log_json(e, &r) { "json-file" } else { "none" }, "Config": {}});
     }
     hc["MaskedPaths"] = json!(super::runtime::MASKED);
     hc["ReadonlyPaths"] = json!(super::runtime::READ_ONLY);
@@ -1164,7 +1293,9 @@ pub fn top(e: &Engine, id: &str) -> Result<Value> {
             cmd
         ]));
     }
-    Ok(json!({"Titles": ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"], "Processes": rows}))
+    Ok(
+        json!({"Titles": ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"], "Processes": rows}),
+    )
 }
 
 // ------------------------------------------------------------------ logs
@@ -1262,20 +1393,41 @@ impl Read for LogStream {
 
 /// `POST /containers/{id}/attach`: relay the taken-over connection to the shim,
 /// or park it until the container starts.
-pub fn attach(e: &Engine, id: &str, p: Pending) -> Result<()> {
+/// An attach to a container that is not running yet: registered now, while the
+/// request is answered, and connected by `start`. None: the container runs,
+/// attach with [`attach_running`].
+pub fn attach_later(
+    e: &Engine,
+    id: &str,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+) -> Result<Option<Arc<Slot>>> {
     let st = e.dir.load_state(id)?;
-    if st.running() && UnixStream::connect(shim_sock(e, id)).is_ok() {
-        return connect_attach(e, id, p);
-    }
     let r = e.dir.load_record(id)?;
     emit(e, "attach", &r, vec![]);
+    if st.running() && UnixStream::connect(shim_sock(e, id)).is_ok() {
+        return Ok(None);
+    }
+    let slot = Arc::new(Slot {
+        stdin,
+        stdout,
+        stderr,
+        up: std::sync::Mutex::new(None),
+        cv: std::sync::Condvar::new(),
+    });
     e.pending
         .lock()
         .unwrap()
         .entry(id.to_string())
         .or_default()
-        .push(p);
-    Ok(())
+        .push(slot.clone());
+    Ok(Some(slot))
+}
+
+/// Attach to a running container.
+pub fn attach_running(e: &Engine, id: &str, p: Pending) -> Result<()> {
+    connect_attach(e, id, p)
 }
 
 fn connect_attach(e: &Engine, id: &str, p: Pending) -> Result<()> {
@@ -1288,13 +1440,23 @@ fn connect_attach(e: &Engine, id: &str, p: Pending) -> Result<()> {
         )
         .as_bytes(),
     )?;
+    // The shim's acknowledgement: registered before anything else happens.
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut ack = [0u8; 1];
+    s.read_exact(&mut ack).map_err(|err| {
+        Error::from(err).context("the container's shim did not take the attachment")
+    })?;
+    s.set_read_timeout(None)?;
     relay(s, p.up, p.stdin);
     Ok(())
 }
 
 /// Two threads: the client's input to `s`, `s`'s output to the client.
 pub fn relay(s: UnixStream, up: Upgraded, stdin: bool) {
-    let Upgraded { mut reader, mut writer } = up;
+    let Upgraded {
+        mut reader,
+        mut writer,
+    } = up;
     if stdin {
         if let Ok(mut to) = s.try_clone() {
             let _ = std::thread::Builder::new()
@@ -1332,7 +1494,10 @@ pub fn relay(s: UnixStream, up: Upgraded, stdin: bool) {
 pub fn resize(e: &Engine, id: &str, h: u16, w: u16) -> Result<()> {
     let st = e.dir.load_state(id)?;
     if !st.running() {
-        return Err(Error::new(Kind::Conflict, format!("Container {id} is not running")));
+        return Err(Error::new(
+            Kind::Conflict,
+            format!("Container {id} is not running"),
+        ));
     }
     shim_call(e, id, &format!("resize {h} {w}"))?;
     Ok(())

@@ -65,7 +65,13 @@ pub struct Bus {
 }
 
 impl Bus {
-    pub fn emit(&self, kind: &'static str, action: &str, id: &str, attributes: Vec<(String, String)>) {
+    pub fn emit(
+        &self,
+        kind: &'static str,
+        action: &str,
+        id: &str,
+        attributes: Vec<(String, String)>,
+    ) {
         let time_nano = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -100,12 +106,11 @@ impl Bus {
         if g.0 == seq {
             g = self.cv.wait_timeout(g, wait).unwrap().0;
         }
-        let evs: Vec<Event> = g
-            .1
-            .iter()
-            .filter(|(s, _)| *s > seq)
-            .map(|(_, e)| e.clone())
-            .collect();
+        let evs: Vec<Event> =
+            g.1.iter()
+                .filter(|(s, _)| *s > seq)
+                .map(|(_, e)| e.clone())
+                .collect();
         (g.0, evs)
     }
 
@@ -126,7 +131,15 @@ mod tests {
         let seq = b.head();
         let b2 = b.clone();
         let t = std::thread::spawn(move || b2.after(seq, std::time::Duration::from_secs(60)));
-        b.emit("container", "start", "abc", vec![("name".into(), "wn1".into()), ("image".into(), "sl6".into())]);
+        b.emit(
+            "container",
+            "start",
+            "abc",
+            vec![
+                ("name".into(), "wn1".into()),
+                ("image".into(), "sl6".into()),
+            ],
+        );
         let (_, evs) = t.join().unwrap();
         assert_eq!(evs.len(), 1);
         let j = evs[0].json();

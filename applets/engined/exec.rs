@@ -143,14 +143,17 @@ pub fn start(e: &Arc<Engine>, x: Arc<Exec>, up: Option<Upgraded>) -> Result<()> 
     cmd.arg0("berth").arg("engined-shim").arg("exec").arg(json);
     let tty = x.cfg.tty;
     let mut master: Option<File> = None;
-    let (mut out_r, mut err_r, mut in_w): (Option<File>, Option<File>, Option<File>) = (None, None, None);
+    let (mut out_r, mut err_r, mut in_w): (Option<File>, Option<File>, Option<File>) =
+        (None, None, None);
+    let mut fd_sock = None;
     if tty {
-        let pty = nix::pty::openpty(None, None).map_err(|err| Error::from(err).context("openpty"))?;
-        let slave: OwnedFd = pty.slave;
-        cmd.stdin(Stdio::from(slave.try_clone()?))
-            .stdout(Stdio::from(slave.try_clone()?))
-            .stderr(Stdio::from(slave));
-        master = Some(File::from(pty.master));
+        // The helper opens the pty inside the container and sends its master
+        // back over its stdin, a unix socket.
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().context("socketpair")?;
+        cmd.stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        fd_sock = Some(ours);
     } else {
         if x.cfg.attach_stdin && up.is_some() {
             cmd.stdin(Stdio::piped());
@@ -164,6 +167,20 @@ pub fn start(e: &Arc<Engine>, x: Arc<Exec>, up: Option<Upgraded>) -> Result<()> 
         }
     }
     let mut child = cmd.spawn().context("start the exec helper")?;
+    drop(cmd);
+    if let Some(sock) = fd_sock {
+        use std::os::fd::AsRawFd as _;
+        match berth::proc::pty::recv_fd(sock.as_raw_fd()) {
+            Ok(m) => master = Some(File::from(m)),
+            Err(err) => {
+                let _ = child.wait();
+                finish(e, &x, 126);
+                return Err(Error::internal(format!(
+                    "exec: the container's terminal did not come: {err}"
+                )));
+            }
+        }
+    }
     if !tty {
         out_r = child.stdout.take().map(|f| File::from(OwnedFd::from(f)));
         err_r = child.stderr.take().map(|f| File::from(OwnedFd::from(f)));

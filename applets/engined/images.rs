@@ -66,7 +66,12 @@ pub fn list(e: &Engine, filters: &[(String, Vec<String>)]) -> Result<Value> {
     let refs = e.store.refs()?;
     let mut seen = std::collections::BTreeSet::new();
     let mut out = Vec::new();
-    let manifests: Vec<Digest> = refs.images.keys().cloned().chain(refs.tags.values().cloned()).collect();
+    let manifests: Vec<Digest> = refs
+        .images
+        .keys()
+        .cloned()
+        .chain(refs.tags.values().cloned())
+        .collect();
     for (k, _) in filters {
         if k != "reference" && k != "dangling" && k != "label" {
             return Err(Error::invalid(format!("invalid filter '{k}'")));
@@ -83,7 +88,12 @@ pub fn list(e: &Engine, filters: &[(String, Vec<String>)]) -> Result<Value> {
                 "dangling" => (v == "true") == tags.is_empty(),
                 "reference" => tags.iter().any(|t| reference_matches(v, t)),
                 "label" => {
-                    let labels = img.config.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
+                    let labels = img
+                        .config
+                        .config
+                        .as_ref()
+                        .and_then(|c| c.labels.clone())
+                        .unwrap_or_default();
                     match v.split_once('=') {
                         Some((a, b)) => labels.get(a).is_some_and(|x| x == b),
                         None => labels.contains_key(v),
@@ -116,7 +126,11 @@ pub fn list(e: &Engine, filters: &[(String, Vec<String>)]) -> Result<Value> {
 /// docker's reference filter: `name`, `name:tag`, with `*` wildcards.
 fn reference_matches(pattern: &str, tag: &str) -> bool {
     let (name, t) = split_tag(tag);
-    let target = if pattern.contains(':') { tag.to_string() } else { name.to_string() };
+    let target = if pattern.contains(':') {
+        tag.to_string()
+    } else {
+        name.to_string()
+    };
     let _ = t;
     glob(pattern, &target) || glob(&tagged(pattern), tag)
 }
@@ -225,7 +239,12 @@ pub fn registry_auth(header: Option<&str>) -> Option<(String, String)> {
 
 /// `POST /images/create?fromImage=&tag=`: pull, progress streamed as docker's
 /// JSON messages.
-pub fn pull(e: &Arc<Engine>, image: &str, tag: Option<&str>, auth: Option<(String, String)>) -> Result<Box<dyn Read + Send>> {
+pub fn pull(
+    e: &Arc<Engine>,
+    image: &str,
+    tag: Option<&str>,
+    auth: Option<(String, String)>,
+) -> Result<Box<dyn Read + Send>> {
     let full = match tag.filter(|t| !t.is_empty()) {
         Some(t) if t.starts_with("sha256:") => format!("{image}@{t}"),
         Some(t) => format!("{image}:{t}"),
@@ -255,13 +274,20 @@ pub fn pull(e: &Arc<Engine>, image: &str, tag: Option<&str>, auth: Option<(Strin
 }
 
 /// `POST /images/{name}/push?tag=`.
-pub fn push(e: &Arc<Engine>, name: &str, tag: Option<&str>, auth: Option<(String, String)>) -> Result<Box<dyn Read + Send>> {
+pub fn push(
+    e: &Arc<Engine>,
+    name: &str,
+    tag: Option<&str>,
+    auth: Option<(String, String)>,
+) -> Result<Box<dyn Read + Send>> {
     let full = match tag.filter(|t| !t.is_empty()) {
         Some(t) => format!("{name}:{t}"),
         None => name.to_string(),
     };
     if e.store.resolve(&full)?.is_none() {
-        return Err(Error::not_found(format!("An image does not exist locally with the tag: {name}")));
+        return Err(Error::not_found(format!(
+            "An image does not exist locally with the tag: {name}"
+        )));
     }
     let target = Reference::parse(&full)?;
     let e = e.clone();
@@ -277,7 +303,9 @@ pub fn push(e: &Arc<Engine>, name: &str, tag: Option<&str>, auth: Option<(String
             &Default::default(),
             &sink,
         ) {
-            Ok(_) => e.events.emit("image", "push", &full, vec![("name".into(), full.clone())]),
+            Ok(_) => e
+                .events
+                .emit("image", "push", &full, vec![("name".into(), full.clone())]),
             Err(err) => {
                 use berth::progress::Progress;
                 sink.error(&err.to_string());
@@ -308,10 +336,17 @@ pub fn import(
             None => tagged(repo),
         };
         Reference::parse(&name)?;
-        e.store.tag(&img.manifest, &[tagged(&name)], Default::default())?;
-        e.events.emit("image", "tag", &img.config.to_string(), vec![("name".into(), name)]);
+        e.store
+            .tag(&img.manifest, &[tagged(&name)], Default::default())?;
+        e.events.emit(
+            "image",
+            "tag",
+            &img.config.to_string(),
+            vec![("name".into(), name)],
+        );
     }
-    e.events.emit("image", "import", &img.config.to_string(), vec![]);
+    e.events
+        .emit("image", "import", &img.config.to_string(), vec![]);
     Ok(json!({"status": img.config.to_string()}))
 }
 
@@ -324,7 +359,12 @@ pub fn tag(e: &Engine, name: &str, repo: &str, tag: Option<&str>) -> Result<()> 
     };
     Reference::parse(&target)?;
     e.store.tag(&m, &[tagged(&target)], Default::default())?;
-    e.events.emit("image", "tag", &img.config_digest.to_string(), vec![("name".into(), target)]);
+    e.events.emit(
+        "image",
+        "tag",
+        &img.config_digest.to_string(),
+        vec![("name".into(), target)],
+    );
     Ok(())
 }
 
@@ -347,7 +387,8 @@ pub fn remove(e: &Engine, name: &str, force: bool) -> Result<Value> {
         .collect();
     for l in &lines {
         if let Some(v) = l.strip_prefix("Untagged: ") {
-            e.events.emit("image", "untag", v, vec![("name".into(), v.to_string())]);
+            e.events
+                .emit("image", "untag", v, vec![("name".into(), v.to_string())]);
         } else if let Some(v) = l.strip_prefix("Deleted: ") {
             e.events.emit("image", "delete", v, vec![]);
         }
@@ -386,7 +427,9 @@ pub fn save(e: &Arc<Engine>, names: Vec<String>) -> Result<Box<dyn Read + Send>>
     }
     let e = e.clone();
     streamed(move |w| {
-        if let Err(err) = berth::image::archive::save(&e.store, &items, berth::image::Format::Docker, &mut *w) {
+        if let Err(err) =
+            berth::image::archive::save(&e.store, &items, berth::image::Format::Docker, &mut *w)
+        {
             log::error!("docker save: {err}");
         }
         let _ = w.flush();
@@ -404,7 +447,8 @@ mod tests {
         assert!(reference_matches("busybox:lat*", "busybox:latest"));
         assert!(!reference_matches("sl6", "busybox:latest"));
         use base64::Engine as _;
-        let h = base64::engine::general_purpose::URL_SAFE.encode(r#"{"username":"u","password":"p","serveraddress":"h"}"#);
+        let h = base64::engine::general_purpose::URL_SAFE
+            .encode(r#"{"username":"u","password":"p","serveraddress":"h"}"#);
         assert_eq!(registry_auth(Some(&h)), Some(("u".into(), "p".into())));
         assert_eq!(registry_auth(Some("")), None);
     }

@@ -45,6 +45,9 @@ struct Args {
     /// pid file (default /run/berth/engined.pid)
     #[argh(option, short = 'p')]
     pidfile: Option<PathBuf>,
+    /// directory of the containers' control sockets (default /run/berth)
+    #[argh(option)]
+    exec_root: Option<PathBuf>,
     /// attach containers to this existing bridge (add no address to it); "none" for no bridge network
     #[argh(option, short = 'b')]
     bridge: Option<String>,
@@ -89,6 +92,9 @@ struct Args {
 /// What engined runs with.
 pub struct Settings {
     pub graph: PathBuf,
+    /// Where the shims' sockets live: a short path (a unix socket's path has
+    /// 108 bytes at most), on tmpfs like dockerd's --exec-root.
+    pub exec_root: PathBuf,
     pub hosts: Vec<String>,
     pub pidfile: PathBuf,
     /// None: no bridge network (`--bridge=none`).
@@ -151,7 +157,7 @@ pub struct Engine {
     pub lock: Mutex<()>,
     pub lives: Mutex<HashMap<String, Arc<Life>>>,
     /// Attachments made before their container started.
-    pub pending: Mutex<HashMap<String, Vec<containers::Pending>>>,
+    pub pending: Mutex<HashMap<String, Vec<Arc<containers::Slot>>>>,
     pub execs: Mutex<HashMap<String, Arc<exec::Exec>>>,
     /// The berth binary, re-executed for shims and execs.
     pub exe: PathBuf,
@@ -198,7 +204,9 @@ fn settings(a: &Args) -> Result<Settings> {
         ));
     }
     if a.ipv6.as_deref().is_some_and(|v| v != "false") {
-        return Err(Error::config("--ipv6: IPv6 networking is not configured by berth; use --ipv6=false"));
+        return Err(Error::config(
+            "--ipv6: IPv6 networking is not configured by berth; use --ipv6=false",
+        ));
     }
     let graph = a
         .data_root
@@ -264,6 +272,10 @@ fn settings(a: &Args) -> Result<Settings> {
             .clone()
             .unwrap_or_else(|| PathBuf::from("/run/berth/engined.pid")),
         graph,
+        exec_root: a
+            .exec_root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/run/berth")),
         bridge,
         fixed_cidr,
         log_json,
@@ -298,6 +310,12 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
     let s = settings(&a)?;
     let store = LocalStore::open(&s.graph)?;
     let dir = state::Dir::open(&s.graph)?;
+    let shims = s.exec_root.join("shims");
+    std::fs::create_dir_all(&shims).with_context(|| format!("create {}", shims.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&shims, std::fs::Permissions::from_mode(0o700))?;
+    }
     let net = match &s.bridge {
         None => None,
         Some(cfg) => {
@@ -377,15 +395,14 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
 fn write_pidfile(p: &std::path::Path) -> Result<()> {
     if let Ok(old) = std::fs::read_to_string(p) {
         if let Ok(pid) = old.trim().parse::<i32>() {
-            if pid != std::process::id() as i32 && std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            if pid != std::process::id() as i32
+                && std::path::Path::new(&format!("/proc/{pid}")).exists()
+            {
                 let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
                 if comm.trim() == "engined" || comm.trim() == "berth" {
                     return Err(Error::new(
                         Kind::Conflict,
-                        format!(
-                            "{}: engined {pid} is running; stop it first",
-                            p.display()
-                        ),
+                        format!("{}: engined {pid} is running; stop it first", p.display()),
                     ));
                 }
             }
@@ -411,13 +428,28 @@ mod tests {
 
     #[test]
     fn dockerd_style_flags_are_normalised() {
-        let a: Vec<String> = ["--fixed-cidr=10.0.3.144/28", "--ipv6", "-g", "/docker", "--selinux-enabled=false"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let a: Vec<String> = [
+            "--fixed-cidr=10.0.3.144/28",
+            "--ipv6",
+            "-g",
+            "/docker",
+            "--selinux-enabled=false",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         assert_eq!(
             normalise(&a),
-            ["--fixed-cidr", "10.0.3.144/28", "--ipv6", "true", "-g", "/docker", "--selinux-enabled", "false"]
+            [
+                "--fixed-cidr",
+                "10.0.3.144/28",
+                "--ipv6",
+                "true",
+                "-g",
+                "/docker",
+                "--selinux-enabled",
+                "false"
+            ]
         );
     }
 }

@@ -140,7 +140,10 @@ mod tests {
               "RestartPolicy":{"Name":"on-failure","MaximumRetryCount":3},"KernelMemory":0},
             "NetworkingConfig":{"EndpointsConfig":{}}}"#;
         let b: CreateBody = serde_json::from_str(body).unwrap();
-        assert_eq!(b.config.cmd.as_deref(), Some(&["sleep".to_string(), "100".to_string()][..]));
+        assert_eq!(
+            b.config.cmd.as_deref(),
+            Some(&["sleep".to_string(), "100".to_string()][..])
+        );
         assert_eq!(b.config.extra["Frobnicate"]["a"], 1);
         assert!(b.config.extra.contains_key("NetworkingConfig"));
         assert_eq!(b.host_config.extra["CgroupnsMode"], "");

@@ -49,7 +49,10 @@ fn say(msg: &str) -> i32 {
 fn run(spec: &ExecSpec) -> i32 {
     for p in &spec.cgroup_procs {
         if let Err(e) = std::fs::write(p, std::process::id().to_string()) {
-            return say(&format!("exec: join the container's cgroup {}: {e}", p.display()));
+            return say(&format!(
+                "exec: join the container's cgroup {}: {e}",
+                p.display()
+            ));
         }
     }
     // Open every namespace first: once the mount namespace is joined, /proc is
@@ -73,7 +76,12 @@ fn run(spec: &ExecSpec) -> i32 {
         // A host-networked container shares the host's: joining is harmless.
         match std::fs::File::open(&path) {
             Ok(f) => files.push((f, *flag, path)),
-            Err(e) => return say(&format!("exec: the container is not running ({}: {e})", path.display())),
+            Err(e) => {
+                return say(&format!(
+                    "exec: the container is not running ({}: {e})",
+                    path.display()
+                ));
+            }
         }
     }
     for (f, flag, path) in &files {
@@ -87,26 +95,50 @@ fn run(spec: &ExecSpec) -> i32 {
         }
     }
     drop(files);
+    // With a tty: a pty from the container's own devpts (so `tty` inside names
+    // a device that exists there); the master goes back to engined over stdin,
+    // which engined made a unix socket for this.
+    let pty = if spec.tty {
+        match berth::proc::pty::open_pty() {
+            Ok(p) => Some(p),
+            Err(e) => return say(&format!("exec: open a terminal in the container: {e}")),
+        }
+    } else {
+        None
+    };
     // SAFETY: single-threaded here; the child only runs the set-up and execs.
     match unsafe { libc::fork() } {
         -1 => say("exec: fork failed"),
         0 => {
+            if let Some((_, slave, _)) = &pty {
+                use std::os::fd::AsRawFd;
+                // SAFETY: plain system calls on descriptors we own.
+                unsafe {
+                    libc::setsid();
+                    for i in 0..3 {
+                        libc::dup2(slave.as_raw_fd(), i);
+                    }
+                    libc::ioctl(0, libc::TIOCSCTTY, 0);
+                }
+            }
             let code = child(spec);
             // SAFETY: leave the child without running the parent's exit handlers.
             unsafe { libc::_exit(code) }
         }
-        pid => berth::proc::wait_and_exit(pid),
+        pid => {
+            if let Some((master, slave, _)) = pty {
+                use std::os::fd::AsRawFd;
+                if let Err(e) = berth::proc::pty::send_fd(0, master.as_raw_fd()) {
+                    say(&format!("exec: hand the terminal to engined: {e}"));
+                }
+                drop((master, slave));
+            }
+            berth::proc::wait_and_exit(pid)
+        }
     }
 }
 
 fn child(spec: &ExecSpec) -> i32 {
-    if spec.tty {
-        // SAFETY: a new session with stdin's terminal as its controlling tty.
-        unsafe {
-            libc::setsid();
-            libc::ioctl(0, libc::TIOCSCTTY, 0);
-        }
-    }
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
     let ids = match runtime::resolve_user(&spec.user, &passwd, &group) {
@@ -125,8 +157,14 @@ fn child(spec: &ExecSpec) -> i32 {
     let path = match runtime::find_executable(cmd, &env, &exists) {
         Ok(p) => p,
         Err(e) => {
-            let code = if e.contains("permission denied") { 126 } else { 127 };
-            say(&format!("OCI runtime exec failed: exec failed: {e}: unknown"));
+            let code = if e.contains("permission denied") {
+                126
+            } else {
+                127
+            };
+            say(&format!(
+                "OCI runtime exec failed: exec failed: {e}: unknown"
+            ));
             return code;
         }
     };

@@ -53,8 +53,9 @@ pub fn requests(hc: &HostConfig) -> Result<Vec<(String, u16, String, u16)>> {
             } else {
                 b.host_ip.clone()
             };
-            ip.parse::<IpAddr>()
-                .map_err(|_| Error::invalid(format!("invalid host IP {:?} for {key}", b.host_ip)))?;
+            ip.parse::<IpAddr>().map_err(|_| {
+                Error::invalid(format!("invalid host IP {:?} for {key}", b.host_ip))
+            })?;
             out.push((proto.clone(), cport, ip, hport));
         }
     }
@@ -103,7 +104,10 @@ impl Proxies {
     pub fn bind(hc: &HostConfig) -> Result<Proxies> {
         let mut p = Proxies::default();
         for (proto, cport, ip, hport) in requests(hc)? {
-            let addr = SocketAddr::new(ip.parse::<IpAddr>().unwrap_or(Ipv4Addr::UNSPECIFIED.into()), hport);
+            let addr = SocketAddr::new(
+                ip.parse::<IpAddr>().unwrap_or(Ipv4Addr::UNSPECIFIED.into()),
+                hport,
+            );
             let bound = if proto == "tcp" {
                 let l = TcpListener::bind(addr).map_err(|e| in_use(&ip, hport, e))?;
                 l.set_nonblocking(true)?;
@@ -213,7 +217,9 @@ impl Proxies {
                                     .unwrap_or(0);
                                 u.peers.remove(oldest);
                             }
-                            let Ok(s) = UdpSocket::bind("0.0.0.0:0") else { continue };
+                            let Ok(s) = UdpSocket::bind("0.0.0.0:0") else {
+                                continue;
+                            };
                             if s.connect((ip, u.container_port)).is_err() {
                                 continue;
                             }
@@ -262,7 +268,11 @@ impl Pair {
             // read from `side` into bufs[side]
             if !self.eof[side] && self.bufs[side].len() < 64 * 1024 {
                 let mut tmp = [0u8; 16 * 1024];
-                let sock = if side == 0 { &mut self.client } else { &mut self.upstream };
+                let sock = if side == 0 {
+                    &mut self.client
+                } else {
+                    &mut self.upstream
+                };
                 match sock.read(&mut tmp) {
                     Ok(0) => self.eof[side] = true,
                     Ok(n) => self.bufs[side].extend_from_slice(&tmp[..n]),
@@ -274,7 +284,11 @@ impl Pair {
                 }
             }
             // write bufs[side] to the other side
-            let other = if side == 0 { &mut self.upstream } else { &mut self.client };
+            let other = if side == 0 {
+                &mut self.upstream
+            } else {
+                &mut self.client
+            };
             while !self.bufs[side].is_empty() {
                 match other.write(&self.bufs[side]) {
                     Ok(0) => break,
@@ -300,8 +314,8 @@ impl Pair {
 
 #[cfg(test)]
 mod tests {
+    use super::super::model::PortBinding;
     use super::*;
-    use crate::engined::model::PortBinding;
 
     #[test]
     fn requests_parse_and_bad_ones_are_named() {
@@ -323,11 +337,22 @@ mod tests {
         );
         hc.port_bindings = Some(m);
         let r = requests(&hc).unwrap();
-        assert_eq!(r[0], ("tcp".to_string(), 4080, "127.0.0.1".to_string(), 4081));
+        assert_eq!(
+            r[0],
+            ("tcp".to_string(), 4080, "127.0.0.1".to_string(), 4081)
+        );
         assert_eq!(r[1], ("udp".to_string(), 53, "0.0.0.0".to_string(), 0));
         let mut bad = hc.clone();
-        bad.port_bindings.as_mut().unwrap().insert("x/sctp".into(), None);
-        assert!(requests(&bad).unwrap_err().to_string().contains("only tcp and udp"));
+        bad.port_bindings
+            .as_mut()
+            .unwrap()
+            .insert("x/sctp".into(), None);
+        assert!(
+            requests(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("only tcp and udp")
+        );
         // a port in use is Docker's error
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();

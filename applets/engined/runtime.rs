@@ -103,8 +103,9 @@ pub struct Spec {
     pub etc_files: Vec<(PathBuf, &'static str)>,
     /// The berth binary, bound at `/dev/init` for `--init`.
     pub init_binary: Option<PathBuf>,
-    /// The pty slave, bound over `/dev/console` for `-t`.
-    pub console: Option<PathBuf>,
+    /// `-t`: the init opens a pty in the container's own devpts and binds its
+    /// slave over `/dev/console` (the root plan makes the mount point).
+    pub tty: bool,
     pub hostname: String,
     pub userns: bool,
     pub privileged: bool,
@@ -119,7 +120,13 @@ pub struct Spec {
     pub argv: Vec<String>,
 }
 
-fn mount(source: Option<&str>, target: PathBuf, fstype: Option<&str>, flags: u64, data: Option<String>) -> Op {
+fn mount(
+    source: Option<&str>,
+    target: PathBuf,
+    fstype: Option<&str>,
+    flags: u64,
+    data: Option<String>,
+) -> Op {
     Op::Mount {
         source: source.map(PathBuf::from),
         target,
@@ -140,7 +147,13 @@ fn bind(source: impl Into<PathBuf>, target: PathBuf, recursive: bool) -> Op {
 }
 
 fn remount_ro(target: PathBuf, extra: u64) -> Op {
-    mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | extra, None)
+    mount(
+        None,
+        target,
+        None,
+        MS_REMOUNT | MS_BIND | MS_RDONLY | extra,
+        None,
+    )
 }
 
 /// A path inside the root on the host side, before pivot_root.
@@ -153,7 +166,10 @@ pub fn overlay_data(spec: &Spec) -> String {
     let lowers: Vec<String> = if spec.lowerdirs.is_empty() {
         vec![spec.empty.display().to_string()]
     } else {
-        spec.lowerdirs.iter().map(|p| p.display().to_string()).collect()
+        spec.lowerdirs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect()
     };
     format!(
         "lowerdir={},upperdir={},workdir={}",
@@ -168,7 +184,13 @@ pub fn overlay_data(spec: &Spec) -> String {
 pub fn overlay_plan(spec: &Spec) -> Vec<Op> {
     vec![
         mount(None, PathBuf::from("/"), None, MS_REC | MS_PRIVATE, None),
-        mount(Some("overlay"), spec.rootfs.clone(), Some("overlay"), 0, Some(overlay_data(spec))),
+        mount(
+            Some("overlay"),
+            spec.rootfs.clone(),
+            Some("overlay"),
+            0,
+            Some(overlay_data(spec)),
+        ),
     ]
 }
 
@@ -252,7 +274,11 @@ pub fn root_plan(spec: &Spec, kind: &dyn Fn(&Path) -> Option<bool>) -> Vec<Op> {
         MS_NOSUID | MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620,gid=5".into()),
     ));
-    let shm = if spec.shm_size > 0 { spec.shm_size } else { 64 << 20 };
+    let shm = if spec.shm_size > 0 {
+        spec.shm_size
+    } else {
+        64 << 20
+    };
     plan.push(mount(
         Some("shm"),
         dev.join("shm"),
@@ -260,7 +286,7 @@ pub fn root_plan(spec: &Spec, kind: &dyn Fn(&Path) -> Option<bool>) -> Vec<Op> {
         MS_NOSUID | MS_NODEV | MS_NOEXEC,
         Some(format!("mode=1777,size={shm}")),
     ));
-    if let Some(c) = &spec.console {
+    if spec.tty {
         plan.push(Op::Mknod {
             path: dev.join("console"),
             kind: berth::sys::NodeKind::Fifo,
@@ -268,7 +294,6 @@ pub fn root_plan(spec: &Spec, kind: &dyn Fn(&Path) -> Option<bool>) -> Vec<Op> {
             major: 0,
             minor: 0,
         });
-        plan.push(bind(c, dev.join("console"), false));
     }
     if let Some(init) = &spec.init_binary {
         plan.push(Op::Mknod {
@@ -288,10 +313,19 @@ pub fn root_plan(spec: &Spec, kind: &dyn Fn(&Path) -> Option<bool>) -> Vec<Op> {
     // own the container mounts a fresh sysfs over it (step 3): the kernel lets a
     // user namespace mount sysfs only where one is already fully visible.
     plan.push(bind("/sys", inside(r, "/sys"), false));
-    plan.push(remount_ro(inside(r, "/sys"), MS_NOSUID | MS_NODEV | MS_NOEXEC));
+    plan.push(remount_ro(
+        inside(r, "/sys"),
+        MS_NOSUID | MS_NODEV | MS_NOEXEC,
+    ));
     if matches!(spec.net, Net::Host) && !spec.privileged {
         // (the host's /sys stays: mask here, where the mask is locked too)
-        plan.push(mount(Some("tmpfs"), inside(r, "/sys/firmware"), Some("tmpfs"), MS_RDONLY, None));
+        plan.push(mount(
+            Some("tmpfs"),
+            inside(r, "/sys/firmware"),
+            Some("tmpfs"),
+            MS_RDONLY,
+            None,
+        ));
     }
     // runc's way into the root: pivot_root(".", ".") stacks the old root on the
     // new one; detaching it leaves only the container's.
@@ -300,7 +334,13 @@ pub fn root_plan(spec: &Spec, kind: &dyn Fn(&Path) -> Option<bool>) -> Vec<Op> {
         new_root: PathBuf::from("."),
         put_old: PathBuf::from("."),
     });
-    plan.push(mount(None, PathBuf::from("."), None, MS_SLAVE | MS_REC, None));
+    plan.push(mount(
+        None,
+        PathBuf::from("."),
+        None,
+        MS_SLAVE | MS_REC,
+        None,
+    ));
     plan.push(Op::Umount {
         target: PathBuf::from("."),
         detach: true,
@@ -337,7 +377,13 @@ pub fn inner_plan(spec: &Spec) -> Vec<Op> {
     plan.push(Op::SetHostname(spec.hostname.clone()));
     if !matches!(spec.net, Net::Host) {
         let flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | if spec.privileged { 0 } else { MS_RDONLY };
-        plan.push(mount(Some("sysfs"), PathBuf::from("/sys"), Some("sysfs"), flags, None));
+        plan.push(mount(
+            Some("sysfs"),
+            PathBuf::from("/sys"),
+            Some("sysfs"),
+            flags,
+            None,
+        ));
         if !spec.privileged {
             plan.push(mount(
                 Some("tmpfs"),
@@ -360,7 +406,11 @@ pub fn inner_plan(spec: &Spec) -> Vec<Op> {
 
 /// Step 4: who the command runs as and with what.
 pub fn final_plan(spec: &Spec, ids: &Ids, workdir: &str) -> Vec<Op> {
-    let mut plan = vec![Op::Chdir(PathBuf::from(if workdir.is_empty() { "/" } else { workdir }))];
+    let mut plan = vec![Op::Chdir(PathBuf::from(if workdir.is_empty() {
+        "/"
+    } else {
+        workdir
+    }))];
     plan.push(Op::Capabilities(spec.caps));
     plan.push(Op::SetIds {
         uid: ids.uid,
@@ -407,7 +457,8 @@ pub fn resolve_user(user: &str, passwd: &str, group: &str) -> Result<Ids, String
     };
     let (uid, mut gid, name, home) = match (u.parse::<u32>(), entry) {
         (_, Some(f)) => (
-            f[2].parse::<u32>().map_err(|_| format!("bad uid for user {}", f[0]))?,
+            f[2].parse::<u32>()
+                .map_err(|_| format!("bad uid for user {}", f[0]))?,
             f[3].parse::<u32>().unwrap_or(0),
             Some(f[0]),
             f[5].to_string(),
@@ -426,7 +477,9 @@ pub fn resolve_user(user: &str, passwd: &str, group: &str) -> Result<Ids, String
                 .iter()
                 .find(|f| f[0] == g)
                 .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| format!("unable to find group {g}: no matching entries in group file"))?,
+                .ok_or_else(|| {
+                    format!("unable to find group {g}: no matching entries in group file")
+                })?,
         };
     }
     let mut groups = vec![gid];
@@ -451,12 +504,18 @@ pub fn resolve_user(user: &str, passwd: &str, group: &str) -> Result<Ids, String
 
 /// Find `cmd` the way exec*p does, in the container's PATH; the error is
 /// docker's wording (the CLI shows it and exits 127 or 126).
-pub fn find_executable(cmd: &str, env: &[String], exists: &dyn Fn(&Path) -> Option<bool>) -> Result<PathBuf, String> {
+pub fn find_executable(
+    cmd: &str,
+    env: &[String],
+    exists: &dyn Fn(&Path) -> Option<bool>,
+) -> Result<PathBuf, String> {
     if cmd.contains('/') {
         return match exists(Path::new(cmd)) {
             Some(true) => Ok(PathBuf::from(cmd)),
             Some(false) => Err(format!("exec: \"{cmd}\": permission denied")),
-            None => Err(format!("exec: \"{cmd}\": stat {cmd}: no such file or directory")),
+            None => Err(format!(
+                "exec: \"{cmd}\": stat {cmd}: no such file or directory"
+            )),
         };
     }
     let path = env
@@ -475,7 +534,9 @@ pub fn find_executable(cmd: &str, env: &[String], exists: &dyn Fn(&Path) -> Opti
     if denied {
         Err(format!("exec: \"{cmd}\": permission denied"))
     } else {
-        Err(format!("exec: \"{cmd}\": executable file not found in $PATH"))
+        Err(format!(
+            "exec: \"{cmd}\": executable file not found in $PATH"
+        ))
     }
 }
 
@@ -526,7 +587,7 @@ mod tests {
             ],
             etc_files: vec![(PathBuf::from("/g/c/hostname"), "/etc/hostname")],
             init_binary: None,
-            console: None,
+            tty: false,
             hostname: "wn1".into(),
             userns: true,
             privileged: false,
@@ -566,12 +627,18 @@ mod tests {
             if target == Path::new("/g/c/rootfs/etc/grid-security") && flags & MS_RDONLY != 0 && flags & MS_REMOUNT != 0));
         assert!(matches!(&plan[2], Op::Mount { flags, .. } if flags & MS_RDONLY == 0));
         // masked: a file gets /dev/null, a directory an empty read-only tmpfs
-        assert!(plan.iter().any(|o| matches!(o, Op::Mount { source: Some(s), target, .. }
-            if s == Path::new("/dev/null") && target == Path::new("/g/c/rootfs/proc/kcore"))));
+        assert!(
+            plan.iter()
+                .any(|o| matches!(o, Op::Mount { source: Some(s), target, .. }
+            if s == Path::new("/dev/null") && target == Path::new("/g/c/rootfs/proc/kcore")))
+        );
         assert!(plan.iter().any(|o| matches!(o, Op::Mount { fstype: Some(f), target, flags, .. }
             if f == "tmpfs" && target == Path::new("/g/c/rootfs/proc/acpi") && flags & MS_RDONLY != 0)));
-        assert!(plan.iter().any(|o| matches!(o, Op::Mount { target, flags, .. }
-            if target == Path::new("/g/c/rootfs/proc/sys") && flags & MS_RDONLY != 0)));
+        assert!(
+            plan.iter()
+                .any(|o| matches!(o, Op::Mount { target, flags, .. }
+            if target == Path::new("/g/c/rootfs/proc/sys") && flags & MS_RDONLY != 0))
+        );
         // missing masked paths are skipped, not errors
         assert!(!d.iter().any(|x| x.contains("timer_stats")));
         let n = plan.len();
@@ -582,7 +649,9 @@ mod tests {
         let mut p = spec();
         p.privileged = true;
         let plan = root_plan(&p, &|_| Some(false));
-        assert!(!plan.iter().any(|o| matches!(o, Op::Mount { source: Some(s), .. } if s == Path::new("/dev/null"))));
+        assert!(!plan.iter().any(
+            |o| matches!(o, Op::Mount { source: Some(s), .. } if s == Path::new("/dev/null"))
+        ));
     }
 
     #[test]
@@ -590,13 +659,22 @@ mod tests {
         let mut s = spec();
         assert_eq!(
             namespaces(&s),
-            Op::Unshare(libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWNS | libc::CLONE_NEWNET)
+            Op::Unshare(
+                libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWNS | libc::CLONE_NEWNET
+            )
         );
         s.net = Net::Host;
         s.userns = false;
-        assert_eq!(namespaces(&s), Op::Unshare(libc::CLONE_NEWUTS | libc::CLONE_NEWIPC));
+        assert_eq!(
+            namespaces(&s),
+            Op::Unshare(libc::CLONE_NEWUTS | libc::CLONE_NEWIPC)
+        );
         let inner = inner_plan(&s);
-        assert!(!inner.iter().any(|o| matches!(o, Op::Mount { fstype: Some(f), .. } if f == "sysfs")));
+        assert!(
+            !inner
+                .iter()
+                .any(|o| matches!(o, Op::Mount { fstype: Some(f), .. } if f == "sysfs"))
+        );
     }
 
     #[test]
@@ -605,13 +683,25 @@ mod tests {
         let gr = "root:x:0:\ncondor:x:64:\nwheel:x:10:condor,alice\n";
         assert_eq!(
             resolve_user("", pw, gr).unwrap(),
-            Ids { uid: 0, gid: 0, groups: vec![0], home: "/root".into() }
+            Ids {
+                uid: 0,
+                gid: 0,
+                groups: vec![0],
+                home: "/root".into()
+            }
         );
         let c = resolve_user("condor", pw, gr).unwrap();
-        assert_eq!((c.uid, c.gid, c.groups.clone(), c.home.as_str()), (64, 64, vec![64, 10], "/var/lib/condor"));
+        assert_eq!(
+            (c.uid, c.gid, c.groups.clone(), c.home.as_str()),
+            (64, 64, vec![64, 10], "/var/lib/condor")
+        );
         assert_eq!(resolve_user("1000:1000", pw, gr).unwrap().gid, 1000);
         assert_eq!(resolve_user("64:wheel", pw, gr).unwrap().gid, 10);
-        assert!(resolve_user("nobody", pw, gr).unwrap_err().contains("unable to find user nobody"));
+        assert!(
+            resolve_user("nobody", pw, gr)
+                .unwrap_err()
+                .contains("unable to find user nobody")
+        );
         assert!(resolve_user("0:nogroup", pw, gr).is_err());
     }
 
@@ -622,14 +712,28 @@ mod tests {
             "/usr/bin/noexec" => Some(false),
             _ => None,
         };
-        assert_eq!(find_executable("sh", &[], &have).unwrap(), PathBuf::from("/bin/sh"));
+        assert_eq!(
+            find_executable("sh", &[], &have).unwrap(),
+            PathBuf::from("/bin/sh")
+        );
         assert_eq!(
             find_executable("nope", &[], &have).unwrap_err(),
             "exec: \"nope\": executable file not found in $PATH"
         );
-        assert!(find_executable("/bin/nope", &[], &have).unwrap_err().contains("no such file"));
-        assert!(find_executable("noexec", &[], &have).unwrap_err().contains("permission denied"));
+        assert!(
+            find_executable("/bin/nope", &[], &have)
+                .unwrap_err()
+                .contains("no such file")
+        );
+        assert!(
+            find_executable("noexec", &[], &have)
+                .unwrap_err()
+                .contains("permission denied")
+        );
         let env = environment(&["A=1".into(), "PATH=/x".into()], "h", "/root", true);
-        assert_eq!(env, vec!["HOSTNAME=h", "TERM=xterm", "A=1", "PATH=/x", "HOME=/root"]);
+        assert_eq!(
+            env,
+            vec!["HOSTNAME=h", "TERM=xterm", "A=1", "PATH=/x", "HOME=/root"]
+        );
     }
 }

@@ -8,7 +8,7 @@
 //! about a megabyte of memory per container, and it runs in its own session:
 //! engined can die and come back without touching it.
 //!
-//! engined talks to it on `CONTAINER_DIR/shim.sock`, one command line per
+//! engined talks to it on `EXEC_ROOT/shims/ID.sock`, one command line per
 //! connection: `start` (then `started PID` or `error MESSAGE`, and the connection
 //! stays open for events), `watch` (a status line, then events), `attach
 //! stdin=0|1 stdout=0|1 stderr=0|1` (then the container's output, framed as
@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -33,6 +33,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ShimConfig {
     pub graph: PathBuf,
+    /// The control socket (under engined's --exec-root).
+    pub sock: PathBuf,
     /// Use a user namespace with an identity mapping (see runtime).
     pub userns: bool,
     pub cgroup_parent: String,
@@ -144,16 +146,23 @@ impl Shim {
         let cfg: ShimConfig = state::read_json(&dir.join("shim.json"))?;
         let mut st = states.load_state(&id)?;
         st.shim_pid = std::process::id() as i32;
-        let sock = dir.join("shim.sock");
+        let sock = cfg.sock.clone();
         let _ = std::fs::remove_file(&sock);
-        let listener = UnixListener::bind(&sock).with_context(|| format!("listen on {}", sock.display()))?;
+        let listener =
+            UnixListener::bind(&sock).with_context(|| format!("listen on {}", sock.display()))?;
         listener.set_nonblocking(true)?;
         use nix::sys::signal::{SigSet, Signal};
         let mut mask = SigSet::empty();
-        for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        for s in [
+            Signal::SIGCHLD,
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+        ] {
             mask.add(s);
         }
-        mask.thread_block().map_err(|e| Error::from(e).context("block signals"))?;
+        mask.thread_block()
+            .map_err(|e| Error::from(e).context("block signals"))?;
         let signals = nix::sys::signalfd::SignalFd::with_flags(
             &mask,
             nix::sys::signalfd::SfdFlags::SFD_NONBLOCK | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
@@ -198,7 +207,11 @@ impl Shim {
     }
 
     fn event(&mut self, line: &str) {
-        for c in self.clients.iter_mut().filter(|c| c.kind == ClientKind::Watch) {
+        for c in self
+            .clients
+            .iter_mut()
+            .filter(|c| c.kind == ClientKind::Watch)
+        {
             c.out.extend(line.as_bytes());
             c.out.push_back(b'\n');
         }
@@ -286,7 +299,10 @@ impl Shim {
             fds.push((*fd, PollFlags::POLLIN));
         }
         let stdin_fd = self.run.as_ref().and_then(|r| {
-            r.pty.as_ref().map(|p| p.as_raw_fd()).or(r.stdin.as_ref().map(|s| s.as_raw_fd()))
+            r.pty
+                .as_ref()
+                .map(|p| p.as_raw_fd())
+                .or(r.stdin.as_ref().map(|s| s.as_raw_fd()))
         });
         let want_stdin_write = !self.stdin_buf.is_empty() && stdin_fd.is_some();
         if want_stdin_write {
@@ -321,7 +337,10 @@ impl Shim {
         if poll(&mut pfds, ms).is_err() {
             return;
         }
-        let ready: Vec<PollFlags> = pfds.iter().map(|p| p.revents().unwrap_or(PollFlags::empty())).collect();
+        let ready: Vec<PollFlags> = pfds
+            .iter()
+            .map(|p| p.revents().unwrap_or(PollFlags::empty()))
+            .collect();
         drop(pfds);
         drop(borrowed);
         if !ready[0].is_empty() {
@@ -339,7 +358,7 @@ impl Shim {
             self.flush_stdin();
         }
         let n_clients = proxy_base - client_base;
-        for i in (0..n_clients).rev() {
+        for i in 0..n_clients {
             let r = ready[client_base + i];
             if r.is_empty() {
                 continue;
@@ -407,7 +426,8 @@ impl Shim {
                 ClientKind::New => {
                     self.clients[i].inbuf.extend_from_slice(&data);
                     if let Some(nl) = self.clients[i].inbuf.iter().position(|&b| b == b'\n') {
-                        let line = String::from_utf8_lossy(&self.clients[i].inbuf[..nl]).into_owned();
+                        let line =
+                            String::from_utf8_lossy(&self.clients[i].inbuf[..nl]).into_owned();
                         let rest = self.clients[i].inbuf[nl + 1..].to_vec();
                         self.clients[i].inbuf.clear();
                         self.command(i, &line);
@@ -519,6 +539,9 @@ impl Shim {
                     stdout: on("stdout"),
                     stderr: on("stderr"),
                 };
+                // One byte before any output: engined waits for it, so a start
+                // that follows can never run ahead of this attachment.
+                self.clients[i].out.push_back(b'+');
             }
             ["start"] => {
                 if self.run.is_some() {
@@ -573,13 +596,23 @@ impl Shim {
             ["kill", sig] => match (signal_number(sig), &self.run) {
                 (Some(s), Some(r)) => {
                     let r = berth::proc::sig::kill(r.pid, s);
-                    self.reply(i, if r.is_ok() { "ok" } else { "error cannot signal the container" }, false);
+                    self.reply(
+                        i,
+                        if r.is_ok() {
+                            "ok"
+                        } else {
+                            "error cannot signal the container"
+                        },
+                        false,
+                    );
                 }
                 (None, _) => self.reply(i, &format!("error invalid signal: {sig}"), false),
                 (_, None) => self.reply(i, "error the container is not running", false),
             },
             ["resize", rows, cols] => {
-                if let (Some(r), Ok(rows), Ok(cols)) = (&self.run, rows.parse::<u16>(), cols.parse::<u16>()) {
+                if let (Some(r), Ok(rows), Ok(cols)) =
+                    (&self.run, rows.parse::<u16>(), cols.parse::<u16>())
+                {
                     if let Some(p) = &r.pty {
                         let ws = libc::winsize {
                             ws_row: rows,
@@ -656,7 +689,8 @@ impl Shim {
                 // stop the container the way a stop would.
                 let _ = berth::proc::sig::kill(r.pid, libc::SIGTERM);
                 self.state.stopped_by_user = true;
-                self.kill_at.get_or_insert(Instant::now() + Duration::from_secs(10));
+                self.kill_at
+                    .get_or_insert(Instant::now() + Duration::from_secs(10));
             } else {
                 self.done = true;
             }
@@ -688,9 +722,13 @@ impl Shim {
                 .collect();
             for (fd, s) in fds {
                 for _ in 0..64 {
-                    let before = self.run.as_ref().map(|r| r.stdout.is_some() as u8 + r.stderr.is_some() as u8 + r.pty.is_some() as u8);
+                    let before = self.run.as_ref().map(|r| {
+                        r.stdout.is_some() as u8 + r.stderr.is_some() as u8 + r.pty.is_some() as u8
+                    });
                     self.on_output(fd, s);
-                    let after = self.run.as_ref().map(|r| r.stdout.is_some() as u8 + r.stderr.is_some() as u8 + r.pty.is_some() as u8);
+                    let after = self.run.as_ref().map(|r| {
+                        r.stdout.is_some() as u8 + r.stderr.is_some() as u8 + r.pty.is_some() as u8
+                    });
                     if before != after || !readable(fd) {
                         break;
                     }
@@ -700,7 +738,11 @@ impl Shim {
         if let Some(l) = &mut self.log {
             let _ = l.flush_partial();
         }
-        let ran = self.run.as_ref().map(|r| r.started.elapsed()).unwrap_or_default();
+        let ran = self
+            .run
+            .as_ref()
+            .map(|r| r.started.elapsed())
+            .unwrap_or_default();
         self.run = None;
         self.kill_at = None;
         // Whatever the init left behind goes with it.
@@ -796,11 +838,13 @@ impl Shim {
                 eprintln!("shim: {e}");
             }
         }
-        let _ = std::fs::remove_file(self.dir.join("shim.sock"));
         if self.state.shim_pid != 0 && self.run.is_none() {
             self.state.shim_pid = 0;
             self.save();
         }
+        // Last: engined takes a socket that no longer answers for "the shim is
+        // done with the container's directory".
+        let _ = std::fs::remove_file(&self.cfg.sock);
     }
 
     /// Create and start the container; its pid.
@@ -808,7 +852,8 @@ impl Shim {
         let r = &self.record;
         let dir = &self.dir;
         for d in ["rootfs", "upper", "work", "empty"] {
-            std::fs::create_dir_all(dir.join(d)).with_context(|| format!("create {}", dir.join(d).display()))?;
+            std::fs::create_dir_all(dir.join(d))
+                .with_context(|| format!("create {}", dir.join(d).display()))?;
         }
         // A stale overlay work dir from a killed run refuses the next mount.
         let _ = std::fs::remove_dir_all(dir.join("work"));
@@ -822,7 +867,12 @@ impl Shim {
                 privileged: hc.privileged,
             };
             let layout = berth::cgroup::Layout::detect()?;
-            self.cgroup = Some(berth::cgroup::Cgroup::create(&layout, &self.cfg.cgroup_parent, &r.id, &limits)?);
+            self.cgroup = Some(berth::cgroup::Cgroup::create(
+                &layout,
+                &self.cfg.cgroup_parent,
+                &r.id,
+                &limits,
+            )?);
         }
         if self.proxies.is_empty() && r.net.mode == "bridge" {
             self.proxies = super::ports::Proxies::bind(&r.host_config)?;
@@ -840,17 +890,11 @@ impl Shim {
             pty: None,
             started: Instant::now(),
         };
-        let mut console = None;
+        // With a tty the init opens it inside (the container's own devpts) and
+        // hands the master over this socket.
+        let mut pty_sock: Option<(UnixStream, UnixStream)> = None;
         if tty {
-            let pty = nix::pty::openpty(None, None).map_err(|e| Error::from(e).context("openpty"))?;
-            set_nonblocking(pty.master.as_raw_fd());
-            set_cloexec(pty.master.as_raw_fd());
-            let name = nix::unistd::ttyname(pty.slave.as_fd()).map_err(|e| Error::from(e).context("ttyname"))?;
-            console = Some(name);
-            child_stdio[0] = Some(pty.slave.try_clone()?);
-            child_stdio[1] = Some(pty.slave.try_clone()?);
-            child_stdio[2] = Some(pty.slave);
-            run.pty = Some(File::from(pty.master));
+            pty_sock = Some(UnixStream::pair().context("socketpair")?);
         } else {
             if open_stdin {
                 let (rd, wr) = pipe()?;
@@ -869,12 +913,14 @@ impl Shim {
             child_stdio[2] = Some(wr);
             run.stderr = Some(File::from(rd));
         }
-        let spec = self.spec(console)?;
+        let spec = self.spec(tty)?;
         let kind = |p: &Path| -> Option<bool> {
             // /proc inside is a new instance of the same kernel's procfs: the
             // host's /proc tells what exists.
             let rel = p.strip_prefix(&spec.rootfs).ok()?;
-            std::fs::symlink_metadata(Path::new("/").join(rel)).ok().map(|m| m.is_dir())
+            std::fs::symlink_metadata(Path::new("/").join(rel))
+                .ok()
+                .map(|m| m.is_dir())
         };
         let overlay = runtime::overlay_plan(&spec);
         let root = runtime::root_plan(&spec, &kind);
@@ -891,6 +937,7 @@ impl Shim {
             go: to_child_r.as_raw_fd(),
             report: from_child_w.as_raw_fd(),
             tty,
+            pty_sock: pty_sock.as_ref().map(|(_, t)| t.as_raw_fd()).unwrap_or(-1),
         };
         let flags = nix::sched::CloneFlags::CLONE_NEWPID | nix::sched::CloneFlags::CLONE_NEWNS;
         let cb = Box::new(|| container_init(&spec, &overlay, &root, &child_fds) as isize);
@@ -920,7 +967,10 @@ impl Shim {
         let mut go = File::from(to_child_w);
         let mut report = File::from(from_child_r);
         if let Err(e) = go.write_all(b"G") {
-            return Err(fail(self, Error::from(e).context("start the container's init")));
+            return Err(fail(
+                self,
+                Error::from(e).context("start the container's init"),
+            ));
         }
         loop {
             let mut b = [0u8; 1];
@@ -934,9 +984,27 @@ impl Shim {
                             std::fs::write(format!("/proc/{pid}/gid_map"), "0 0 4294967295\n")
                         };
                         if let Err(e) = maps() {
-                            return Err(fail(self, Error::from(e).context("write the user namespace's id maps")));
+                            return Err(fail(
+                                self,
+                                Error::from(e).context("write the user namespace's id maps"),
+                            ));
                         }
                         let _ = go.write_all(b"G");
+                    }
+                    b'T' => {
+                        let Some((ours, _)) = &pty_sock else { continue };
+                        match berth::proc::pty::recv_fd(ours.as_raw_fd()) {
+                            Ok(m) => {
+                                set_nonblocking(m.as_raw_fd());
+                                run.pty = Some(File::from(m));
+                            }
+                            Err(e) => {
+                                return Err(fail(
+                                    self,
+                                    Error::from(e).context("receive the container's terminal"),
+                                ));
+                            }
+                        }
                     }
                     b'N' => {
                         if let Err(e) = self.host_network(pid) {
@@ -947,7 +1015,10 @@ impl Shim {
                     b'E' => {
                         let mut msg = String::new();
                         let _ = report.read_to_string(&mut msg);
-                        return Err(fail(self, Error::new(exec_kind(&msg), msg.trim().to_string())));
+                        return Err(fail(
+                            self,
+                            Error::new(exec_kind(&msg), msg.trim().to_string()),
+                        ));
                     }
                     _ => {}
                 },
@@ -983,11 +1054,16 @@ impl Shim {
                 name: names.host.clone(),
             }],
         );
-        let plan = berth::net::bridge::plan_host_side(&names, &n.bridge, n.mtu.unwrap_or(1500), pid as u32);
+        let plan = berth::net::bridge::plan_host_side(
+            &names,
+            &n.bridge,
+            n.mtu.unwrap_or(1500),
+            pid as u32,
+        );
         berth::sys::apply(&berth::sys::Linux, &plan)
     }
 
-    fn spec(&self, console: Option<PathBuf>) -> Result<Spec> {
+    fn spec(&self, tty: bool) -> Result<Spec> {
         let r = &self.record;
         let hc = &r.host_config;
         let mut binds = Vec::new();
@@ -1002,7 +1078,12 @@ impl Shim {
             });
         }
         if let Some(d) = &r.log_dir {
-            if let Some(target) = r.config.labels.as_ref().and_then(|l| l.get("berth.log-dir")) {
+            if let Some(target) = r
+                .config
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("berth.log-dir"))
+            {
                 binds.push(runtime::Bind {
                     source: d.clone(),
                     target: PathBuf::from(target),
@@ -1018,7 +1099,12 @@ impl Shim {
                 let (Some(ip), Some(gw)) = (r.net.ip, r.net.gateway) else {
                     return Err(Error::internal("bridge network without an address"));
                 };
-                runtime::Net::Bridge(berth::net::bridge::plan_container_side(&names.peer, ip, r.net.prefix, gw))
+                runtime::Net::Bridge(berth::net::bridge::plan_container_side(
+                    &names.peer,
+                    ip,
+                    r.net.prefix,
+                    gw,
+                ))
             }
         };
         let caps = berth::sys::caps::effective_set(
@@ -1045,7 +1131,7 @@ impl Shim {
                 (self.dir.join("resolv.conf"), "/etc/resolv.conf"),
             ],
             init_binary: init.then(|| self.cfg.init_binary.clone()),
-            console,
+            tty,
             hostname: super::containers::hostname_of(r),
             userns: self.cfg.userns && !hc.privileged,
             privileged: hc.privileged,
@@ -1093,11 +1179,6 @@ fn set_nonblocking(fd: RawFd) {
     }
 }
 
-fn set_cloexec(fd: RawFd) {
-    // SAFETY: fcntl on an fd we own.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-}
-
 /// A signal by number or name (`9`, `KILL`, `SIGKILL`).
 pub fn signal_number(s: &str) -> Option<i32> {
     if let Ok(n) = s.parse::<i32>() {
@@ -1106,7 +1187,9 @@ pub fn signal_number(s: &str) -> Option<i32> {
     let up = s.to_ascii_uppercase();
     let name = up.strip_prefix("SIG").unwrap_or(&up);
     let full = format!("SIG{name}");
-    full.parse::<nix::sys::signal::Signal>().ok().map(|s| s as i32)
+    full.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
 }
 
 /// The descriptors the init works with (raw numbers, valid in the clone).
@@ -1115,6 +1198,8 @@ struct ChildFds {
     go: RawFd,
     report: RawFd,
     tty: bool,
+    /// The socket the pty master goes back on (with a tty).
+    pty_sock: RawFd,
 }
 
 /// Report a failure to the shim and end.
@@ -1151,9 +1236,6 @@ fn container_init(spec: &Spec, overlay: &[Op], root: &[Op], fds: &ChildFds) -> i
                 libc::dup2(*fd, i as i32);
             }
         }
-        if fds.tty {
-            libc::ioctl(0, libc::TIOCSCTTY, 0);
-        }
     }
     if !wait_go(fds) {
         return 1;
@@ -1167,6 +1249,11 @@ fn container_init(spec: &Spec, overlay: &[Op], root: &[Op], fds: &ChildFds) -> i
     }
     if let Err(e) = berth::sys::apply(&sys, root) {
         return die(fds, &format!("set up the root: {e}"));
+    }
+    if fds.tty {
+        if let Err(e) = container_tty(fds) {
+            return die(fds, &format!("the container's terminal: {e}"));
+        }
     }
     if spec.userns {
         if let Err(e) = berth::sys::apply(&sys, &[Op::Unshare(libc::CLONE_NEWUSER)]) {
@@ -1212,7 +1299,10 @@ fn container_init(spec: &Spec, overlay: &[Op], root: &[Op], fds: &ChildFds) -> i
     let envp: Vec<std::ffi::CString> = env.iter().map(|a| c(a)).collect();
     let prog = c(&path.to_string_lossy());
     let e = nix::unistd::execve(&prog, &argv, &envp).unwrap_err();
-    die(fds, &format!("exec: \"{cmd}\": {}", e.desc().to_lowercase()))
+    die(
+        fds,
+        &format!("exec: \"{cmd}\": {}", e.desc().to_lowercase()),
+    )
 }
 
 /// Mount points the root plan needs inside the (mounted) overlay: bind targets
@@ -1253,7 +1343,32 @@ fn prepare_mount_points(spec: &Spec) -> Result<()> {
 
 impl Spec {
     fn tty_env(&self) -> bool {
-        self.console.is_some()
+        self.tty
     }
 }
 
+/// A pty from the container's devpts: its slave becomes stdio and /dev/console,
+/// its master goes to the shim.
+fn container_tty(fds: &ChildFds) -> Result<()> {
+    let (master, slave, path) = berth::proc::pty::open_pty()?;
+    berth::sys::apply(
+        &berth::sys::Linux,
+        &[Op::Mount {
+            source: Some(path),
+            target: PathBuf::from("/dev/console"),
+            fstype: None,
+            flags: libc::MS_BIND,
+            data: None,
+        }],
+    )?;
+    // SAFETY: plain system calls on descriptors we own.
+    unsafe {
+        for i in 0..3 {
+            libc::dup2(slave.as_raw_fd(), i);
+        }
+        libc::ioctl(0, libc::TIOCSCTTY, 0);
+    }
+    berth::proc::pty::send_fd(fds.pty_sock, master.as_raw_fd())?;
+    berth::proc::raw_write_fd(fds.report, &[b"T"]);
+    Ok(())
+}

@@ -99,8 +99,7 @@ pub struct Dir {
 impl Dir {
     pub fn open(graph: &Path) -> Result<Dir> {
         let root = graph.join("containers");
-        std::fs::create_dir_all(&root)
-            .with_context(|| format!("create {}", root.display()))?;
+        std::fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o710))?;
         Ok(Dir { root })
@@ -133,8 +132,13 @@ impl Dir {
         read_json(&self.path(id).join("config.json"))
     }
 
+    /// Record a state; never brings back the directory of a removed container.
     pub fn save_state(&self, id: &str, s: &State) -> Result<()> {
-        write_json(&self.path(id).join("state.json"), s)
+        let dir = self.path(id);
+        if !dir.is_dir() {
+            return Err(Error::not_found(format!("container {id} was removed")));
+        }
+        write_json(&dir.join("state.json"), s)
     }
 
     pub fn load_state(&self, id: &str) -> Result<State> {
@@ -147,7 +151,9 @@ impl Dir {
 
 /// Container ids are 64 lowercase hex digits (never a path).
 pub fn valid_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 pub fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
@@ -157,8 +163,7 @@ pub fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
 
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))
+    serde_json::from_slice(&bytes).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))
 }
 
 /// Now as RFC 3339 with nanoseconds, as the API writes times.
@@ -186,7 +191,10 @@ mod tests {
     fn times_and_ids() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::new(1_490_616_000, 5);
         assert_eq!(rfc3339_nanos(t), "2017-03-27T12:00:00.000000005Z");
-        assert_eq!(parse_time("2017-03-27T12:00:00.000000005Z"), Some(1_490_616_000));
+        assert_eq!(
+            parse_time("2017-03-27T12:00:00.000000005Z"),
+            Some(1_490_616_000)
+        );
         assert!(valid_id(&"a".repeat(64)));
         assert!(!valid_id("../../etc"));
     }

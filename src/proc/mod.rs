@@ -6,6 +6,7 @@
 //! Privileged steps (namespaces, mounts) are not here: they are `Op`s of the
 //! [`crate::sys`] seam, which these helpers apply in forked children.
 
+pub mod pty;
 pub mod sig;
 
 use std::collections::HashMap;

@@ -711,9 +711,13 @@ impl Engined {
             .arg(&self.graph)
             .arg("--pidfile")
             .arg(self.dir.join("engined.pid"))
+            .arg("--exec-root")
+            .arg(self.dir.join("run"))
             .arg(format!("--bridge={}", self.bridge))
             .arg("--cgroup-parent")
             .arg(&self.cgroup_parent)
+            // as the site's daemons: docker.io is never contacted
+            .args(["--block-registry", "docker.io"])
             .args(&self.extra)
             .env("BERTH_CLIENT_CONFIG", self.dir.join("client.yml"))
             .stdout(log.try_clone().unwrap())
@@ -806,7 +810,10 @@ impl Engined {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default();
         (status, body)
     }
 }
@@ -830,7 +837,9 @@ impl Drop for Engined {
             );
             let _ = c.wait();
         }
-        let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
         for root in ["/sys/fs/cgroup"] {
             if let Ok(rd) = std::fs::read_dir(root) {
                 for h in rd.flatten() {

@@ -6,6 +6,7 @@ mod harness;
 mod client;
 mod client_hardening;
 mod dispatch;
+mod engine;
 mod init;
 mod layers;
 mod mkimage;

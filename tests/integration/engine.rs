@@ -1,0 +1,825 @@
+//! engined through the stock docker CLI (the machine's docker 28 and Debian's
+//! 20.10), as root: the site's run pattern (ports, binds, SYS_ADMIN for the
+//! hostname), ps/inspect/top/logs/exec/attach, stop and kill, restart policies,
+//! rename and rm, images in use, pull and push against registryd, engined
+//! killed under a running container, bad inputs that leave nothing behind, and
+//! escape probes.
+
+use crate::harness::*;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A busybox root with every applet linked, a passwd with condor, imported
+/// through engined (`docker import`); its name.
+fn image(e: &Engined) -> String {
+    need("busybox");
+    let root = e.dir.join("rootfs");
+    for d in ["bin", "etc", "tmp", "root", "var/lib/condor"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let bb = ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox-static");
+    std::fs::copy(bb, root.join("bin/busybox")).unwrap();
+    let list = Command::new(bb).arg("--list").output().unwrap();
+    for a in stdout(&list).lines() {
+        if a != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(a));
+        }
+    }
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\ncondor:x:64:64::/var/lib/condor:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("etc/group"),
+        "root:x:0:\ncondor:x:64:\nwheel:x:10:condor\n",
+    )
+    .unwrap();
+    let tar = Command::new("tar")
+        .args(["-C", root.to_str().unwrap(), "-c", "."])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = e
+        .docker(&["import", "-", "bb:eng"])
+        .stdin(tar.stdout.unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "docker import: {}", stderr(&o));
+    assert!(stdout(&o).starts_with("sha256:"), "{}", stdout(&o));
+    "bb:eng".to_string()
+}
+
+fn inspect(e: &Engined, what: &str) -> serde_json::Value {
+    let out = e.ok(&["inspect", what]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0].clone()
+}
+
+/// Nothing of container `id` is left on the host: mounts, its veth, cgroups,
+/// processes.
+fn assert_nothing_left(e: &Engined, id: &str) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(id), "a mount of {id} is left:\n{mounts}");
+    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    assert!(
+        !stdout(&links).contains(&format!("veth{}", &id[..7])),
+        "the veth of {id} is left: {}",
+        stdout(&links)
+    );
+    let mut left = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+        for h in rd.flatten() {
+            let p = h.path().join(&e.cgroup_parent).join(id);
+            if p.exists() {
+                left.push(p);
+            }
+        }
+    }
+    assert!(left.is_empty(), "cgroups of {id} are left: {left:?}");
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    assert!(
+        !stdout(&ps).contains(
+            &e.dir
+                .join("graph/containers")
+                .join(id)
+                .display()
+                .to_string()
+        ),
+        "the shim of {id} is still running"
+    );
+}
+
+#[test]
+fn run_prints_exits_and_cleans_up_with_both_clis() {
+    let mut e = Engined::start();
+    let img = image(&e);
+    for cli in ["docker", "/usr/bin/docker"] {
+        if cli.starts_with('/') && !Path::new(cli).exists() {
+            panic!("{cli} missing: install Debian's docker.io (CI does)");
+        }
+        e.cli = cli.into();
+        let out = e.ok(&["run", "--rm", &img, "echo", "hi"]);
+        assert_eq!(out, "hi\n", "{cli}");
+        let o = e.run(&["run", "--rm", &img, "sh", "-c", "exit 3"]);
+        assert_eq!(o.status.code(), Some(3), "{cli}: {}", stderr(&o));
+        let o = e.run(&["run", "--rm", &img, "no-such-command"]);
+        assert_eq!(o.status.code(), Some(127), "{cli}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("executable file not found"),
+            "{}",
+            stderr(&o)
+        );
+        // stdout and stderr stay apart
+        let o = e.run(&["run", "--rm", &img, "sh", "-c", "echo out; echo err >&2"]);
+        assert_eq!(
+            (stdout(&o).as_str(), stderr(&o).as_str()),
+            ("out\n", "err\n")
+        );
+    }
+    // --rm removed them all
+    assert_eq!(e.ok(&["ps", "-aq"]), "");
+    assert!(
+        e.dir
+            .join("graph/containers")
+            .read_dir()
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+#[test]
+fn the_sites_run_pattern_ports_binds_and_hostname() {
+    let e = Engined::start();
+    let img = image(&e);
+    let home = TempDir::new("home");
+    let grid = TempDir::new("grid");
+    std::fs::write(grid.join("hostcert.pem"), "cert\n").unwrap();
+    let port = free_port();
+    // the site's /root/init: set the hostname (needs SYS_ADMIN), then serve
+    let script = "hostname vn0317.example; mkdir -p /www; echo condor-ok > /www/index.html; \
+                  echo started; exec httpd -f -p 4080 -h /www";
+    let id = e
+        .ok(&[
+            "run",
+            "-d",
+            "-it",
+            "--cap-add",
+            "SYS_ADMIN",
+            "-v",
+            &format!("{}:/home", home.path().display()),
+            "-v",
+            &format!("{}:/etc/grid-security:ro", grid.path().display()),
+            "-p",
+            &format!("127.0.0.1:{port}:4080"),
+            "--name",
+            "vn0317",
+            &img,
+            "sh",
+            "-c",
+            script,
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    // the published port answers (the container starts serving at once; the
+    // proxy takes connections from the start)
+    let body = wait_for("the published port to answer", || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.contains("condor-ok").then_some(out)
+    });
+    assert!(
+        body.starts_with("HTTP/1.") && body.contains(" 200 "),
+        "{body}"
+    );
+    assert_eq!(e.ok(&["exec", "vn0317", "hostname"]), "vn0317.example\n");
+    // rw bind: the host sees what the container writes
+    e.ok(&["exec", "vn0317", "sh", "-c", "echo from-ctr > /home/f"]);
+    assert_eq!(
+        std::fs::read_to_string(home.join("f")).unwrap(),
+        "from-ctr\n"
+    );
+    // ro bind: not writable, and SYS_ADMIN cannot remount it read-write
+    let o = e.run(&[
+        "exec",
+        "vn0317",
+        "sh",
+        "-c",
+        "echo x > /etc/grid-security/hostcert.pem",
+    ]);
+    assert!(!o.status.success());
+    let o = e.run(&[
+        "exec",
+        "vn0317",
+        "mount",
+        "-o",
+        "remount,rw",
+        "/etc/grid-security",
+    ]);
+    assert!(!o.status.success(), "remount rw worked: {}", stdout(&o));
+    let o = e.run(&[
+        "exec",
+        "vn0317",
+        "sh",
+        "-c",
+        "echo x > /etc/grid-security/hostcert.pem",
+    ]);
+    assert!(!o.status.success());
+    assert_eq!(
+        std::fs::read_to_string(grid.join("hostcert.pem")).unwrap(),
+        "cert\n"
+    );
+    // ps, inspect, top, logs
+    let ps = e.ok(&["ps"]);
+    assert!(
+        ps.contains("vn0317") && ps.contains(&format!("127.0.0.1:{port}->4080/tcp")),
+        "{ps}"
+    );
+    let v = inspect(&e, "vn0317");
+    assert_eq!(v["Id"], id);
+    assert_eq!(v["Name"], "/vn0317");
+    assert_eq!(v["State"]["Running"], true);
+    assert!(v["State"]["Pid"].as_i64().unwrap() > 0);
+    assert_eq!(v["Config"]["Tty"], true);
+    // docker 28 sends CAP_SYS_ADMIN, 20.10 SYS_ADMIN: kept as given
+    assert!(
+        v["HostConfig"]["CapAdd"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("SYS_ADMIN")
+    );
+    assert_eq!(
+        v["NetworkSettings"]["Ports"]["4080/tcp"][0]["HostPort"],
+        port.to_string()
+    );
+    assert!(
+        v["NetworkSettings"]["IPAddress"]
+            .as_str()
+            .unwrap()
+            .starts_with(&e.subnet)
+    );
+    let grid_mount = v["Mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["Destination"] == "/etc/grid-security")
+        .unwrap();
+    assert_eq!(grid_mount["RW"], false);
+    let top = e.ok(&["top", "vn0317"]);
+    assert!(top.contains("httpd -f -p 4080"), "{top}");
+    let logs = wait_for("the log line", || {
+        let l = e.ok(&["logs", "vn0317"]);
+        l.contains("started").then_some(l)
+    });
+    assert!(logs.contains("started"), "{logs}");
+    e.ok(&["stop", "vn0317"]);
+    let v = inspect(&e, "vn0317");
+    assert_eq!(v["State"]["Running"], false);
+    // the port is free again
+    wait_for("the port to be released", || {
+        std::net::TcpListener::bind(("127.0.0.1", port)).ok()
+    });
+    e.ok(&["rm", "vn0317"]);
+    assert_nothing_left(&e, &id);
+}
+
+#[test]
+fn hostname_env_workdir_and_user() {
+    let e = Engined::start();
+    let img = image(&e);
+    let o = e.run(&["run", "--rm", &img, "hostname", "elsewhere"]);
+    assert!(!o.status.success(), "hostname changed without SYS_ADMIN");
+    assert!(
+        stderr(&o).contains("Operation not permitted"),
+        "{}",
+        stderr(&o)
+    );
+    let out = e.ok(&[
+        "run",
+        "--rm",
+        "--cap-add",
+        "CAP_SYS_ADMIN",
+        &img,
+        "sh",
+        "-c",
+        "hostname mine && hostname",
+    ]);
+    assert_eq!(out, "mine\n");
+    let out = e.ok(&["run", "--rm", "--hostname", "wn24", &img, "hostname"]);
+    assert_eq!(out, "wn24\n");
+    let out = e.ok(&[
+        "run",
+        "--rm",
+        "-e",
+        "SITE=triumf",
+        "-w",
+        "/srv/work",
+        "-u",
+        "condor",
+        &img,
+        "sh",
+        "-c",
+        "echo $SITE; pwd; id -u; id -G; echo $HOME",
+    ]);
+    assert_eq!(out, "triumf\n/srv/work\n64\n64 10\n/var/lib/condor\n");
+    let out = e.ok(&["run", "--rm", "-u", "1000:1000", &img, "id"]);
+    assert!(out.starts_with("uid=1000 gid=1000"), "{out}");
+    // --entrypoint and --init
+    let out = e.ok(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "echo",
+        &img,
+        "from",
+        "entrypoint",
+    ]);
+    assert_eq!(out, "from entrypoint\n");
+    let out = e.ok(&[
+        "run",
+        "--rm",
+        "--init",
+        &img,
+        "sh",
+        "-c",
+        "cat /proc/1/cmdline | tr '\\0' ' '",
+    ]);
+    assert!(out.starts_with("/dev/init --"), "{out}");
+}
+
+#[test]
+fn logs_exec_and_attach() {
+    let e = Engined::start();
+    let img = image(&e);
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        &img,
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo line$i; echo err$i >&2; done; while true; do sleep 1; done",
+    ]);
+    wait_for("three lines", || {
+        let o = e.run(&["logs", "talker"]);
+        stdout(&o).contains("line3").then_some(())
+    });
+    let o = e.run(&["logs", "talker"]);
+    assert_eq!(stdout(&o), "line1\nline2\nline3\n");
+    assert!(stderr(&o).contains("err3"));
+    let o = e.run(&["logs", "--tail", "2", "talker"]);
+    let both = format!("{}{}", stdout(&o), stderr(&o));
+    assert_eq!(both.lines().count(), 2, "{both}");
+    let o = e.run(&["logs", "--timestamps", "talker"]);
+    let first = stdout(&o).lines().next().unwrap().to_string();
+    assert!(
+        first.ends_with(" line1") && first.starts_with("20"),
+        "{first}"
+    );
+    // logs -f follows what comes next and ends when the container stops
+    let mut f = e
+        .docker(&["logs", "-f", "--tail", "0", "talker"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    e.ok(&["exec", "talker", "sh", "-c", "echo later > /proc/1/fd/1"]);
+    let mut got = String::new();
+    let mut out = f.stdout.take().unwrap();
+    let mut buf = [0u8; 256];
+    while !got.contains("later") {
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "logs -f ended early: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    e.ok(&["stop", "-t", "1", "talker"]);
+    assert!(f.wait().unwrap().success());
+    // exec: exit codes, stdin, a tty
+    e.ok(&["start", "talker"]);
+    let o = e.run(&["exec", "talker", "sh", "-c", "exit 5"]);
+    assert_eq!(o.status.code(), Some(5));
+    let mut c = e
+        .docker(&["exec", "-i", "talker", "sh", "-c", "read x; echo got:$x"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert_eq!(stdout(&o), "got:hello\n");
+    need("script");
+    let cmd = format!("{} exec -t talker sh -c 'tty; echo $TERM'", e.cli);
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("DOCKER_HOST", e.host())
+        .env("DOCKER_CONFIG", e.dir.join("cli"))
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert!(out.contains("/dev/pts/") && out.contains("xterm"), "{out}");
+    // attach: a container reading stdin, attached to, answering
+    e.ok(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "reader",
+        &img,
+        "sh",
+        "-c",
+        "while read l; do echo echo:$l; done",
+    ]);
+    let mut a = e
+        .docker(&["attach", "reader"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ain = a.stdin.take().unwrap();
+    ain.write_all(b"ping\n").unwrap();
+    let mut aout = a.stdout.take().unwrap();
+    let mut got = String::new();
+    while !got.contains("echo:ping") {
+        let n = aout.read(&mut buf).unwrap();
+        assert!(n > 0, "attach ended early: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    drop(ain);
+    e.ok(&["rm", "-f", "reader"]);
+    let _ = a.wait();
+}
+
+#[test]
+fn stop_kill_and_restart_policies() {
+    let e = Engined::start();
+    let img = image(&e);
+    let marks = TempDir::new("marks");
+    let m = format!("{}:/marks", marks.path().display());
+    // stop: SIGTERM reaches the command, which can clean up
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "term",
+        "-v",
+        &m,
+        &img,
+        "sh",
+        "-c",
+        "trap 'echo TERM > /marks/got; exit 0' TERM; while true; do sleep 1; done",
+    ]);
+    e.ok(&["stop", "term"]);
+    assert_eq!(
+        std::fs::read_to_string(marks.join("got")).unwrap(),
+        "TERM\n"
+    );
+    assert_eq!(inspect(&e, "term")["State"]["ExitCode"], 0);
+    // a command that ignores TERM is killed after the timeout: 137
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        &img,
+        "sh",
+        "-c",
+        "trap '' TERM; while true; do sleep 1; done",
+    ]);
+    e.ok(&["stop", "-t", "1", "stubborn"]);
+    assert_eq!(inspect(&e, "stubborn")["State"]["ExitCode"], 137);
+    // kill with a signal: the command's handler gets it (the kernel ignores
+    // signals without a handler for a PID namespace's first process, as with
+    // dockerd), and plain kill is SIGKILL
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "killme",
+        &img,
+        "sh",
+        "-c",
+        "trap 'exit 7' USR1; while true; do sleep 1; done",
+    ]);
+    e.ok(&["kill", "-s", "USR1", "killme"]);
+    wait_for("the kill", || {
+        (inspect(&e, "killme")["State"]["Running"] == false).then_some(())
+    });
+    assert_eq!(inspect(&e, "killme")["State"]["ExitCode"], 7);
+    e.ok(&["start", "killme"]);
+    e.ok(&["kill", "killme"]);
+    wait_for("the SIGKILL", || {
+        (inspect(&e, "killme")["State"]["Running"] == false).then_some(())
+    });
+    assert_eq!(inspect(&e, "killme")["State"]["ExitCode"], 137);
+    // on-failure:2 restarts twice, then stays down
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        &img,
+        "sh",
+        "-c",
+        "exit 1",
+    ]);
+    wait_for("two restarts", || {
+        let v = inspect(&e, "flaky");
+        (v["RestartCount"] == 2 && v["State"]["Status"] == "exited").then_some(())
+    });
+    // always: restarted after it exits
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "always",
+        "--restart",
+        "always",
+        "-v",
+        &m,
+        &img,
+        "sh",
+        "-c",
+        "echo x >> /marks/always; sleep 1000",
+    ]);
+    wait_for("the first run", || {
+        std::fs::read_to_string(marks.join("always"))
+            .ok()
+            .filter(|s| s.len() == 2)
+    });
+    e.ok(&["kill", "always"]);
+    wait_for("the restart", || {
+        std::fs::read_to_string(marks.join("always"))
+            .ok()
+            .filter(|s| s.len() == 4)
+    });
+    // a stop is final, whatever the policy
+    e.ok(&["stop", "-t", "1", "always"]);
+    assert_eq!(inspect(&e, "always")["State"]["Status"], "exited");
+    // restart
+    e.ok(&["restart", "-t", "1", "always"]);
+    assert_eq!(inspect(&e, "always")["State"]["Running"], true);
+    e.ok(&["rm", "-f", "always"]);
+}
+
+#[test]
+fn rename_rm_and_images_in_use() {
+    let e = Engined::start();
+    let img = image(&e);
+    e.ok(&["run", "-d", "--name", "first", &img, "sleep", "1000"]);
+    e.ok(&["rename", "first", "second"]);
+    assert_eq!(inspect(&e, "second")["Name"], "/second");
+    let o = e.run(&["rm", "second"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("Stop the container before attempting removal"),
+        "{}",
+        stderr(&o)
+    );
+    let o = e.run(&["rmi", &img]);
+    assert!(!o.status.success(), "rmi of an image in use worked");
+    assert!(stderr(&o).contains("in use"), "{}", stderr(&o));
+    let id = inspect(&e, "second")["Id"].as_str().unwrap().to_string();
+    e.ok(&["rm", "-f", "second"]);
+    assert_nothing_left(&e, &id);
+    e.ok(&["rmi", &img]);
+    assert!(!e.ok(&["images"]).contains("bb"));
+}
+
+#[test]
+fn bad_inputs_give_api_errors_and_leave_nothing() {
+    let e = Engined::start();
+    let img = image(&e);
+    // (the harness blocks docker.io, as the site does: nothing leaves the host)
+    let o = e.run(&["run", "--rm", "no-such-image:1"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("blocked"), "{}", stderr(&o));
+    let o = e.run(&["run", "--rm", "-v", "/no/such/dir:/x", &img, "true"]);
+    assert!(
+        stderr(&o).contains("bind source path does not exist: /no/such/dir"),
+        "{}",
+        stderr(&o)
+    );
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let o = e.run(&[
+        "run",
+        "-d",
+        "--name",
+        "porty",
+        "-p",
+        &format!("127.0.0.1:{port}:80"),
+        &img,
+        "sleep",
+        "100",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("port is already allocated"),
+        "{}",
+        stderr(&o)
+    );
+    let o = e.run(&["run", "--rm", "--cap-add", "CAP_FOO", &img, "true"]);
+    assert!(
+        stderr(&o).contains("unknown capability: \"CAP_FOO\""),
+        "{}",
+        stderr(&o)
+    );
+    e.ok(&["create", "--name", "taken", &img, "true"]);
+    let o = e.run(&["create", "--name", "taken", &img, "true"]);
+    assert!(stderr(&o).contains("is already in use"), "{}", stderr(&o));
+    let (status, body) = e.api("POST", "/v1.41/containers/create", Some("{not json"));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"message\""), "{body}");
+    let (status, body) = e.api("GET", "/v1.41/containers/nope/json", None);
+    assert_eq!(
+        (status, body.contains("No such container: nope")),
+        (404, true),
+        "{body}"
+    );
+    // the failed start left its container created, with nothing running
+    let porty = inspect(&e, "porty");
+    let id = porty["Id"].as_str().unwrap().to_string();
+    assert_eq!(porty["State"]["Running"], false);
+    e.ok(&["rm", "porty"]);
+    assert_nothing_left(&e, &id);
+}
+
+#[test]
+fn escape_probes_with_and_without_sys_admin() {
+    let e = Engined::start();
+    let img = image(&e);
+    let ro = TempDir::new("ro");
+    std::fs::write(ro.join("f"), "host\n").unwrap();
+    let bind = format!("{}:/ro:ro", ro.path().display());
+    for caps in [vec![], vec!["--cap-add", "SYS_ADMIN"]] {
+        let mut args = vec!["run", "--rm", "-v", &bind];
+        args.extend(caps.iter().copied());
+        args.push(&img);
+        args.extend(["sh", "-c"]);
+        let probe = |script: &str| -> (bool, String) {
+            let mut a = args.clone();
+            a.push(script);
+            let o = e.run(&a);
+            (o.status.success(), format!("{}{}", stdout(&o), stderr(&o)))
+        };
+        let label = if caps.is_empty() {
+            "default"
+        } else {
+            "SYS_ADMIN"
+        };
+        for (what, script) in [
+            ("sysrq", "echo h > /proc/sysrq-trigger"),
+            ("/proc/sys", "echo 1 > /proc/sys/kernel/panic"),
+            (
+                "/sys",
+                "echo 1 > /sys/kernel/uevent_helper || echo x > /sys/class/net/lo/mtu",
+            ),
+            (
+                "kcore",
+                "test -s /proc/kcore && head -c 1 /proc/kcore | od | grep -q .",
+            ),
+            ("mount", "mount -t tmpfs none /mnt"),
+            ("ro bind", "echo x > /ro/f"),
+            ("ro remount", "mount -o remount,rw /ro && echo x > /ro/f"),
+            (
+                "proc remount",
+                "mount -o remount,rw /proc/sys && echo 1 > /proc/sys/kernel/panic",
+            ),
+            ("block devices", "ls /dev | grep -E '^(sd|vd|nvme|xvd)'"),
+            ("mknod", "mknod /tmp/vda b 254 0 && head -c 1 /tmp/vda"),
+            ("host pids", "grep -l 'engi[n]ed' /proc/[0-9]*/cmdline"),
+            ("net admin", "ip link add dummy0 type dummy"),
+        ] {
+            let (ok, out) = probe(script);
+            let allowed = label == "SYS_ADMIN" && what == "mount";
+            if !allowed {
+                assert!(!ok, "{label}: {what} worked: {out}");
+            }
+        }
+        let (ok, out) = probe("hostname probe");
+        assert_eq!(ok, label == "SYS_ADMIN", "{label}: hostname: {out}");
+    }
+    assert_eq!(std::fs::read_to_string(ro.join("f")).unwrap(), "host\n");
+}
+
+#[test]
+fn engined_killed_under_a_running_container() {
+    let mut e = Engined::start();
+    let img = image(&e);
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "job",
+        &img,
+        "sh",
+        "-c",
+        "echo before; while true; do sleep 1; done",
+    ]);
+    let pid = inspect(&e, "job")["State"]["Pid"].as_i64().unwrap();
+    e.crash_and_restart();
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the container died with engined"
+    );
+    assert!(e.ok(&["ps"]).contains("job"));
+    assert!(e.ok(&["logs", "job"]).contains("before"));
+    e.ok(&["exec", "job", "true"]);
+    e.ok(&["stop", "-t", "1", "job"]);
+    assert_eq!(inspect(&e, "job")["State"]["Running"], false);
+    let id = inspect(&e, "job")["Id"].as_str().unwrap().to_string();
+    e.ok(&["rm", "job"]);
+    assert_nothing_left(&e, &id);
+}
+
+#[test]
+fn pull_and_push_through_engined_against_registryd() {
+    let e = Engined::start();
+    let img = image(&e);
+    let r = Registryd::start(RegOpts {
+        tls: false,
+        auth: false,
+        ..RegOpts::default()
+    });
+    // 127.0.0.1: plain HTTP to a loopback registry, as dockerd allows
+    let target = format!("127.0.0.1:{}/site/bb:v1", r.port);
+    e.ok(&["tag", &img, &target]);
+    let out = e.ok(&["push", &target]);
+    assert!(out.contains("v1: digest: sha256:"), "{out}");
+    e.ok(&["rmi", &target, &img]);
+    let out = e.ok(&["pull", &target]);
+    assert!(
+        out.contains("Downloaded newer image") || out.contains("Status:"),
+        "{out}"
+    );
+    assert_eq!(
+        e.ok(&["run", "--rm", &target, "echo", "pulled"]),
+        "pulled\n"
+    );
+}
+
+/// A layer that replaces a directory with a symlink to / and then writes and
+/// sets times through it reaches the layer cache only through `docker load`:
+/// running it must fail cleanly and change nothing outside.
+#[test]
+fn a_hostile_layer_changes_nothing_outside_the_cache() {
+    let e = Engined::start();
+    let victim = TempDir::new("victim");
+    std::fs::write(victim.join("keep"), "safe\n").unwrap();
+    let before = std::fs::metadata(victim.path())
+        .unwrap()
+        .modified()
+        .unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_size(0);
+    h.set_mode(0o755);
+    h.set_mtime(1);
+    b.append_data(&mut h, "a/", std::io::empty()).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(&mut h, "a", victim.path()).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(5);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "a/planted", &b"evil\n"[..]).unwrap();
+    let layer = b.into_inner().unwrap();
+    let archive = hostile_archive(&e.dir.join("hostile.tar"), &layer);
+    let o = e.run(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = e.run(&["run", "--rm", "hostile:1", "true"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("symlink"), "{}", stderr(&o));
+    assert!(!victim.join("planted").exists());
+    assert_eq!(
+        std::fs::metadata(victim.path())
+            .unwrap()
+            .modified()
+            .unwrap(),
+        before
+    );
+    assert_eq!(
+        std::fs::read_to_string(victim.join("keep")).unwrap(),
+        "safe\n"
+    );
+}
+
+/// A docker-archive of one image with `layer` as its only layer.
+fn hostile_archive(path: &Path, layer: &[u8]) -> PathBuf {
+    let diff = berth::digest::Digest::sha256(layer);
+    let cfg = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":["true"]}},"rootfs":{{"type":"layers","diff_ids":["{diff}"]}}}}"#
+    );
+    let cfg_name = format!(
+        "{}.json",
+        berth::digest::Digest::sha256(cfg.as_bytes()).hex()
+    );
+    let manifest =
+        format!(r#"[{{"Config":"{cfg_name}","RepoTags":["hostile:1"],"Layers":["l/layer.tar"]}}]"#);
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in [
+        (cfg_name.as_str(), cfg.as_bytes()),
+        ("l/layer.tar", layer),
+        ("manifest.json", manifest.as_bytes()),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, data).unwrap();
+    }
+    std::fs::write(path, b.into_inner().unwrap()).unwrap();
+    path.to_path_buf()
+}
