@@ -708,10 +708,10 @@ impl Cgroup {
         } else {
             self.dir_of("memory")?.join("memory.oom_control")
         };
-        fs::read_to_string(file)
-            .ok()?
-            .lines()
-            .find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok()))
+        fs::read_to_string(file).ok()?.lines().find_map(|l| {
+            l.strip_prefix("oom_kill ")
+                .and_then(|n| n.trim().parse().ok())
+        })
     }
 
     /// Remove the cgroup (and any cgroup a container made below it) from every

@@ -1095,12 +1095,10 @@ impl Shim {
             "host" => runtime::Net::Host,
             "none" => runtime::Net::None,
             _ => {
-                let names = berth::net::bridge::veth_names(&r.id)?;
                 let (Some(ip), Some(gw)) = (r.net.ip, r.net.gateway) else {
                     return Err(Error::internal("bridge network without an address"));
                 };
                 runtime::Net::Bridge(berth::net::bridge::plan_container_side(
-                    &names.peer,
                     ip,
                     r.net.prefix,
                     gw,

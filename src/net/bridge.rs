@@ -2,11 +2,11 @@
 //! `eth0` on a bridge, and to make sure the bridge is there.
 //!
 //! A container in bridge mode gets a veth pair. The shim, in the host's network
-//! namespace, applies [`plan_host_side`]: create the pair, enslave the host end to
-//! the bridge, bring it up, move the peer into the container's namespace. The
-//! container's init, inside that namespace and before it execs, applies
-//! [`plan_container_side`]: rename the peer to `eth0`, address it, bring up `lo`
-//! and `eth0`, route by default via the gateway. Both are plain data ([`Op`]s), so
+//! namespace, applies [`plan_host_side`]: create the pair with its peer born as
+//! `eth0` in the container's namespace, enslave the host end to the bridge, bring
+//! it up. The container's init, inside that namespace and before it execs,
+//! applies [`plan_container_side`]: address `eth0`, bring up `lo` and `eth0`,
+//! route by default via the gateway. Both are plain data ([`Op`]s), so
 //! their order is tested without root; `sys::Linux` carries them out.
 //!
 //! The bridge follows dockerd: `--bridge=NAME` names the site's bridge, which is
@@ -29,12 +29,11 @@ pub const DEFAULT_MTU: u32 = 1500;
 /// The container's end of its veth pair, once inside.
 pub const CONTAINER_IFNAME: &str = "eth0";
 
-/// The two ends of a container's veth pair in the host's namespace: `host` stays
-/// on the bridge; `peer` is a temporary name the container's init renames to eth0.
+/// The name of the host end of a container's veth pair (the other end is eth0,
+/// made in the container's namespace).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VethNames {
     pub host: String,
-    pub peer: String,
 }
 
 /// How many hex digits of the container id a veth name carries: Docker's
@@ -42,9 +41,8 @@ pub struct VethNames {
 /// event on a node with 100 containers, and then VethAdd fails with a clear error.
 const ID_CHARS: usize = 7;
 
-/// The veth names of container `id` (its hex id, as engined makes them): host
-/// end `veth` + 7 hex digits, peer `ceth` + the same (11 bytes each, within the
-/// kernel's 15).
+/// The veth name of container `id` (its hex id, as engined makes them): `veth` +
+/// 7 hex digits (11 bytes, within the kernel's 15).
 pub fn veth_names(id: &str) -> Result<VethNames> {
     let short = id.get(..ID_CHARS).filter(|s| {
         s.bytes()
@@ -57,22 +55,23 @@ pub fn veth_names(id: &str) -> Result<VethNames> {
     };
     let names = VethNames {
         host: format!("veth{short}"),
-        peer: format!("ceth{short}"),
     };
-    debug_assert!(names.host.len() <= IFNAME_MAX && names.peer.len() <= IFNAME_MAX);
+    debug_assert!(names.host.len() <= IFNAME_MAX);
     Ok(names)
 }
 
 /// The shim's half, in the host's namespace: a veth pair with `mtu` on both ends
 /// (the bridge's, so frames are not dropped at the port), its host end enslaved to
-/// `bridge` and up, its peer moved into the network namespace of `pid` (the
-/// container's init, which waits for it).
+/// `bridge` and up, its peer born as eth0 in the network namespace of `pid` (the
+/// container's init, which waits for it) — made there rather than moved there,
+/// which would cost a network-wide synchronisation per container.
 pub fn plan_host_side(names: &VethNames, bridge: &str, mtu: u32, pid: u32) -> Vec<Op> {
     vec![
         Op::VethAdd {
             name: names.host.clone(),
-            peer: names.peer.clone(),
+            peer: CONTAINER_IFNAME.to_string(),
             mtu: Some(mtu),
+            peer_pid: Some(pid),
         },
         Op::LinkSetMaster {
             name: names.host.clone(),
@@ -81,24 +80,15 @@ pub fn plan_host_side(names: &VethNames, bridge: &str, mtu: u32, pid: u32) -> Ve
         Op::LinkUp {
             name: names.host.clone(),
         },
-        Op::LinkSetNetns {
-            name: names.peer.clone(),
-            pid,
-        },
     ]
 }
 
-/// The container init's half, inside the container's network namespace once the
-/// peer has arrived: `peer` becomes eth0 (renamed while still down, as the kernel
-/// requires) with `addr`/`prefix`, `lo` and eth0 come up, and the default route
-/// goes via `gateway` (after eth0 is up: the kernel only accepts a gateway it can
+/// The container init's half, inside the container's network namespace once
+/// eth0 has arrived: `addr`/`prefix` on it, `lo` and eth0 up, and the default
+/// route via `gateway` (after eth0 is up: the kernel only accepts a gateway it can
 /// reach on an up link).
-pub fn plan_container_side(peer: &str, addr: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> Vec<Op> {
+pub fn plan_container_side(addr: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> Vec<Op> {
     vec![
-        Op::LinkRename {
-            name: peer.to_string(),
-            new: CONTAINER_IFNAME.to_string(),
-        },
         Op::AddrAdd {
             link: CONTAINER_IFNAME.to_string(),
             addr: IpAddr::V4(addr),
@@ -296,7 +286,6 @@ mod tests {
     fn veth_names_come_from_the_id_and_fit_ifnamsiz() {
         let n = veth_names(ID).unwrap();
         assert_eq!(n.host, "veth4f3c2b1");
-        assert_eq!(n.peer, "ceth4f3c2b1");
         for bad in ["", "4f3c2b", "4F3C2B1A", "4f3c2b/..", "zzzzzzzz"] {
             let e = veth_names(bad).unwrap_err();
             assert!(
@@ -317,8 +306,9 @@ mod tests {
             vec![
                 Op::VethAdd {
                     name: "veth4f3c2b1".into(),
-                    peer: "ceth4f3c2b1".into(),
-                    mtu: Some(1450)
+                    peer: "eth0".into(),
+                    mtu: Some(1450),
+                    peer_pid: Some(4242),
                 },
                 Op::LinkSetMaster {
                     name: "veth4f3c2b1".into(),
@@ -326,10 +316,6 @@ mod tests {
                 },
                 Op::LinkUp {
                     name: "veth4f3c2b1".into()
-                },
-                Op::LinkSetNetns {
-                    name: "ceth4f3c2b1".into(),
-                    pid: 4242
                 },
             ]
         );
@@ -349,16 +335,12 @@ mod tests {
 
     #[test]
     fn container_side_plan_in_order() {
-        let plan = plan_container_side("ceth4f3c2b1", ip("10.0.3.144"), 24, ip("10.0.3.1"));
+        let plan = plan_container_side(ip("10.0.3.144"), 24, ip("10.0.3.1"));
         let r = Recorder::new();
         apply(&r, &plan).unwrap();
         assert_eq!(
             r.taken(),
             vec![
-                Op::LinkRename {
-                    name: "ceth4f3c2b1".into(),
-                    new: "eth0".into()
-                },
                 Op::AddrAdd {
                     link: "eth0".into(),
                     addr: "10.0.3.144".parse().unwrap(),
@@ -544,12 +526,12 @@ mod tests {
         .unwrap();
         assert_eq!(addr, ip("10.0.3.145"));
 
-        // The shim's half, moving the peer into the container's namespace.
+        // The shim's half, its peer born in the container's namespace.
         let plan = plan_host_side(&names, &net.bridge, net.mtu, ctr.tid());
-        let (host_end, peer) = (names.host.clone(), names.peer.clone());
+        let host_end = names.host.clone();
         host.run(move || {
             apply(&Linux, &plan).unwrap();
-            assert_eq!(link_index(&peer).unwrap(), None, "the peer left");
+            assert_eq!(link_index("eth0").unwrap(), None, "the peer is not here");
             assert_eq!(link_mtu(&host_end).unwrap(), Some(1450));
             assert_eq!(
                 link_mtu("brt0").unwrap(),
@@ -559,11 +541,10 @@ mod tests {
         });
 
         // The init's half, inside.
-        let (peer, gw, prefix) = (names.peer.clone(), net.gateway(), net.subnet.prefix());
+        let (gw, prefix) = (net.gateway(), net.subnet.prefix());
         let listener = ctr.run(move || {
-            assert!(link_index(&peer).unwrap().is_some(), "the peer arrived");
-            apply(&Linux, &plan_container_side(&peer, addr, prefix, gw)).unwrap();
-            assert_eq!(link_index(&peer).unwrap(), None);
+            assert!(link_index("eth0").unwrap().is_some(), "eth0 is there");
+            apply(&Linux, &plan_container_side(addr, prefix, gw)).unwrap();
             assert_eq!(link_ipv4("eth0").unwrap(), vec![(addr, prefix)]);
             assert_eq!(link_mtu("eth0").unwrap(), Some(1450));
             assert!(!link_is_bridge("eth0").unwrap());
@@ -612,7 +593,7 @@ mod tests {
         assert_eq!(ctr.run(|| link_index("eth0").unwrap()), None);
 
         // Nothing of this reached the test's own (the host's) namespace.
-        for name in ["brt0", names.host.as_str(), names.peer.as_str()] {
+        for name in ["brt0", names.host.as_str()] {
             assert_eq!(link_index(name).unwrap(), None, "{name} leaked");
         }
     }

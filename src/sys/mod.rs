@@ -93,11 +93,14 @@ pub enum Op {
         name: String,
         mtu: Option<u32>,
     },
-    /// Create a veth pair `name` <-> `peer`, both ends with `mtu`.
+    /// Create a veth pair `name` <-> `peer`, both ends with `mtu`; with
+    /// `peer_pid` the peer is born in that process's network namespace (no move
+    /// afterwards, which costs the kernel a network-wide synchronisation).
     VethAdd {
         name: String,
         peer: String,
         mtu: Option<u32>,
+        peer_pid: Option<u32>,
     },
     /// Enslave link `name` to bridge `master`.
     LinkSetMaster {
@@ -188,10 +191,21 @@ pub fn describe(op: &Op) -> String {
             Some(m) => format!("add bridge {name} mtu {m}"),
             None => format!("add bridge {name}"),
         },
-        Op::VethAdd { name, peer, mtu } => match mtu {
-            Some(m) => format!("add veth {name} peer {peer} mtu {m}"),
-            None => format!("add veth {name} peer {peer}"),
-        },
+        Op::VethAdd {
+            name,
+            peer,
+            mtu,
+            peer_pid,
+        } => {
+            let mut d = format!("add veth {name} peer {peer}");
+            if let Some(m) = mtu {
+                d.push_str(&format!(" mtu {m}"));
+            }
+            if let Some(p) = peer_pid {
+                d.push_str(&format!(" (peer in the netns of pid {p})"));
+            }
+            d
+        }
         Op::LinkSetMaster { name, master } => format!("set {name} master {master}"),
         Op::LinkUp { name } => format!("set {name} up"),
         Op::LinkDel { name } => format!("delete link {name}"),
@@ -314,7 +328,12 @@ impl Sys for Linux {
                 std::os::unix::fs::symlink(target, link).with_context(|| describe(op))
             }
             Op::BridgeAdd { name, mtu } => netlink::bridge_add(name, *mtu),
-            Op::VethAdd { name, peer, mtu } => netlink::veth_add(name, peer, *mtu),
+            Op::VethAdd {
+                name,
+                peer,
+                mtu,
+                peer_pid,
+            } => netlink::veth_add(name, peer, *mtu, *peer_pid),
             Op::LinkSetMaster { name, master } => netlink::link_set_master(name, master),
             Op::LinkUp { name } => netlink::link_up(name),
             Op::LinkDel { name } => netlink::link_del(name),

@@ -170,13 +170,21 @@ pub(super) fn bridge_add(name: &str, mtu: Option<u32>) -> Result<()> {
     })
 }
 
-pub(super) fn veth_add(name: &str, peer: &str, mtu: Option<u32>) -> Result<()> {
+pub(super) fn veth_add(
+    name: &str,
+    peer: &str,
+    mtu: Option<u32>,
+    peer_pid: Option<u32>,
+) -> Result<()> {
     check_ifname(name)?;
     check_ifname(peer)?;
     // Both ends get the MTU at birth, so the bridge never sees a port larger than
     // itself (a bridge that did would shrink or drop frames).
     let mut p = LinkMessage::default();
     p.attributes.push(LinkAttribute::IfName(peer.to_string()));
+    if let Some(pid) = peer_pid {
+        p.attributes.push(LinkAttribute::NetNsPid(pid));
+    }
     let mut m = LinkMessage::default();
     m.attributes.push(LinkAttribute::IfName(name.to_string()));
     if let Some(mtu) = mtu {
@@ -716,6 +724,7 @@ mod tests {
                 name: "vt-a".into(),
                 peer: "vt-b".into(),
                 mtu: None,
+                peer_pid: None,
             }])
             .unwrap();
             let e = run(&[Op::LinkSetMaster {
@@ -758,6 +767,7 @@ mod tests {
                 name: "vd-a".into(),
                 peer: "vd-b".into(),
                 mtu: Some(1400),
+                peer_pid: None,
             }])
             .unwrap();
             assert_eq!(link_mtu("vd-a").unwrap(), Some(1400));
@@ -785,6 +795,7 @@ mod tests {
                     name: "vr-a".into(),
                     peer: "vr-b".into(),
                     mtu: None,
+                    peer_pid: None,
                 },
                 Op::LinkRename {
                     name: "vr-b".into(),
@@ -902,6 +913,7 @@ mod tests {
                     name: "vn-a".into(),
                     peer: "vn-b".into(),
                     mtu: Some(1420),
+                    peer_pid: None,
                 },
                 Op::LinkSetNetns {
                     name: "vn-b".into(),
@@ -927,6 +939,7 @@ mod tests {
                 name: "vm-a".into(),
                 peer: "vm-b".into(),
                 mtu: None,
+                peer_pid: None,
             }])
             .unwrap();
             // pid_max is at most 2^22: this pid cannot exist.
