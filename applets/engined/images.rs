@@ -418,7 +418,7 @@ pub fn save(e: &Arc<Engine>, names: Vec<String>) -> Result<Box<dyn Read + Send>>
     let mut items = Vec::new();
     for n in &names {
         let (m, _) = image_of(e, n)?;
-        let tags = if n.contains('@') || e.store.refs()?.tags.get(&tagged(n)).is_none() {
+        let tags = if n.contains('@') || !e.store.refs()?.tags.contains_key(&tagged(n)) {
             vec![]
         } else {
             vec![tagged(n)]

@@ -393,19 +393,17 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
 }
 
 fn write_pidfile(p: &std::path::Path) -> Result<()> {
-    if let Ok(old) = std::fs::read_to_string(p) {
-        if let Ok(pid) = old.trim().parse::<i32>() {
-            if pid != std::process::id() as i32
-                && std::path::Path::new(&format!("/proc/{pid}")).exists()
-            {
-                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                if comm.trim() == "engined" || comm.trim() == "berth" {
-                    return Err(Error::new(
-                        Kind::Conflict,
-                        format!("{}: engined {pid} is running; stop it first", p.display()),
-                    ));
-                }
-            }
+    if let Ok(old) = std::fs::read_to_string(p)
+        && let Ok(pid) = old.trim().parse::<i32>()
+        && pid != std::process::id() as i32
+        && std::path::Path::new(&format!("/proc/{pid}")).exists()
+    {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "engined" || comm.trim() == "berth" {
+            return Err(Error::new(
+                Kind::Conflict,
+                format!("{}: engined {pid} is running; stop it first", p.display()),
+            ));
         }
     }
     if let Some(d) = p.parent() {

@@ -485,12 +485,11 @@ pub fn resolve_user(user: &str, passwd: &str, group: &str) -> Result<Ids, String
     let mut groups = vec![gid];
     if let Some(name) = name {
         for f in &gr {
-            if f[3].split(',').any(|m| m == name) {
-                if let Ok(n) = f[2].parse::<u32>() {
-                    if !groups.contains(&n) {
-                        groups.push(n);
-                    }
-                }
+            if f[3].split(',').any(|m| m == name)
+                && let Ok(n) = f[2].parse::<u32>()
+                && !groups.contains(&n)
+            {
+                groups.push(n);
             }
         }
     }

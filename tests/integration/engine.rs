@@ -39,16 +39,20 @@ fn image(e: &Engined) -> String {
         "root:x:0:\ncondor:x:64:\nwheel:x:10:condor\n",
     )
     .unwrap();
-    let tar = Command::new("tar")
+    let mut tar = Command::new("tar")
         .args(["-C", root.to_str().unwrap(), "-c", "."])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let o = e
         .docker(&["import", "-", "bb:eng"])
-        .stdin(tar.stdout.unwrap())
+        .stdin(tar.stdout.take().unwrap())
         .output()
         .unwrap();
+    assert!(
+        tar.wait().unwrap().success(),
+        "tar of the test rootfs failed"
+    );
     assert!(o.status.success(), "docker import: {}", stderr(&o));
     assert!(stdout(&o).starts_with("sha256:"), "{}", stdout(&o));
     "bb:eng".to_string()

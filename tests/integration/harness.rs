@@ -820,14 +820,14 @@ impl Engined {
 
 impl Drop for Engined {
     fn drop(&mut self) {
-        if self.child.is_some() {
-            if let Ok(o) = self.docker(&["ps", "-aq"]).output() {
-                let ids: Vec<String> = stdout(&o).split_whitespace().map(str::to_string).collect();
-                if !ids.is_empty() {
-                    let mut c = self.docker(&["rm", "-f"]);
-                    c.args(&ids);
-                    let _ = c.output();
-                }
+        if self.child.is_some()
+            && let Ok(o) = self.docker(&["ps", "-aq"]).output()
+        {
+            let ids: Vec<String> = stdout(&o).split_whitespace().map(str::to_string).collect();
+            if !ids.is_empty() {
+                let mut c = self.docker(&["rm", "-f"]);
+                c.args(&ids);
+                let _ = c.output();
             }
         }
         if let Some(mut c) = self.child.take() {
