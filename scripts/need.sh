@@ -32,6 +32,7 @@ if [ "$what" = bench ]; then
 	want dumb-init dumb-init
 	want tini tini
 	want pigz pigz
+	want bc bc
 fi
 
 if [ -n "$pkgs" ]; then

@@ -83,10 +83,10 @@ pub fn resolve(e: &Engine, what: &str) -> Result<String> {
         return Ok(what.to_string());
     }
     for id in &ids {
-        if let Ok(r) = e.dir.load_record(id) {
-            if r.name == what {
-                return Ok(id.clone());
-            }
+        if let Ok(r) = e.dir.load_record(id)
+            && r.name == what
+        {
+            return Ok(id.clone());
         }
     }
     if !what.is_empty() && what.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -289,15 +289,15 @@ pub fn create(
                     "Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
                 )));
             }
-            if let Ok(other) = resolve(e, n) {
-                if e.dir.load_record(&other).is_ok_and(|r| r.name == n) {
-                    return Err(Error::new(
-                        Kind::Conflict,
-                        format!(
-                            "Conflict. The container name \"/{n}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
-                        ),
-                    ));
-                }
+            if let Ok(other) = resolve(e, n)
+                && e.dir.load_record(&other).is_ok_and(|r| r.name == n)
+            {
+                return Err(Error::new(
+                    Kind::Conflict,
+                    format!(
+                        "Conflict. The container name \"/{n}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
+                    ),
+                ));
             }
             n.to_string()
         }
@@ -339,7 +339,7 @@ pub fn create(
         }
     };
     // The layers unpacked (once, shared) and held for as long as the container is.
-    e.store.lease(&id, &[manifest.clone()])?;
+    e.store.lease(&id, std::slice::from_ref(&manifest))?;
     let lowerdirs = match e.store.layer_dirs(&manifest) {
         Ok(l) => l,
         Err(err) => {
@@ -603,11 +603,13 @@ fn start_shim(e: &Arc<Engine>, id: &str, r: &Record, pending: Vec<Arc<Slot>>) ->
         .arg("engined-shim")
         .arg(&dir)
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(log)
         .spawn()
         .context("start the container's shim")?;
-    let shim_pid = child.id();
+    // The shim says "ready" on this pipe once its socket listens, or closes it
+    // by dying: no polling for the socket to appear.
+    let ready = child.stdout.take().map(|o| shim_ready(o.into()));
     // Reap it when it ends (engined is its parent while engined lives).
     std::thread::Builder::new()
         .name("shim-reaper".into())
@@ -617,23 +619,20 @@ fn start_shim(e: &Arc<Engine>, id: &str, r: &Record, pending: Vec<Arc<Slot>>) ->
         })
         .context("thread")?;
     let sock = shim_sock(e, id);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut monitor = loop {
-        match UnixStream::connect(&sock) {
-            Ok(s) => break s,
-            Err(_)
-                if std::time::Instant::now() < deadline
-                    && Path::new(&format!("/proc/{shim_pid}")).exists() =>
-            {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err(err) => {
-                let log = std::fs::read_to_string(dir.join("shim.log")).unwrap_or_default();
-                return Err(Error::internal(format!(
-                    "the container's shim did not come up ({err}): {}",
-                    log.lines().last().unwrap_or("")
-                )));
-            }
+    let up = match ready {
+        Some(Ok(true)) => UnixStream::connect(&sock).map_err(|err| err.to_string()),
+        Some(Ok(false)) => Err("it exited".to_string()),
+        Some(Err(err)) => Err(err.to_string()),
+        None => Err("no pipe to it".to_string()),
+    };
+    let mut monitor = match up {
+        Ok(s) => s,
+        Err(err) => {
+            let log = std::fs::read_to_string(dir.join("shim.log")).unwrap_or_default();
+            return Err(Error::internal(format!(
+                "the container's shim did not come up ({err}): {}",
+                log.lines().last().unwrap_or("")
+            )));
         }
     };
     for slot in pending {
@@ -659,7 +658,7 @@ fn start_shim(e: &Arc<Engine>, id: &str, r: &Record, pending: Vec<Arc<Slot>>) ->
         } else {
             Kind::Internal
         };
-        emit(e, "die", &r, vec![("exitCode".into(), "127".into())]);
+        emit(e, "die", r, vec![("exitCode".into(), "127".into())]);
         return Err(Error::new(
             kind,
             format!("failed to create task for container: {msg}"),
@@ -675,6 +674,47 @@ fn start_shim(e: &Arc<Engine>, id: &str, r: &Record, pending: Vec<Arc<Slot>>) ->
     emit(e, "start", r, vec![]);
     spawn_monitor(e.clone(), id.to_string(), reader);
     Ok(Outcome::Done)
+}
+
+/// Wait (a minute at most) for the shim's "ready" line: true once it listens,
+/// false if it ended first.
+fn shim_ready(pipe: std::os::fd::OwnedFd) -> std::io::Result<bool> {
+    use std::os::fd::AsFd;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut got = Vec::new();
+    let mut f = std::fs::File::from(pipe);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no word from it in a minute",
+            ));
+        }
+        let mut fds = [nix::poll::PollFd::new(
+            f.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(err) => return Err(err.into()),
+        }
+        let mut b = [0u8; 64];
+        match f.read(&mut b) {
+            Ok(0) => return Ok(false),
+            Ok(n) => {
+                got.extend_from_slice(&b[..n]);
+                if got.contains(&b'\n') {
+                    return Ok(got.starts_with(b"ready"));
+                }
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
 }
 
 fn log_json(e: &Engine, r: &Record) -> bool {
@@ -737,10 +777,10 @@ fn spawn_monitor(e: Arc<Engine>, id: String, mut reader: BufReader<UnixStream>) 
                 let _ = e.dir.save_state(&id, &st);
             }
             life.update(|s| s.running = false);
-            if let Ok(r) = e.dir.load_record(&id) {
-                if r.host_config.auto_remove {
-                    let _ = remove(&e, &id, true);
-                }
+            if let Ok(r) = e.dir.load_record(&id)
+                && r.host_config.auto_remove
+            {
+                let _ = remove(&e, &id, true);
             }
         });
     if let Err(err) = spawned {
@@ -932,18 +972,18 @@ pub fn rename(e: &Engine, id: &str, new: &str) -> Result<()> {
     if r.name == new {
         return Err(Error::new(
             Kind::Conflict,
-            format!("Renaming a container with the same name as its current name"),
+            "Renaming a container with the same name as its current name".to_string(),
         ));
     }
-    if let Ok(other) = resolve(e, new) {
-        if e.dir.load_record(&other).is_ok_and(|o| o.name == new) {
-            return Err(Error::new(
-                Kind::Conflict,
-                format!(
-                    "Conflict. The container name \"/{new}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
-                ),
-            ));
-        }
+    if let Ok(other) = resolve(e, new)
+        && e.dir.load_record(&other).is_ok_and(|o| o.name == new)
+    {
+        return Err(Error::new(
+            Kind::Conflict,
+            format!(
+                "Conflict. The container name \"/{new}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
+            ),
+        ));
     }
     let old = std::mem::replace(&mut r.name, new.to_string());
     e.dir.save_record(&r)?;
@@ -1034,10 +1074,7 @@ fn summary(e: &Engine, r: &Record, st: &State) -> Value {
 }
 
 fn networks_json(e: &Engine, r: &Record) -> Value {
-    let name = match r.net.mode.as_str() {
-        "bridge" => "bridge",
-        m => m,
-    };
+    let name = r.net.mode.as_str();
     let _ = e;
     json!({ name: {
         "IPAMConfig": Value::Null, "Links": Value::Null, "Aliases": Value::Null,

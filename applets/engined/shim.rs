@@ -65,6 +65,13 @@ fn run(dir: &Path) -> Result<u8> {
     // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let mut shim = Shim::open(dir)?;
+    // engined waits for this line (its pipe is our stdout), then stdout is
+    // /dev/null so engined's end may close.
+    berth::proc::raw_write_fd(1, &[b"ready\n"]);
+    if let Ok(null) = File::options().write(true).open("/dev/null") {
+        // SAFETY: replacing our own stdout with a descriptor we own.
+        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+    }
     let code = shim.serve();
     Ok(code)
 }
@@ -124,6 +131,9 @@ struct Shim {
     /// SIGKILL at this time (a stop's timeout).
     kill_at: Option<Instant>,
     restart_at: Option<Instant>,
+    /// Let go of the binary's pages the start touched, once things are quiet:
+    /// a node runs one shim per job for days.
+    trim_at: Option<Instant>,
     /// Backoff of the next restart, docker's: 100 ms doubling, 1 min at most.
     backoff: Duration,
     done: bool,
@@ -195,6 +205,7 @@ impl Shim {
             cgroup: None,
             kill_at: None,
             restart_at: None,
+            trim_at: None,
             backoff: Duration::from_millis(100),
             done: false,
         })
@@ -245,7 +256,7 @@ impl Shim {
 
     fn next_timeout(&self) -> Duration {
         let now = Instant::now();
-        [self.kill_at, self.restart_at]
+        [self.kill_at, self.restart_at, self.trim_at]
             .iter()
             .flatten()
             .map(|t| t.saturating_duration_since(now))
@@ -256,6 +267,10 @@ impl Shim {
 
     fn timers(&mut self) {
         let now = Instant::now();
+        if self.trim_at.is_some_and(|t| t <= now) {
+            self.trim_at = None;
+            berth::proc::trim_image_pages();
+        }
         if self.kill_at.is_some_and(|t| t <= now) {
             self.kill_at = None;
             self.kill_everything();
@@ -444,11 +459,11 @@ impl Shim {
     }
 
     fn client_input(&mut self, i: usize, data: &[u8]) {
-        if let ClientKind::Attach { stdin: true, .. } = self.clients[i].kind {
-            if self.run.is_some() {
-                self.stdin_buf.extend_from_slice(data);
-                self.flush_stdin();
-            }
+        if let ClientKind::Attach { stdin: true, .. } = self.clients[i].kind
+            && self.run.is_some()
+        {
+            self.stdin_buf.extend_from_slice(data);
+            self.flush_stdin();
         }
     }
 
@@ -612,17 +627,16 @@ impl Shim {
             ["resize", rows, cols] => {
                 if let (Some(r), Ok(rows), Ok(cols)) =
                     (&self.run, rows.parse::<u16>(), cols.parse::<u16>())
+                    && let Some(p) = &r.pty
                 {
-                    if let Some(p) = &r.pty {
-                        let ws = libc::winsize {
-                            ws_row: rows,
-                            ws_col: cols,
-                            ws_xpixel: 0,
-                            ws_ypixel: 0,
-                        };
-                        // SAFETY: TIOCSWINSZ with a live winsize on our pty master.
-                        unsafe { libc::ioctl(p.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-                    }
+                    let ws = libc::winsize {
+                        ws_row: rows,
+                        ws_col: cols,
+                        ws_xpixel: 0,
+                        ws_ypixel: 0,
+                    };
+                    // SAFETY: TIOCSWINSZ with a live winsize on our pty master.
+                    unsafe { libc::ioctl(p.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
                 }
                 self.reply(i, "ok", false);
             }
@@ -654,10 +668,10 @@ impl Shim {
         } else {
             berth::logfile::Stream::Stdout
         };
-        if let Some(l) = &mut self.log {
-            if let Err(e) = l.write(s, data, std::time::SystemTime::now()) {
-                eprintln!("shim: log: {e}");
-            }
+        if let Some(l) = &mut self.log
+            && let Err(e) = l.write(s, data, std::time::SystemTime::now())
+        {
+            eprintln!("shim: log: {e}");
         }
         let tty = self.record.config.tty;
         let mut framed = Vec::new();
@@ -858,22 +872,6 @@ impl Shim {
         // A stale overlay work dir from a killed run refuses the next mount.
         let _ = std::fs::remove_dir_all(dir.join("work"));
         std::fs::create_dir_all(dir.join("work"))?;
-        if self.cgroup.is_none() {
-            let hc = &r.host_config;
-            let limits = berth::cgroup::Limits {
-                memory: (hc.memory > 0).then_some(hc.memory as u64),
-                nano_cpus: (hc.nano_cpus > 0).then_some(hc.nano_cpus as u64),
-                pids: hc.pids_limit.filter(|p| *p > 0),
-                privileged: hc.privileged,
-            };
-            let layout = berth::cgroup::Layout::detect()?;
-            self.cgroup = Some(berth::cgroup::Cgroup::create(
-                &layout,
-                &self.cfg.cgroup_parent,
-                &r.id,
-                &limits,
-            )?);
-        }
         if self.proxies.is_empty() && r.net.mode == "bridge" {
             self.proxies = super::ports::Proxies::bind(&r.host_config)?;
             self.state.ports = self.proxies.published();
@@ -959,11 +957,6 @@ impl Shim {
             let _ = this;
             e
         };
-        if let Some(cg) = &self.cgroup {
-            if let Err(e) = cg.add_pid(pid) {
-                return Err(fail(self, e));
-            }
-        }
         let mut go = File::from(to_child_w);
         let mut report = File::from(from_child_r);
         if let Err(e) = go.write_all(b"G") {
@@ -971,6 +964,13 @@ impl Shim {
                 self,
                 Error::from(e).context("start the container's init"),
             ));
+        }
+        // The init mounts its root meanwhile: the first write to cgroup.procs
+        // waits out an RCU grace period (10-20 ms), the longest step of a start.
+        // The init cannot run the command before it: it waits for a "G" after
+        // its namespaces, which comes only after this.
+        if let Err(e) = self.join_cgroup(pid) {
+            return Err(fail(self, e));
         }
         loop {
             let mut b = [0u8; 1];
@@ -1037,7 +1037,32 @@ impl Shim {
         self.state.started_at = Some(state::now_nanos());
         self.state.error.clear();
         self.save();
+        self.trim_at = Some(Instant::now() + Duration::from_millis(500));
         Ok(pid)
+    }
+
+    /// Make the container's cgroup (once: a restart reuses it) and move `pid` in.
+    fn join_cgroup(&mut self, pid: i32) -> Result<()> {
+        if self.cgroup.is_none() {
+            let hc = &self.record.host_config;
+            let limits = berth::cgroup::Limits {
+                memory: (hc.memory > 0).then_some(hc.memory as u64),
+                nano_cpus: (hc.nano_cpus > 0).then_some(hc.nano_cpus as u64),
+                pids: hc.pids_limit.filter(|p| *p > 0),
+                privileged: hc.privileged,
+            };
+            let layout = berth::cgroup::Layout::detect()?;
+            self.cgroup = Some(berth::cgroup::Cgroup::create(
+                &layout,
+                &self.cfg.cgroup_parent,
+                &self.record.id,
+                &limits,
+            )?);
+        }
+        match &self.cgroup {
+            Some(cg) => cg.add_pid(pid),
+            None => Ok(()),
+        }
     }
 
     /// The host end of the container's veth, once its network namespace exists.
@@ -1077,19 +1102,18 @@ impl Shim {
                 read_only: m.read_only,
             });
         }
-        if let Some(d) = &r.log_dir {
-            if let Some(target) = r
+        if let Some(d) = &r.log_dir
+            && let Some(target) = r
                 .config
                 .labels
                 .as_ref()
                 .and_then(|l| l.get("berth.log-dir"))
-            {
-                binds.push(runtime::Bind {
-                    source: d.clone(),
-                    target: PathBuf::from(target),
-                    read_only: false,
-                });
-            }
+        {
+            binds.push(runtime::Bind {
+                source: d.clone(),
+                target: PathBuf::from(target),
+                read_only: false,
+            });
         }
         let net = match r.net.mode.as_str() {
             "host" => runtime::Net::Host,
@@ -1248,10 +1272,10 @@ fn container_init(spec: &Spec, overlay: &[Op], root: &[Op], fds: &ChildFds) -> i
     if let Err(e) = berth::sys::apply(&sys, root) {
         return die(fds, &format!("set up the root: {e}"));
     }
-    if fds.tty {
-        if let Err(e) = container_tty(fds) {
-            return die(fds, &format!("the container's terminal: {e}"));
-        }
+    if fds.tty
+        && let Err(e) = container_tty(fds)
+    {
+        return die(fds, &format!("the container's terminal: {e}"));
     }
     if spec.userns {
         if let Err(e) = berth::sys::apply(&sys, &[Op::Unshare(libc::CLONE_NEWUSER)]) {
