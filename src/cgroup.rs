@@ -714,6 +714,20 @@ impl Cgroup {
         })
     }
 
+    /// Kill everything in the cgroup, wait (up to `patience`) for the kernel to
+    /// reap it, then remove the cgroup: a container's end, whoever noticed it.
+    pub fn destroy(&self, patience: Duration) -> Result<()> {
+        let deadline = Instant::now() + patience;
+        while !self.is_empty()? {
+            if Instant::now() >= deadline {
+                break;
+            }
+            self.kill_all(Signal::SIGKILL)?;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.remove()
+    }
+
     /// Remove the cgroup (and any cgroup a container made below it) from every
     /// hierarchy. Refused while a process is left in it.
     pub fn remove(&self) -> Result<()> {

@@ -417,6 +417,8 @@ pub fn final_plan(spec: &Spec, ids: &Ids, workdir: &str) -> Vec<Op> {
         gid: ids.gid,
         groups: ids.groups.clone(),
     });
+    // A change of user clears the parent-death signal the init set first.
+    plan.push(Op::ParentDeathSignal(libc::SIGKILL));
     if !spec.privileged {
         plan.push(Op::NoNewPrivs);
     }
@@ -674,6 +676,35 @@ mod tests {
                 .iter()
                 .any(|o| matches!(o, Op::Mount { fstype: Some(f), .. } if f == "sysfs"))
         );
+    }
+
+    #[test]
+    fn the_last_steps_keep_the_parent_death_signal_after_the_user_change() {
+        let mut s = spec();
+        let ids = Ids {
+            uid: 64,
+            gid: 64,
+            groups: vec![10],
+            home: "/var/lib/condor".into(),
+        };
+        let d: Vec<String> = final_plan(&s, &ids, "/tmp")
+            .iter()
+            .map(berth::sys::describe)
+            .collect();
+        let at = |what: &str| d.iter().position(|x| x.starts_with(what)).unwrap();
+        assert_eq!(d[0], "chdir /tmp");
+        assert!(
+            at("set uid 64") < at("signal 9 on the parent's death"),
+            "{d:?}"
+        );
+        assert_eq!(d.last().unwrap(), "no_new_privs");
+        s.privileged = true;
+        let d: Vec<String> = final_plan(&s, &ids, "")
+            .iter()
+            .map(berth::sys::describe)
+            .collect();
+        assert!(!d.contains(&"no_new_privs".to_string()), "{d:?}");
+        assert_eq!(d[0], "chdir /");
     }
 
     #[test]

@@ -839,18 +839,10 @@ impl Shim {
 
     fn cleanup(&mut self) {
         self.proxies.close_all();
-        if let Some(cg) = self.cgroup.take() {
-            // The cgroup empties once the last process is reaped by the kernel.
-            for _ in 0..200 {
-                if cg.is_empty().unwrap_or(true) {
-                    break;
-                }
-                let _ = cg.kill_all(nix::sys::signal::Signal::SIGKILL);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if let Err(e) = cg.remove() {
-                eprintln!("shim: {e}");
-            }
+        if let Some(cg) = self.cgroup.take()
+            && let Err(e) = cg.destroy(Duration::from_secs(2))
+        {
+            eprintln!("shim: {e}");
         }
         if self.state.shim_pid != 0 && self.run.is_none() {
             self.state.shim_pid = 0;
@@ -1259,10 +1251,16 @@ fn container_init(spec: &Spec, overlay: &[Op], root: &[Op], fds: &ChildFds) -> i
             }
         }
     }
+    let sys = berth::sys::Linux;
+    // The container ends with its shim, as a node's reboot would end it: no
+    // job runs on unwatched, holding its cgroup, IP and ports. (A shim that died
+    // before this leaves the pipe closed: wait_go fails.)
+    if let Err(e) = berth::sys::apply(&sys, &[Op::ParentDeathSignal(libc::SIGKILL)]) {
+        return die(fds, &e.to_string());
+    }
     if !wait_go(fds) {
         return 1;
     }
-    let sys = berth::sys::Linux;
     if let Err(e) = berth::sys::apply(&sys, overlay) {
         return die(fds, &format!("set up the root: {e}"));
     }

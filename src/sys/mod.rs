@@ -76,6 +76,9 @@ pub enum Op {
     Capabilities(u64),
     /// prctl(PR_SET_NO_NEW_PRIVS): exec can never gain privileges again.
     NoNewPrivs,
+    /// prctl(PR_SET_PDEATHSIG): this signal when the parent ends (kept across
+    /// exec of an ordinary binary).
+    ParentDeathSignal(i32),
     /// mkdir(2) with this mode (existing directories are fine); for mount
     /// points in file systems a plan has just mounted.
     Mkdir {
@@ -183,6 +186,7 @@ pub fn describe(op: &Op) -> String {
         Op::SetIds { uid, gid, groups } => format!("set uid {uid} gid {gid} groups {groups:?}"),
         Op::Capabilities(m) => format!("capabilities {}", caps::names(*m).join(",")),
         Op::NoNewPrivs => "no_new_privs".to_string(),
+        Op::ParentDeathSignal(s) => format!("signal {s} on the parent's death"),
         Op::Mkdir { path, .. } => format!("mkdir {}", path.display()),
         Op::Symlink { target, link } => {
             format!("symlink {} -> {}", link.display(), target.display())
@@ -305,6 +309,15 @@ impl Sys for Linux {
             }
             Op::Capabilities(m) => {
                 caps::restrict(*m).map_err(|e| Error::from(e).context(describe(op)))
+            }
+            Op::ParentDeathSignal(sig) => {
+                // SAFETY: prctl with integer arguments.
+                if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, *sig as libc::c_ulong, 0, 0, 0) }
+                    != 0
+                {
+                    return Err(Error::from(std::io::Error::last_os_error()).context(describe(op)));
+                }
+                Ok(())
             }
             Op::NoNewPrivs => {
                 // SAFETY: prctl with integer arguments.
