@@ -122,6 +122,46 @@ pub fn create_dir_all_durable(dir: &Path) -> Result<()> {
     }
 }
 
+/// A held flock(2); released on drop.
+pub struct Lock(#[allow(dead_code)] File);
+
+/// flock(2) on `path` (created if missing): shared or exclusive, waiting or not
+/// (`Ok(None)`: someone else holds it).
+pub fn flock(path: &Path, exclusive: bool, wait: bool) -> Result<Option<Lock>> {
+    use std::os::fd::AsRawFd;
+    let f = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
+    let mut op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
+    if !wait {
+        op |= libc::LOCK_NB;
+    }
+    loop {
+        // SAFETY: flock on a descriptor we own; the lock lives as long as the File.
+        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+            return Ok(Some(Lock(f)));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) if !wait => return Ok(None),
+            _ => {
+                return Err(
+                    crate::error::Error::from(e).context(format!("lock {}", path.display()))
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,7 +32,7 @@ use crate::error::{Context, Error, Kind, Result};
 use crate::oci::{AnyManifest, ImageConfig, MediaType, Parsed};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -117,39 +117,8 @@ impl LocalImage {
     }
 }
 
-/// A held flock; released on drop.
-pub struct Lock(#[allow(dead_code)] File);
-
-fn flock(path: &Path, exclusive: bool, wait: bool) -> Result<Option<Lock>> {
-    use std::os::fd::AsRawFd;
-    let f = OpenOptions::new()
-        .create(true)
-        .read(true)
-        .write(true)
-        .truncate(false)
-        .open(path)
-        .with_context(|| format!("open {}", path.display()))?;
-    let mut op = if exclusive {
-        libc::LOCK_EX
-    } else {
-        libc::LOCK_SH
-    };
-    if !wait {
-        op |= libc::LOCK_NB;
-    }
-    loop {
-        // SAFETY: flock on a descriptor we own; the lock lives as long as the File.
-        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
-            return Ok(Some(Lock(f)));
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EWOULDBLOCK) if !wait => return Ok(None),
-            _ => return Err(Error::from(e).context(format!("lock {}", path.display()))),
-        }
-    }
-}
+pub use crate::fsutil::Lock;
+use crate::fsutil::flock;
 
 /// The store.
 #[derive(Debug, Clone)]
