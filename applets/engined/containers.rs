@@ -791,6 +791,7 @@ fn spawn_monitor(e: Arc<Engine>, id: String, mut reader: BufReader<UnixStream>) 
 /// At engined's start: follow every container whose shim still runs, record
 /// the end of those whose shim is gone.
 pub fn adopt_all(e: &Arc<Engine>) {
+    let mut restart = Vec::new();
     for id in e.dir.ids() {
         let Ok(r) = e.dir.load_record(&id) else {
             log::warn!("container {id}: unreadable record, skipped");
@@ -813,7 +814,11 @@ pub fn adopt_all(e: &Arc<Engine>) {
             }
             Err(_) => {
                 let mut st = e.dir.load_state(&id).unwrap_or_default();
-                if st.running() {
+                let was_running = st.running();
+                if was_running {
+                    // The host rebooted, or the shim was killed (its container
+                    // died with it): nothing of the run may linger.
+                    reap_leftovers(e, &id);
                     st.status = "exited".into();
                     st.error = "the container's shim ended while engined was down".into();
                     st.pid = 0;
@@ -822,9 +827,46 @@ pub fn adopt_all(e: &Arc<Engine>) {
                 }
                 if r.host_config.auto_remove && st.status == "exited" {
                     let _ = remove(e, &id, true);
+                    continue;
+                }
+                // dockerd's rule at its start: always, and unless-stopped
+                // unless a user stopped it, come back.
+                let policy = r.host_config.restart_policy.name.as_str();
+                if policy == "always" || (policy == "unless-stopped" && !st.stopped_by_user) {
+                    restart.push((id.clone(), r.name.clone()));
                 }
             }
         }
+    }
+    if restart.is_empty() {
+        return;
+    }
+    let e = e.clone();
+    let spawned = std::thread::Builder::new()
+        .name("restart-policies".into())
+        .spawn(move || {
+            for (id, name) in restart {
+                match start(&e, &id) {
+                    Ok(_) => log::info!("started container {name} again (its restart policy)"),
+                    Err(x) => log::warn!("container {name}: restart policy: start failed: {x}"),
+                }
+            }
+        });
+    if let Err(x) = spawned {
+        log::warn!("cannot start the restart-policy thread: {x}");
+    }
+}
+
+/// A run whose shim is gone: kill what is left in its cgroup and remove the
+/// cgroup (its mounts, network namespace and veth went with its processes).
+fn reap_leftovers(e: &Engine, id: &str) {
+    let Ok(layout) = berth::cgroup::Layout::detect() else {
+        return;
+    };
+    if let Ok(cg) = berth::cgroup::Cgroup::open(&layout, &e.s.cgroup_parent, id)
+        && let Err(x) = cg.destroy(Duration::from_secs(5))
+    {
+        log::warn!("container {}: {x}", &id[..12]);
     }
 }
 
@@ -1148,6 +1190,16 @@ pub fn list(
         }
     }
     let has_status = filt.iter().any(|(k, _)| k == "status");
+    // dockerd matches names as Go regexps against "/NAME".
+    let names = filt
+        .iter()
+        .filter(|(k, _)| k == "name")
+        .flat_map(|(_, v)| v)
+        .map(|p| {
+            super::pattern::Pattern::parse(p)
+                .map_err(|e| Error::invalid(format!("invalid filter 'name={p}': {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let ancestors: Vec<berth::digest::Digest> = filt
         .iter()
         .filter(|(k, _)| k == "ancestor")
@@ -1157,19 +1209,21 @@ pub fn list(
         .map(|i| i.config_digest.clone())
         .collect();
     let keep = |r: &Record, st: &State| -> bool {
+        let slash_name = format!("/{}", r.name);
         filt.iter().all(|(k, vals)| {
+            // As dockerd: every label must be there, any of the other values does.
+            if k == "label" {
+                let labels = r.config.labels.clone().unwrap_or_default();
+                return vals.iter().all(|v| match v.split_once('=') {
+                    Some((lk, lv)) => labels.get(lk).is_some_and(|x| x == lv),
+                    None => labels.contains_key(v),
+                });
+            }
             vals.is_empty()
                 || vals.iter().any(|v| match k.as_str() {
-                    "name" => r.name.contains(v.trim_start_matches('/')),
+                    "name" => names.iter().any(|p| p.is_match(&slash_name)),
                     "id" => r.id.starts_with(v),
                     "status" => st.status == *v,
-                    "label" => {
-                        let labels = r.config.labels.clone().unwrap_or_default();
-                        match v.split_once('=') {
-                            Some((lk, lv)) => labels.get(lk).is_some_and(|x| x == lv),
-                            None => labels.contains_key(v),
-                        }
-                    }
                     "ancestor" => ancestors.contains(&r.image_id) || r.image == *v,
                     _ => false,
                 })
@@ -1194,8 +1248,8 @@ pub fn inspect(e: &Engine, id: &str) -> Result<Value> {
     let mut hc =
         serde_json::to_value(&r.host_config).map_err(|x| Error::internal(x.to_string()))?;
     if r.host_config.log_config.kind.is_empty() {
-        hc["LogConfig"] =
-            json!({"Type": if log_json(e, &r) { "json-file" } else { "none" }, "Config": {}});
+        // the CLI leaves the driver to the daemon but sends --log-opt as given
+        hc["LogConfig"]["Type"] = json!(if log_json(e, &r) { "json-file" } else { "none" });
     }
     hc["MaskedPaths"] = json!(super::runtime::MASKED);
     hc["ReadonlyPaths"] = json!(super::runtime::READ_ONLY);

@@ -82,11 +82,25 @@ pub fn list(e: &Engine, filters: &[(String, Vec<String>)]) -> Result<Value> {
             continue;
         }
         let Ok(img) = e.store.image(&m) else { continue };
-        let (tags, digests) = names_of(e, &m);
+        let (mut tags, mut digests) = names_of(e, &m);
+        // As dockerd: an image is listed under the references that match any
+        // of the patterns, and only under those.
+        let patterns: Vec<&String> = filters
+            .iter()
+            .filter(|(k, _)| k == "reference")
+            .flat_map(|(_, v)| v)
+            .collect();
+        if !patterns.is_empty() {
+            let any = |r: &String| patterns.iter().any(|p| reference_matches(p, r));
+            tags.retain(any);
+            digests.retain(any);
+            if tags.is_empty() && digests.is_empty() {
+                continue;
+            }
+        }
         let keep = filters.iter().all(|(k, vals)| {
             vals.iter().all(|v| match k.as_str() {
                 "dangling" => (v == "true") == tags.is_empty(),
-                "reference" => tags.iter().any(|t| reference_matches(v, t)),
                 "label" => {
                     let labels = img
                         .config
@@ -124,26 +138,42 @@ pub fn list(e: &Engine, filters: &[(String, Vec<String>)]) -> Result<Value> {
 }
 
 /// docker's reference filter: `name`, `name:tag`, with `*` wildcards.
-fn reference_matches(pattern: &str, tag: &str) -> bool {
-    let (name, t) = split_tag(tag);
-    let target = if pattern.contains(':') {
-        tag.to_string()
-    } else {
-        name.to_string()
+/// moby's `reference.FamiliarMatch`: the pattern against the whole reference
+/// (`name:tag`, `name@digest`) or against its name alone.
+fn reference_matches(pattern: &str, reference: &str) -> bool {
+    let name = match reference.split_once('@') {
+        Some((n, _)) => n,
+        None => split_tag(reference).0,
     };
-    let _ = t;
-    glob(pattern, &target) || glob(&tagged(pattern), tag)
+    glob(pattern, reference) || glob(pattern, name)
 }
 
+/// Go's `path.Match` for `*` and `?`: neither matches a '/'.
 fn glob(p: &str, s: &str) -> bool {
-    match p.split_once('*') {
-        None => p == s,
-        Some((a, rest)) => {
-            if !s.starts_with(a) {
-                return false;
+    let mut pc = p.chars();
+    match pc.next() {
+        None => s.is_empty(),
+        Some('*') => {
+            let rest = pc.as_str();
+            let mut t = s;
+            loop {
+                if glob(rest, t) {
+                    return true;
+                }
+                let mut tc = t.chars();
+                match tc.next() {
+                    Some(c) if c != '/' => t = tc.as_str(),
+                    _ => return false,
+                }
             }
-            let s = &s[a.len()..];
-            (0..=s.len()).any(|i| s.is_char_boundary(i) && glob(rest, &s[i..]))
+        }
+        Some('?') => {
+            let mut sc = s.chars();
+            matches!(sc.next(), Some(c) if c != '/') && glob(pc.as_str(), sc.as_str())
+        }
+        Some(c) => {
+            let mut sc = s.chars();
+            sc.next() == Some(c) && glob(pc.as_str(), sc.as_str())
         }
     }
 }
@@ -446,6 +476,16 @@ mod tests {
         assert!(reference_matches("busy*", "busybox:latest"));
         assert!(reference_matches("busybox:lat*", "busybox:latest"));
         assert!(!reference_matches("sl6", "busybox:latest"));
+        // path.Match: '*' and '?' stop at '/'
+        assert!(reference_matches("site/*", "site/worker:1"));
+        assert!(!reference_matches("*", "site/worker:1"));
+        assert!(reference_matches("*/*", "site/worker:1"));
+        assert!(reference_matches("site/worke?", "site/worker:1"));
+        assert!(reference_matches(
+            "127.0.0.1:5000/sl6",
+            "127.0.0.1:5000/sl6@sha256:aa"
+        ));
+        assert!(!reference_matches("sl6:x*", "sl6:latest"));
         use base64::Engine as _;
         let h = base64::engine::general_purpose::URL_SAFE
             .encode(r#"{"username":"u","password":"p","serveraddress":"h"}"#);

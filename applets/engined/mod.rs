@@ -12,6 +12,7 @@ mod exec;
 mod images;
 mod model;
 mod nsexec;
+mod pattern;
 mod ports;
 mod runtime;
 pub mod shim;
@@ -342,6 +343,25 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
         execs: Mutex::new(HashMap::new()),
         exe,
     });
+    // One daemon per graph root: two would adopt, restart and remove the same
+    // containers under each other.
+    let lock_path = engine.s.graph.join("engined.lock");
+    let Some(_graph_lock) = berth::fsutil::flock(&lock_path, true, false)? else {
+        let holder = std::fs::read_to_string(engine.s.graph.join("engined.pid"))
+            .map(|p| format!(" (pid {})", p.trim()))
+            .unwrap_or_default();
+        return Err(Error::new(
+            Kind::Conflict,
+            format!(
+                "another engined uses {}{holder}: stop it first, or give this one its own --data-root",
+                engine.s.graph.display()
+            ),
+        ));
+    };
+    let _ = berth::fsutil::atomic_write(
+        &engine.s.graph.join("engined.pid"),
+        format!("{}\n", std::process::id()).as_bytes(),
+    );
     write_pidfile(&engine.s.pidfile)?;
     containers::adopt_all(&engine);
     let handler = Arc::new(api::Api::new(engine.clone()));
