@@ -2,7 +2,8 @@
 # berth engined vs Debian's Docker Engine 20.10 (dockerd + containerd + runc) in one
 # run, on this machine, driven by the same docker CLI and the same busybox image:
 #   - `docker run --rm IMG /bin/true`, no network and on a bridge (hyperfine median)
-#   - `docker run -d IMG sleep` then `docker rm -f` (median of RUNS rounds)
+#   - `docker run -d`, `docker stop` (the job exits on SIGTERM), `docker rm`, and
+#     `docker rm -f` of a running container (medians of RUNS rounds)
 #   - `docker ps -a` with N containers running (hyperfine median)
 #   - daemon memory idle (dockerd + containerd vs engined) and with N containers
 #     running: RSS and PSS (PSS shares the binary's pages out fairly, so a static
@@ -123,19 +124,27 @@ med() { awk -F, -v n="$2" '$1 == n {printf "%.1f", $4 * 1000}' "$1"; }
 # --- detached start, then forced removal --------------------------------------------
 ms() { echo "($2 - $1) * 1000" | bc -l; } # ms START END
 median() { sort -n | awk '{a[NR] = $1} END {printf "%.1f", (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
-detached() { # detached CLI...: "START_MEDIAN RM_MEDIAN" in ms
-	local s id
-	: >"$W/start.ms"; : >"$W/rm.ms"
+# A job that ends on SIGTERM (PID 1 ignores a signal it has no handler for).
+JOB='trap "exit 0" TERM; sleep 600 & wait'
+detached() { # detached CLI...: "RUN_D STOP RM RM_F" medians in ms
+	local s e id
+	: >"$W/run.ms"; : >"$W/stop.ms"; : >"$W/rm.ms"; : >"$W/rmf.ms"
 	for _ in $(seq "$RUNS"); do
-		s=$(date +%s.%N); id=$("$@" run -d bb:bench sleep 600); e=$(date +%s.%N)
-		ms "$s" "$e" >>"$W/start.ms"
-		s=$(date +%s.%N); "$@" rm -f "$id" >/dev/null; e=$(date +%s.%N)
+		s=$(date +%s.%N); id=$("$@" run -d bb:bench sh -c "$JOB"); e=$(date +%s.%N)
+		ms "$s" "$e" >>"$W/run.ms"
+		s=$(date +%s.%N); "$@" stop "$id" >/dev/null; e=$(date +%s.%N)
+		ms "$s" "$e" >>"$W/stop.ms"
+		s=$(date +%s.%N); "$@" rm "$id" >/dev/null; e=$(date +%s.%N)
 		ms "$s" "$e" >>"$W/rm.ms"
+		id=$("$@" run -d bb:bench sleep 600)
+		s=$(date +%s.%N); "$@" rm -f "$id" >/dev/null; e=$(date +%s.%N)
+		ms "$s" "$e" >>"$W/rmf.ms"
 	done
-	echo "$(median <"$W/start.ms") $(median <"$W/rm.ms")"
+	for f in run stop rm rmf; do printf '%s ' "$(median <"$W/$f.ms")"; done
+	echo
 }
-read -r D_START D_RM < <(detached $D)
-read -r B_START B_RM < <(detached $B)
+read -r D_START D_STOP D_RMS D_RM < <(detached $D)
+read -r B_START B_STOP B_RMS B_RM < <(detached $B)
 
 # --- N running containers: memory and listing --------------------------------------
 for i in $(seq "$N"); do
@@ -158,7 +167,10 @@ printf '%-42s %12s %12s %14s\n' "" "dockerd" "berth" "berth/dockerd"
 row() { printf '%-42s %12s %12s %14s\n' "$1" "$2" "$3" "$(ratio "$3" "$2")"; }
 row "run --rm --network none /bin/true (ms)" "$(med "$W/run.csv" docker-none)" "$(med "$W/run.csv" berth-none)"
 row "run --rm /bin/true on a bridge (ms)" "$(med "$W/run.csv" docker-bridge)" "$(med "$W/run.csv" berth-bridge)"
-row "run -d sleep (ms)" "$D_START" "$B_START"
+row "run -d (ms)" "$D_START" "$B_START"
+row "stop, the job exits on SIGTERM (ms)" "$D_STOP" "$B_STOP"
+row "rm of the stopped container (ms)" "$D_RMS" "$B_RMS"
+row "run -d + stop + rm (ms)" "$(echo "$D_START + $D_STOP + $D_RMS" | bc)" "$(echo "$B_START + $B_STOP + $B_RMS" | bc)"
 row "rm -f of a running container (ms)" "$D_RM" "$B_RM"
 row "ps -a with $N running (ms)" "$(med "$W/ps.csv" docker)" "$(med "$W/ps.csv" berth)"
 row "daemon RSS idle (MiB)" "$(mib "$IDLE_D_RSS")" "$(mib "$IDLE_B_RSS")"

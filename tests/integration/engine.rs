@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 
 /// A busybox root with every applet linked, a passwd with condor, imported
 /// through engined (`docker import`); its name.
-fn image(e: &Engined) -> String {
+pub(crate) fn image(e: &Engined) -> String {
     need("busybox");
     let root = e.dir.join("rootfs");
     for d in ["bin", "etc", "tmp", "root", "var/lib/condor"] {
@@ -58,7 +58,7 @@ fn image(e: &Engined) -> String {
     "bb:eng".to_string()
 }
 
-fn inspect(e: &Engined, what: &str) -> serde_json::Value {
+pub(crate) fn inspect(e: &Engined, what: &str) -> serde_json::Value {
     let out = e.ok(&["inspect", what]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v[0].clone()
@@ -66,7 +66,7 @@ fn inspect(e: &Engined, what: &str) -> serde_json::Value {
 
 /// Nothing of container `id` is left on the host: mounts, its veth, cgroups,
 /// processes.
-fn assert_nothing_left(e: &Engined, id: &str) {
+pub(crate) fn assert_nothing_left(e: &Engined, id: &str) {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(id), "a mount of {id} is left:\n{mounts}");
     let links = Command::new("ip").args(["-o", "link"]).output().unwrap();

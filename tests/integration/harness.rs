@@ -704,18 +704,11 @@ impl Engined {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut c = berth(&["engined"]);
-        c.arg("-H")
-            .arg(format!("unix://{}", self.sock.display()))
-            .arg("--data-root")
-            .arg(&self.graph)
-            .arg("--pidfile")
+        let args = self.daemon_args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut c = berth(&args);
+        c.arg("--pidfile")
             .arg(self.dir.join("engined.pid"))
-            .arg("--exec-root")
-            .arg(self.dir.join("run"))
-            .arg(format!("--bridge={}", self.bridge))
-            .arg("--cgroup-parent")
-            .arg(&self.cgroup_parent)
             // as the site's daemons: docker.io is never contacted
             .args(["--block-registry", "docker.io"])
             .args(&self.extra)
@@ -742,11 +735,38 @@ impl Engined {
 
     /// kill -9 engined (its containers go on) and start it again.
     pub fn crash_and_restart(&mut self) {
+        self.kill_daemon();
+        self.spawn();
+    }
+
+    /// kill -9 engined and leave it down.
+    pub fn kill_daemon(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Start engined again after [`Engined::kill_daemon`].
+    pub fn start_daemon(&mut self) {
+        assert!(self.child.is_none(), "engined is running");
         self.spawn();
+    }
+
+    /// The arguments this fixture starts engined with (a second daemon's test).
+    pub fn daemon_args(&self) -> Vec<String> {
+        vec![
+            "engined".into(),
+            "-H".into(),
+            self.host(),
+            "--data-root".into(),
+            self.graph.display().to_string(),
+            "--exec-root".into(),
+            self.dir.join("run").display().to_string(),
+            format!("--bridge={}", self.bridge),
+            "--cgroup-parent".into(),
+            self.cgroup_parent.clone(),
+        ]
     }
 
     pub fn host(&self) -> String {

@@ -7,6 +7,7 @@ mod client;
 mod client_hardening;
 mod dispatch;
 mod engine;
+mod engine_api;
 mod init;
 mod layers;
 mod mkimage;
