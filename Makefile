@@ -8,7 +8,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 BINDIR   = $(DESTDIR)$(PREFIX)/bin
 
-.PHONY: all static run test test-deps install bench bench-init bench-mkimage dist fmt clean
+.PHONY: all static run test test-deps install bench bench-init bench-mkimage bench-engine dist fmt clean
 
 all: static
 
@@ -45,6 +45,11 @@ bench-init: static
 bench-mkimage: static
 	@scripts/need.sh bench
 	bench/mkimage.sh
+
+# engined vs Debian's dockerd 20.10 (started by the script on its own socket).
+bench-engine: static
+	@scripts/need.sh bench
+	bench/engine.sh
 
 # Smallest binary for shipping (slow to build: fat LTO, one codegen unit).
 dist:
