@@ -965,14 +965,14 @@ pub fn remove(e: &Engine, id: &str, force: bool) -> Result<()> {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while UnixStream::connect(shim_sock(e, id)).is_ok() && std::time::Instant::now() < deadline
         {
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
     // A shim that is still finishing (a start that failed just now) writes
     // its last state before its socket goes: wait for that.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while UnixStream::connect(shim_sock(e, id)).is_ok() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     }
     let _g = e.lock.lock().unwrap();
     let dir = e.dir.path(id);

@@ -822,7 +822,14 @@ impl Shim {
         self.state.shim_pid = 0;
         self.save();
         self.event(&format!("exit {code}"));
-        for c in &mut self.clients {
+        // Watchers (engined's monitor) keep their connection until the process
+        // ends, after cleanup: their EOF then says "done with the directory", so
+        // a --rm removal follows at once instead of polling for the socket.
+        for c in self
+            .clients
+            .iter_mut()
+            .filter(|c| c.kind != ClientKind::Watch)
+        {
             c.closing = true;
         }
         self.done = true;
