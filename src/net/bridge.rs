@@ -84,11 +84,16 @@ pub fn plan_host_side(names: &VethNames, bridge: &str, mtu: u32, pid: u32) -> Ve
 }
 
 /// The container init's half, inside the container's network namespace once
-/// eth0 has arrived: `addr`/`prefix` on it, `lo` and eth0 up, and the default
+/// eth0 has arrived: no IPv6 on eth0 (engined's networks are IPv4, as the
+/// site's `--ipv6=false`; set before the link is up, so not even a link-local
+/// address appears), `addr`/`prefix` on it, `lo` and eth0 up, and the default
 /// route via `gateway` (after eth0 is up: the kernel only accepts a gateway it can
 /// reach on an up link).
 pub fn plan_container_side(addr: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> Vec<Op> {
     vec![
+        Op::LinkNoIpv6 {
+            name: CONTAINER_IFNAME.to_string(),
+        },
         Op::AddrAdd {
             link: CONTAINER_IFNAME.to_string(),
             addr: IpAddr::V4(addr),
@@ -341,6 +346,9 @@ mod tests {
         assert_eq!(
             r.taken(),
             vec![
+                Op::LinkNoIpv6 {
+                    name: "eth0".into()
+                },
                 Op::AddrAdd {
                     link: "eth0".into(),
                     addr: "10.0.3.144".parse().unwrap(),

@@ -79,6 +79,7 @@ pub enum Op {
     /// prctl(PR_SET_PDEATHSIG): this signal when the parent ends (kept across
     /// exec of an ordinary binary).
     ParentDeathSignal(i32),
+
     /// mkdir(2) with this mode (existing directories are fine); for mount
     /// points in file systems a plan has just mounted.
     Mkdir {
@@ -111,6 +112,12 @@ pub enum Op {
         master: String,
     },
     LinkUp {
+        name: String,
+    },
+    /// No IPv6 address on the link, not even a link-local one (address
+    /// generation mode "none"; nothing to do on a kernel without IPv6). Set
+    /// before the link comes up.
+    LinkNoIpv6 {
         name: String,
     },
     /// Delete a link (for a veth, both ends go).
@@ -212,6 +219,7 @@ pub fn describe(op: &Op) -> String {
         }
         Op::LinkSetMaster { name, master } => format!("set {name} master {master}"),
         Op::LinkUp { name } => format!("set {name} up"),
+        Op::LinkNoIpv6 { name } => format!("no IPv6 addresses on {name}"),
         Op::LinkDel { name } => format!("delete link {name}"),
         Op::LinkSetNetns { name, pid } => format!("move {name} to the netns of pid {pid}"),
         Op::LinkRename { name, new } => format!("rename {name} to {new}"),
@@ -349,6 +357,7 @@ impl Sys for Linux {
             } => netlink::veth_add(name, peer, *mtu, *peer_pid),
             Op::LinkSetMaster { name, master } => netlink::link_set_master(name, master),
             Op::LinkUp { name } => netlink::link_up(name),
+            Op::LinkNoIpv6 { name } => netlink::link_no_ipv6(name),
             Op::LinkDel { name } => netlink::link_del(name),
             Op::LinkSetNetns { name, pid } => netlink::link_set_netns(name, *pid),
             Op::LinkRename { name, new } => netlink::link_rename(name, new),

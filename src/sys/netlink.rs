@@ -238,6 +238,19 @@ pub(super) fn link_up(name: &str) -> Result<()> {
     change(RouteNetlinkMessage::SetLink(m), 0).map_err(|e| e.into_error(format!("bring {name} up")))
 }
 
+pub(super) fn link_no_ipv6(name: &str) -> Result<()> {
+    use netlink_packet_route::link::{AfSpecInet6, AfSpecUnspec, In6AddrGenMode};
+    let mut m = link_msg(existing(name)?);
+    m.attributes
+        .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+            vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+        )]));
+    match change(RouteNetlinkMessage::SetLink(m), 0) {
+        Err(e) if e.errno() == Some(libc::EAFNOSUPPORT) => Ok(()),
+        r => r.map_err(|e| e.into_error(format!("turn IPv6 off on {name}"))),
+    }
+}
+
 pub(super) fn link_del(name: &str) -> Result<()> {
     let m = link_msg(existing(name)?);
     change(RouteNetlinkMessage::DelLink(m), 0)
