@@ -104,6 +104,25 @@ pub fn resolve(e: &Engine, what: &str) -> Result<String> {
     Err(Error::not_found(format!("No such container: {what}")))
 }
 
+/// How long a create waits for the reverse DNS of a container's address.
+const DNS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Whether the container is to be named after its address's reverse DNS: the
+/// daemon's `--hostname-from-dns`, or the label `berth.hostname-from-dns`,
+/// which also turns it off for one container.
+fn wants_dns_name(e: &Engine, c: &super::model::Config) -> bool {
+    match c
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("berth.hostname-from-dns"))
+        .map(String::as_str)
+    {
+        Some("true") | Some("1") => true,
+        Some(_) => false,
+        None => e.s.hostname_from_dns,
+    }
+}
+
 pub fn hostname_of(r: &Record) -> String {
     if r.config.hostname.is_empty() {
         r.id[..12].to_string()
@@ -222,7 +241,7 @@ pub fn create(
     if image.is_empty() {
         return Err(Error::invalid("config: no image given"));
     }
-    let manifest = e.store.resolve(&image)?.ok_or_else(|| {
+    let manifest = super::images::resolve_local(e, &image)?.ok_or_else(|| {
         Error::not_found(format!(
             "No such image: {}",
             berth::store::local::tagged(&image)
@@ -347,6 +366,35 @@ pub fn create(
             return Err(err);
         }
     };
+    let mut config = body.config;
+    if let Some(ip) = net.ip
+        && wants_dns_name(e, &config)
+    {
+        // The site's /root/init did this inside the container, which needed
+        // CAP_SYS_ADMIN; the engine knows the address before the start.
+        match berth::net::reverse_lookup(ip.into(), DNS_TIMEOUT) {
+            Ok(name) if !name.is_empty() && name != ip.to_string() => {
+                log::info!("container {name}: hostname {name} from the reverse DNS of {ip}");
+                config.hostname = name;
+            }
+            Ok(_) => warnings.push(format!(
+                "hostname-from-dns: {ip} has no name in DNS; the hostname stays {}",
+                if config.hostname.is_empty() {
+                    &id[..12]
+                } else {
+                    &config.hostname
+                }
+            )),
+            Err(x) => warnings.push(format!(
+                "hostname-from-dns: {x}; the hostname stays {}",
+                if config.hostname.is_empty() {
+                    &id[..12]
+                } else {
+                    &config.hostname
+                }
+            )),
+        }
+    }
     let record = Record {
         id: id.clone(),
         name: name.clone(),
@@ -357,7 +405,7 @@ pub fn create(
         lowerdirs,
         path,
         args: full,
-        config: body.config,
+        config,
         host_config: body.host_config,
         net,
         log_dir: None,
@@ -479,7 +527,13 @@ fn write_etc_files(e: &Engine, r: &Record) -> Result<()> {
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
     );
     if let Some(ip) = r.net.ip {
-        hosts.push_str(&format!("{ip}\t{full} {host}\n"));
+        // A name from DNS is a full one: list its first label too.
+        let short = host.split('.').next().unwrap_or(&host);
+        if short != host && full == host {
+            hosts.push_str(&format!("{ip}\t{full} {short}\n"));
+        } else {
+            hosts.push_str(&format!("{ip}\t{full} {host}\n"));
+        }
     }
     for h in r.host_config.extra_hosts.iter().flatten() {
         if let Some((name, ip)) = h.split_once(':') {
@@ -590,6 +644,7 @@ fn start_shim(e: &Arc<Engine>, id: &str, r: &Record, pending: Vec<Arc<Slot>>) ->
         init_binary: e.exe.clone(),
         log_rotation: log_rotation(e, r)?,
         log_json: log_json(e, r),
+        copy_rootfs: e.s.copy_rootfs,
     };
     state::write_json(&dir.join("shim.json"), &cfg)?;
     write_etc_files(e, r)?;

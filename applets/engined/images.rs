@@ -13,10 +13,50 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::sync::Arc;
 
+/// A reference as the user meant it. The CLI writes every name typed without
+/// a registry as `docker.io/NAME` (`docker.io/library/NAME` for one word), so
+/// engined cannot tell whether docker.io was typed: such names are taken as
+/// short ones and go through the add-registry list (docker.io last, unless
+/// blocked), as RHEL's docker did with its own CLI.
+pub fn as_typed(r: &Reference) -> Reference {
+    if r.registry.as_deref() != Some("docker.io") {
+        return r.clone();
+    }
+    let repository = match r.repository.strip_prefix("library/") {
+        Some(one) if !one.contains('/') => one.to_string(),
+        _ => r.repository.clone(),
+    };
+    Reference {
+        registry: None,
+        repository,
+        ..r.clone()
+    }
+}
+
+/// A local image by name or id; a short name is also looked up as each
+/// add-registry would have stored it (`docker run worker` after a pull that
+/// found `pps04:5000/worker`).
+pub fn resolve_local(e: &Engine, name: &str) -> Result<Option<Digest>> {
+    if let Some(m) = e.store.resolve(name)? {
+        return Ok(Some(m));
+    }
+    let Ok(r) = Reference::parse(name) else {
+        return Ok(None);
+    };
+    let short = as_typed(&r);
+    if short.registry.is_some() {
+        return Ok(None);
+    }
+    for host in &e.s.registries.search {
+        if let Some(m) = e.store.resolve(&short.with_registry(host).to_string())? {
+            return Ok(Some(m));
+        }
+    }
+    Ok(None)
+}
+
 fn image_of(e: &Engine, name: &str) -> Result<(Digest, LocalImage)> {
-    let m = e
-        .store
-        .resolve(name)?
+    let m = resolve_local(e, name)?
         .ok_or_else(|| Error::not_found(format!("No such image: {name}")))?;
     let img = e.store.image(&m)?;
     Ok((m, img))
@@ -280,7 +320,7 @@ pub fn pull(
         Some(t) => format!("{image}:{t}"),
         None => image.to_string(),
     };
-    let r = Reference::parse(&full)?;
+    let r = as_typed(&Reference::parse(&full)?);
     let e = e.clone();
     streamed(move |w| {
         let sink = berth::progress::DockerJson::new(&mut *w);
@@ -469,6 +509,18 @@ pub fn save(e: &Arc<Engine>, names: Vec<String>) -> Result<Box<dyn Read + Send>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_clis_docker_io_names_are_taken_as_short_ones() {
+        let t = |s: &str| as_typed(&Reference::parse(s).unwrap()).to_string();
+        assert_eq!(t("docker.io/site/worker:1"), "site/worker:1");
+        assert_eq!(t("docker.io/library/busybox:latest"), "busybox:latest");
+        assert_eq!(t("docker.io/library/a/b"), "library/a/b");
+        assert_eq!(
+            t("pps04.lcg.triumf.ca:5000/sl6:umd3"),
+            "pps04.lcg.triumf.ca:5000/sl6:umd3"
+        );
+    }
 
     #[test]
     fn reference_filter_and_auth_header() {

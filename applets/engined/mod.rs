@@ -6,6 +6,7 @@
 //! The design, the on-disk layout and the runtime's steps: docs/engined.md.
 
 mod api;
+mod config;
 mod containers;
 mod events;
 mod exec;
@@ -14,6 +15,7 @@ mod model;
 mod nsexec;
 mod pattern;
 mod ports;
+mod preflight;
 mod runtime;
 pub mod shim;
 mod state;
@@ -85,6 +87,42 @@ struct Args {
     /// accepted; IPv6 is not configured by berth (only false)
     #[argh(option)]
     ipv6: Option<String>,
+    /// serve TCP hosts with TLS (no client certificates: only with --tlsverify off loopback)
+    #[argh(option)]
+    tls: Option<String>,
+    /// serve TCP hosts with TLS and require client certificates signed by --tlscacert
+    #[argh(option)]
+    tlsverify: Option<String>,
+    /// CA of the client certificates (default ca.pem in DOCKER_CERT_PATH, from sysconfig or the environment, or ~/.docker)
+    #[argh(option)]
+    tlscacert: Option<PathBuf>,
+    /// server certificate (default cert.pem beside the CA)
+    #[argh(option)]
+    tlscert: Option<PathBuf>,
+    /// server key (default key.pem beside the CA)
+    #[argh(option)]
+    tlskey: Option<PathBuf>,
+    /// dockerd's daemon.json to read (its keys: data-root, bridge, fixed-cidr, mtu, hosts, tls…)
+    #[argh(option)]
+    config_file: Option<PathBuf>,
+    /// a /etc/sysconfig/docker* file to read (OPTIONS=, DOCKER_NETWORK_OPTIONS=, ADD_REGISTRY=, …); repeatable
+    #[argh(option)]
+    sysconfig: Vec<PathBuf>,
+    /// name containers after the reverse DNS of the address they get (also per container: label berth.hostname-from-dns=true)
+    #[argh(option)]
+    hostname_from_dns: Option<String>,
+    /// accepted and ignored: berth uses overlay (or a copy where overlay cannot work)
+    #[argh(option)]
+    storage_driver: Option<String>,
+    /// accepted and ignored, as --storage-driver; repeatable
+    #[argh(option)]
+    storage_opt: Vec<String>,
+    /// print the pre-flight report (overlay, namespaces, cgroups, bridge, space) and exit: 1 on a blocker
+    #[argh(switch)]
+    check: bool,
+    /// read every source (flags, --sysconfig, --config-file), print the settings with where each came from, and exit
+    #[argh(switch)]
+    validate: bool,
     /// more log lines
     #[argh(switch, short = 'D')]
     debug: bool,
@@ -106,6 +144,15 @@ pub struct Settings {
     pub cgroup_parent: String,
     pub userns: bool,
     pub registries: berth::registry::settings::Settings,
+    /// TLS of the TCP hosts (`--tls`, `--tlsverify`).
+    pub tls: Option<berth::tls::ServerSettings>,
+    /// Name containers after the reverse DNS of their address.
+    pub hostname_from_dns: bool,
+    /// `DOCKER_TMPDIR`.
+    pub tmpdir: Option<PathBuf>,
+    /// Containers' roots are private copies of their layers (the pre-flight
+    /// found no overlay on the graph root).
+    pub copy_rootfs: bool,
 }
 
 /// A container's life as engined follows it: exits seen and removal, for `wait`.
@@ -175,120 +222,178 @@ impl Engine {
     }
 }
 
-/// dockerd lets `--flag=value` and bare boolean flags through; argh wants
-/// `--flag value`. Rewrite the first into the second, and give the boolean
-/// flags dockerd users write bare an explicit `true`.
-fn normalise(args: &[String]) -> Vec<String> {
-    const BOOLS: [&str; 2] = ["--selinux-enabled", "--ipv6"];
-    let mut out = Vec::new();
-    let mut it = args.iter().peekable();
-    while let Some(a) = it.next() {
-        if let Some((k, v)) = a.split_once('=').filter(|(k, _)| k.starts_with("--")) {
-            out.push(k.to_string());
-            out.push(v.to_string());
-        } else if BOOLS.contains(&a.as_str())
-            && !it.peek().is_some_and(|n| *n == "true" || *n == "false")
-        {
-            out.push(a.clone());
-            out.push("true".into());
-        } else {
-            out.push(a.clone());
-        }
-    }
-    out
-}
-
-fn settings(a: &Args) -> Result<Settings> {
-    if a.selinux_enabled.as_deref().is_some_and(|v| v != "false") {
-        return Err(Error::config(
-            "--selinux-enabled: SELinux labels are not supported by berth; use --selinux-enabled=false",
+fn settings(r: &config::Resolved) -> Result<Settings> {
+    use config::bad;
+    if r.flag("selinux-enabled")? == Some(true) {
+        return Err(bad(
+            r.get("selinux-enabled").unwrap(),
+            "SELinux labels are not supported by berth; use --selinux-enabled=false",
         ));
     }
-    if a.ipv6.as_deref().is_some_and(|v| v != "false") {
-        return Err(Error::config(
-            "--ipv6: IPv6 networking is not configured by berth; use --ipv6=false",
+    if r.flag("ipv6")? == Some(true) {
+        return Err(bad(
+            r.get("ipv6").unwrap(),
+            "IPv6 networking is not configured by berth; use --ipv6=false",
         ));
     }
-    let graph = a
-        .data_root
-        .clone()
-        .or(a.graph.clone())
+    let graph = r
+        .value("data-root")
+        .map(PathBuf::from)
         .unwrap_or_else(|| berth::store::local::root_from(None));
-    let bridge = match a.bridge.as_deref() {
+    let mtu = match r.get("mtu") {
+        None => None,
+        Some(i) => Some(
+            i.value
+                .parse::<u32>()
+                .ok()
+                .filter(|m| (68..=65535).contains(m))
+                .ok_or_else(|| bad(i, "expected an MTU from 68 to 65535"))?,
+        ),
+    };
+    let bridge = match r.value("bridge") {
         Some("none") => None,
         Some(name) => Some(BridgeConfig::Given {
             name: name.to_string(),
-            mtu: a.mtu,
+            mtu,
         }),
         None => Some(BridgeConfig::Own {
             name: "berth0".into(),
-            cidr: a
-                .bip
-                .as_deref()
-                .unwrap_or("172.18.0.1/16")
-                .parse()
-                .map_err(|e: Error| e.context("--bip"))?,
-            mtu: a.mtu,
+            cidr: match r.get("bip") {
+                None => "172.18.0.1/16".parse()?,
+                Some(i) => i
+                    .value
+                    .parse()
+                    .map_err(|e: Error| bad(i, &format!("expected ADDRESS/LENGTH: {e}")))?,
+            },
+            mtu,
         }),
     };
-    let fixed_cidr = a
-        .fixed_cidr
-        .as_deref()
-        .map(|c| c.parse::<Ipv4Cidr>().map_err(|e| e.context("--fixed-cidr")))
+    let fixed_cidr = r
+        .get("fixed-cidr")
+        .map(|i| {
+            i.value
+                .parse::<Ipv4Cidr>()
+                .map_err(|e| bad(i, &format!("expected NETWORK/LENGTH: {e}")))
+        })
         .transpose()?;
-    let log_json = match a.log_driver.as_deref().unwrap_or("json-file") {
-        "json-file" => true,
-        "none" => false,
-        other => {
-            return Err(Error::config(format!(
-                "--log-driver {other}: berth writes json-file logs (or none)"
-            )));
-        }
+    let log_json = match r.get("log-driver") {
+        None => true,
+        Some(i) => match i.value.as_str() {
+            "json-file" => true,
+            "none" => false,
+            _ => return Err(bad(i, "berth writes json-file logs (or none)")),
+        },
     };
     let mut opts = Vec::new();
-    for o in &a.log_opt {
-        let (k, v) = o
+    for i in r.list("log-opt") {
+        let (k, v) = i
+            .value
             .split_once('=')
-            .ok_or_else(|| Error::config(format!("--log-opt {o:?}: expected KEY=VALUE")))?;
+            .ok_or_else(|| bad(i, "expected KEY=VALUE"))?;
         opts.push((k.to_string(), v.to_string()));
     }
-    let log_rotation = berth::logfile::Rotation::from_opts(opts)?;
+    let log_rotation = berth::logfile::Rotation::from_opts(opts)
+        .map_err(|e| Error::config(format!("--log-opt: {e}")))?;
     let userns = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
         .is_some_and(|n| n > 0);
+    let values = |k: &str| -> Vec<String> { r.list(k).iter().map(|i| i.value.clone()).collect() };
     let registries = berth::registry::settings::Settings::load(None)?.with_flags(
-        &a.add_registry,
-        &a.block_registry,
-        &a.insecure_registry,
+        &values("add-registry"),
+        &values("block-registry"),
+        &values("insecure-registry"),
     )?;
+    let hosts = if r.list("host").is_empty() {
+        vec!["unix:///run/berth/engined.sock".into()]
+    } else {
+        values("host")
+    };
+    let tls = tls_settings(r, &hosts)?;
     Ok(Settings {
-        hosts: if a.host.is_empty() {
-            vec!["unix:///run/berth/engined.sock".into()]
-        } else {
-            a.host.clone()
-        },
-        pidfile: a
-            .pidfile
-            .clone()
+        hosts,
+        tls,
+        pidfile: r
+            .value("pidfile")
+            .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/run/berth/engined.pid")),
         graph,
-        exec_root: a
-            .exec_root
-            .clone()
+        exec_root: r
+            .value("exec-root")
+            .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/run/berth")),
         bridge,
         fixed_cidr,
         log_json,
         log_rotation,
-        cgroup_parent: a.cgroup_parent.clone().unwrap_or_else(|| "berth".into()),
+        cgroup_parent: r.value("cgroup-parent").unwrap_or("berth").to_string(),
         userns,
         registries,
+        hostname_from_dns: r.flag("hostname-from-dns")?.unwrap_or(false),
+        tmpdir: r.value("tmpdir").map(PathBuf::from),
+        copy_rootfs: false,
     })
 }
 
+/// TLS for the TCP hosts, as dockerd: `--tlsverify` requires client
+/// certificates signed by `--tlscacert`; `--tls` encrypts only. A TCP host off
+/// loopback without client certificates is refused: whoever reaches the API
+/// owns the node.
+fn tls_settings(
+    r: &config::Resolved,
+    hosts: &[String],
+) -> Result<Option<berth::tls::ServerSettings>> {
+    let verify = r.flag("tlsverify")?.unwrap_or(false);
+    let tls = verify || r.flag("tls")?.unwrap_or(false);
+    for h in hosts {
+        let Some(a) = h.strip_prefix("tcp://") else {
+            continue;
+        };
+        let loopback = a
+            .rsplit_once(':')
+            .map(|(host, _)| host.trim_matches(['[', ']']))
+            .is_some_and(|host| {
+                host == "localhost"
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            });
+        if !verify && !loopback {
+            return Err(Error::config(format!(
+                "-H {h}: the remote API needs client certificates: add --tlsverify --tlscacert CA --tlscert CERT --tlskey KEY"
+            )));
+        }
+    }
+    if !tls {
+        return Ok(None);
+    }
+    let dir = r
+        .value("cert-path")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("DOCKER_CERT_PATH").map(PathBuf::from))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".docker")
+        });
+    let file = |k: &str, default: &str| {
+        r.value(k)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dir.join(default))
+    };
+    Ok(Some(berth::tls::ServerSettings {
+        certificate: file("tlscert", "cert.pem"),
+        key: file("tlskey", "key.pem"),
+        client_cas: if verify {
+            vec![file("tlscacert", "ca.pem")]
+        } else {
+            Vec::new()
+        },
+        tls13_only: false,
+    }))
+}
+
 pub fn main(name: &str, args: &[String]) -> Result<u8> {
-    let args = normalise(args);
+    let args = config::normalise(args);
     let a: Args = match crate::applets::parse_args(name, &args) {
         Ok(a) => a,
         Err(code) => return Ok(code),
@@ -302,15 +407,49 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
         berth::log::Format::Text,
         &[],
     );
+    let (resolved, warnings) = config::gather(&a)?;
+    for w in &warnings {
+        log::warn!("{w}");
+    }
+    if a.validate {
+        settings(&resolved)?;
+        for i in resolved.items() {
+            println!("{}={}\t# {}", i.key, i.value, i.at);
+        }
+        return Ok(0);
+    }
     if !berth::sys::is_root() {
         return Err(Error::new(
             Kind::Denied,
             "engined runs containers and must run as root",
         ));
     }
-    let s = settings(&a)?;
+    let mut s = settings(&resolved)?;
+    if let Some(t) = &s.tmpdir {
+        // dockerd's DOCKER_TMPDIR: where uploads (load, import) are spooled.
+        std::fs::create_dir_all(t).with_context(|| format!("DOCKER_TMPDIR {}", t.display()))?;
+        // SAFETY: still single-threaded here; nothing reads the environment concurrently.
+        unsafe { std::env::set_var("TMPDIR", t) };
+    }
     let store = LocalStore::open(&s.graph)?;
     let dir = state::Dir::open(&s.graph)?;
+    let report = preflight::run(&s);
+    if a.check {
+        for l in report.lines() {
+            println!("{l}");
+        }
+        return Ok(if report.blockers().is_empty() { 0 } else { 1 });
+    }
+    for (c, l) in report.checks.iter().zip(report.lines()) {
+        match c.level {
+            preflight::Level::Ok => log::info!("pre-flight: {l}"),
+            _ => log::warn!("pre-flight: {l}"),
+        }
+    }
+    if let Some(b) = report.blockers().first() {
+        return Err(Error::config(format!("{}: {}", b.what, b.detail)));
+    }
+    s.copy_rootfs = report.copy_rootfs;
     let shims = s.exec_root.join("shims");
     std::fs::create_dir_all(&shims).with_context(|| format!("create {}", shims.display()))?;
     {
@@ -370,9 +509,11 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
         let listen = if let Some(p) = h.strip_prefix("unix://") {
             Listen::Unix(PathBuf::from(p))
         } else if let Some(a) = h.strip_prefix("tcp://") {
-            log::warn!(
-                "listening on tcp://{a} without TLS: anyone who reaches it controls this host (client certificates are the engine-site configuration)"
-            );
+            if engine.s.tls.is_none() {
+                log::warn!(
+                    "listening on tcp://{a} without TLS: any local user who reaches it controls this host"
+                );
+            }
             Listen::Tcp(a.to_string())
         } else if h.starts_with('/') {
             Listen::Unix(PathBuf::from(&h))
@@ -381,9 +522,13 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
                 "-H {h}: expected unix:///PATH or tcp://ADDR:PORT"
             )));
         };
+        let tls = match (&listen, &engine.s.tls) {
+            (Listen::Tcp(_), Some(t)) => Some(berth::tls::server_config(t)?),
+            _ => None,
+        };
         let opts = ServerOptions {
             listen,
-            tls: None,
+            tls,
             limits: berth::http::front::Limits::from_env(),
             workers: 16,
             auth_required: false,
@@ -438,36 +583,4 @@ fn wait_for_termination() {
     let set = sig::bit(libc::SIGTERM) | sig::bit(libc::SIGINT);
     sig::block(set);
     let _ = sig::wait(set, None);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dockerd_style_flags_are_normalised() {
-        let a: Vec<String> = [
-            "--fixed-cidr=10.0.3.144/28",
-            "--ipv6",
-            "-g",
-            "/docker",
-            "--selinux-enabled=false",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        assert_eq!(
-            normalise(&a),
-            [
-                "--fixed-cidr",
-                "10.0.3.144/28",
-                "--ipv6",
-                "true",
-                "-g",
-                "/docker",
-                "--selinux-enabled",
-                "false"
-            ]
-        );
-    }
 }

@@ -92,6 +92,8 @@ pub enum Net {
 pub struct Spec {
     /// Where the overlay is mounted (`CONTAINER_DIR/rootfs`).
     pub rootfs: PathBuf,
+    /// `rootfs` already holds a private copy of the image: bind it, no overlay.
+    pub copy_root: bool,
     /// Layer directories, top first; empty for an image without layers.
     pub lowerdirs: Vec<PathBuf>,
     pub upper: PathBuf,
@@ -182,6 +184,13 @@ pub fn overlay_data(spec: &Spec) -> String {
 /// Step 1a: a private mount namespace and the overlay. The init then makes the
 /// mount points the binds and the engine's files need inside it.
 pub fn overlay_plan(spec: &Spec) -> Vec<Op> {
+    if spec.copy_root {
+        // pivot_root wants a mount point: the copy bound onto itself.
+        return vec![
+            mount(None, PathBuf::from("/"), None, MS_REC | MS_PRIVATE, None),
+            bind(spec.rootfs.clone(), spec.rootfs.clone(), false),
+        ];
+    }
     vec![
         mount(None, PathBuf::from("/"), None, MS_REC | MS_PRIVATE, None),
         mount(
@@ -570,6 +579,7 @@ mod tests {
     fn spec() -> Spec {
         Spec {
             rootfs: PathBuf::from("/g/c/rootfs"),
+            copy_root: false,
             lowerdirs: vec![PathBuf::from("/g/l/b"), PathBuf::from("/g/l/a")],
             upper: PathBuf::from("/g/c/upper"),
             work: PathBuf::from("/g/c/work"),
@@ -601,6 +611,22 @@ mod tests {
             workdir: String::new(),
             argv: vec!["/root/init".into()],
         }
+    }
+
+    #[test]
+    fn a_copied_root_is_bound_onto_itself_instead_of_an_overlay() {
+        let mut s = spec();
+        s.copy_root = true;
+        let o = overlay_plan(&s);
+        assert_eq!(o.len(), 2);
+        assert!(
+            matches!(&o[1], Op::Mount { source: Some(src), target, fstype: None, flags, .. }
+            if src == target && target == Path::new("/g/c/rootfs") && flags & MS_BIND != 0)
+        );
+        assert!(
+            !o.iter()
+                .any(|op| matches!(op, Op::Mount { fstype: Some(t), .. } if t == "overlay"))
+        );
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub struct ShimConfig {
     pub log_rotation: (u64, u32),
     /// False with `--log-driver none`.
     pub log_json: bool,
+    /// The root is a private copy of the image, not an overlay (engined's
+    /// pre-flight found no overlay on the graph root).
+    #[serde(default)]
+    pub copy_rootfs: bool,
 }
 
 /// Most bytes kept for a client that reads slower than the container writes;
@@ -871,6 +875,9 @@ impl Shim {
         // A stale overlay work dir from a killed run refuses the next mount.
         let _ = std::fs::remove_dir_all(dir.join("work"));
         std::fs::create_dir_all(dir.join("work"))?;
+        if self.cfg.copy_rootfs {
+            copy_root(&self.cfg.graph, &r.manifest, dir)?;
+        }
         if self.proxies.is_empty() && r.net.mode == "bridge" {
             self.proxies = super::ports::Proxies::bind(&r.host_config)?;
             self.state.ports = self.proxies.published();
@@ -1141,6 +1148,7 @@ impl Shim {
         }
         Ok(Spec {
             rootfs: self.dir.join("rootfs"),
+            copy_root: self.cfg.copy_rootfs,
             lowerdirs: r.lowerdirs.clone(),
             upper: self.dir.join("upper"),
             work: self.dir.join("work"),
@@ -1166,6 +1174,25 @@ impl Shim {
             argv,
         })
     }
+}
+
+/// The container's own copy of its image at `DIR/rootfs`, made once: it is the
+/// container's writable layer from then on, kept across restarts. The marker
+/// is written only after a complete copy, so a copy cut short is made anew.
+fn copy_root(graph: &Path, manifest: &berth::digest::Digest, dir: &Path) -> Result<()> {
+    let root = dir.join("rootfs");
+    let marker = dir.join("rootfs.copied");
+    if marker.exists() {
+        return Ok(());
+    }
+    if berth::fsutil::mountinfo::mounts_under(&root).is_empty() {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    let store = berth::store::local::LocalStore::open(graph)?;
+    let n = store
+        .materialize(manifest, &root)
+        .map_err(|e| e.context("copy the image for the container's root"))?;
+    berth::fsutil::atomic_write(&marker, format!("{n} entries\n").as_bytes())
 }
 
 fn exec_kind(msg: &str) -> Kind {

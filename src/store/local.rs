@@ -120,6 +120,20 @@ impl LocalImage {
 pub use crate::fsutil::Lock;
 use crate::fsutil::flock;
 
+/// Hashes what passes through it: a layer's diff_id while it is applied.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Hasher,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// The store.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
@@ -648,6 +662,60 @@ impl LocalStore {
             }
         }
         Ok(dirs)
+    }
+
+    /// The image's root as one plain directory tree at `dest` (missing or
+    /// empty): every layer applied bottom first, whiteouts deleting, each layer's
+    /// stream checked against its diff_id. For hosts whose graph root cannot
+    /// carry an overlay (XFS with ftype=0): a container then runs on its own
+    /// copy. A layer that does not match leaves the partial tree for the caller
+    /// to remove.
+    pub fn materialize(&self, manifest: &Digest, dest: &Path) -> Result<u64> {
+        let img = self.image(manifest)?;
+        let layers = img.layers();
+        let diff_ids = &img.config.rootfs.diff_ids;
+        if layers.len() != diff_ids.len() {
+            return Err(Error::invalid(format!(
+                "image {manifest}: the manifest has {} layers but the config lists {} diff_ids",
+                layers.len(),
+                diff_ids.len()
+            )));
+        }
+        fs::create_dir_all(dest).with_context(|| format!("create {}", dest.display()))?;
+        let mut entries = 0;
+        for (l, diff_id) in layers.iter().zip(diff_ids) {
+            if l.media_type.as_str().contains("zstd") {
+                return Err(Error::new(
+                    Kind::Unsupported,
+                    format!(
+                        "layer {} is compressed with zstd, which berth cannot unpack",
+                        l.digest
+                    ),
+                ));
+            }
+            let file = self.open_blob(&l.digest)?;
+            let input = crate::archive::decompressed(io::BufReader::with_capacity(1 << 20, file))
+                .map_err(|e| e.context(format!("layer {}", l.digest)))?;
+            let mut hashing = HashingReader {
+                inner: input,
+                hasher: Hasher::new(diff_id.algorithm()),
+            };
+            entries += crate::archive::extract(&mut hashing, dest)
+                .map_err(|e| e.context(format!("apply layer {}", l.digest)))?;
+            io::copy(&mut hashing, &mut io::sink()).context("reading the end of the layer")?;
+            let got = hashing.hasher.finish();
+            if got != *diff_id {
+                return Err(Error::new(
+                    Kind::Digest,
+                    format!(
+                        "layer {} unpacks to diff_id {got}, but the image config promises {diff_id}: remove the image and pull it again",
+                        l.digest
+                    ),
+                ));
+            }
+        }
+        crate::fsutil::sync_filesystem(dest)?;
+        Ok(entries)
     }
 
     /// docker's rmi: `name:tag` untags; an id or digest untags every name of the
