@@ -653,6 +653,76 @@ pub struct Engined {
     /// The docker CLI binary used by [`Engined::docker`].
     pub cli: String,
     extra: Vec<String>,
+    /// engined runs in this network namespace (its bridge is there too).
+    pub netns: Option<String>,
+    /// ... with this file bound over its /etc/resolv.conf.
+    pub resolv: Option<PathBuf>,
+}
+
+/// A network namespace of the test's own (`ip netns`), with `lo` up; deleted
+/// with everything in it when dropped.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new() -> NetNs {
+        need("ip");
+        let name = format!("bt{}", &berth::util::uuid4()[..8]);
+        let ns = NetNs { name };
+        let o = Command::new("ip")
+            .args(["netns", "add", &ns.name])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "ip netns add: {}", stderr(&o));
+        ns.sh("ip link set lo up");
+        ns
+    }
+
+    /// `sh -c CMD` inside the namespace; must succeed; stdout.
+    pub fn sh(&self, cmd: &str) -> String {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &self.name, "sh", "-c", cmd])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{cmd}: {}", stderr(&o));
+        stdout(&o)
+    }
+
+    /// A command run inside the namespace (`ip netns exec`, which also binds
+    /// /etc/netns/NAME/* over /etc).
+    pub fn command(&self, program: &Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// Files `ip netns exec` binds over /etc/ (resolv.conf, hosts).
+    pub fn etc(&self) -> PathBuf {
+        PathBuf::from("/etc/netns").join(&self.name)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        if let Ok(o) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for p in stdout(&o).split_whitespace() {
+                if let Ok(pid) = p.parse::<i32>() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+        let _ = std::fs::remove_dir_all(self.etc());
+    }
 }
 
 /// A /24 of 10.199.0.0/16 no other engined of this test run has.
@@ -668,7 +738,53 @@ impl Engined {
         Engined::start_with(&[])
     }
 
+    /// engined inside `ns`, on a bridge `bridge` with address `cidr` made there
+    /// (the site's br0 and 10.0.3.0/24 can be used as they are: nothing of it
+    /// reaches the host's network).
+    pub fn start_in(
+        ns: &NetNs,
+        bridge: &str,
+        cidr: &str,
+        mtu: u32,
+        resolv: Option<&Path>,
+        extra: &[&str],
+    ) -> Engined {
+        need("docker");
+        let dir = TempDir::new("engined");
+        let tag = &berth::util::uuid4()[..6];
+        ns.sh(&format!(
+            "ip link add {bridge} type bridge && ip link set {bridge} mtu {mtu} && ip addr add {cidr} dev {bridge} && ip link set {bridge} up"
+        ));
+        let mut e = Engined {
+            sock: dir.join("engined.sock"),
+            graph: dir.join("graph"),
+            log: dir.join("engined.log"),
+            bridge: bridge.to_string(),
+            subnet: cidr
+                .rsplit_once('.')
+                .map(|x| x.0.to_string())
+                .unwrap_or_default(),
+            cgroup_parent: format!("berth-test-{tag}"),
+            child: None,
+            cli: "docker".into(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            netns: Some(ns.name.clone()),
+            resolv: resolv.map(Path::to_path_buf),
+            dir,
+        };
+        e.spawn();
+        e
+    }
+
     pub fn start_with(extra: &[&str]) -> Engined {
+        let mut e = Engined::prepare(extra);
+        e.spawn();
+        e
+    }
+
+    /// Everything but the start: the test prepares the graph root (say, a
+    /// mount) and then calls [`Engined::spawn`].
+    pub fn prepare(extra: &[&str]) -> Engined {
         need("docker");
         let dir = TempDir::new("engined");
         let n = next_subnet();
@@ -682,7 +798,7 @@ impl Engined {
         sh(&format!(
             "ip link add {bridge} type bridge && ip addr add {subnet}.1/24 dev {bridge} && ip link set {bridge} up"
         ));
-        let mut e = Engined {
+        let e = Engined {
             sock: dir.join("engined.sock"),
             graph: dir.join("graph"),
             log: dir.join("engined.log"),
@@ -692,13 +808,15 @@ impl Engined {
             child: None,
             cli: "docker".into(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            netns: None,
+            resolv: None,
             dir,
         };
-        e.spawn();
+        std::fs::create_dir_all(&e.graph).unwrap();
         e
     }
 
-    fn spawn(&mut self) {
+    pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -706,7 +824,32 @@ impl Engined {
             .unwrap();
         let args = self.daemon_args();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut c = berth(&args);
+        let mut c = match &self.netns {
+            None => berth(&args),
+            // nsenter, not `ip netns exec`: that one mounts a new /sys, which
+            // would hide the cgroup hierarchies from engined.
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg("--");
+                if let Some(r) = &self.resolv {
+                    c.args([
+                        "unshare",
+                        "-m",
+                        "--propagation",
+                        "private",
+                        "--",
+                        "sh",
+                        "-c",
+                    ])
+                    .arg(format!(
+                        "mount --bind {} /etc/resolv.conf && exec \"$0\" \"$@\"",
+                        r.display()
+                    ));
+                }
+                c.arg(bin()).args(&args);
+                c
+            }
+        };
         c.arg("--pidfile")
             .arg(self.dir.join("engined.pid"))
             // as the site's daemons: docker.io is never contacted
@@ -857,9 +1000,11 @@ impl Drop for Engined {
             );
             let _ = c.wait();
         }
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .output();
+        if self.netns.is_none() {
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.bridge])
+                .output();
+        }
         for root in ["/sys/fs/cgroup"] {
             if let Ok(rd) = std::fs::read_dir(root) {
                 for h in rd.flatten() {

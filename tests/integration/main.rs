@@ -8,6 +8,7 @@ mod client_hardening;
 mod dispatch;
 mod engine;
 mod engine_api;
+mod engine_site;
 mod init;
 mod layers;
 mod mkimage;

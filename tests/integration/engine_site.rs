@@ -1,0 +1,499 @@
+//! engined as the site runs its engines: the sysconfig files of the document
+//! read as they are, the site's bridge with its fixed /28 (in a network
+//! namespace of the test's own, so the site's very addresses can be used),
+//! names from reverse DNS without SYS_ADMIN, the add/block registry lists, the
+//! remote API behind client certificates, and the pre-flight report with the
+//! copy-rootfs fallback on a graph root overlay cannot use.
+
+use crate::engine::image;
+use crate::harness::*;
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn validate(args: &[&str]) -> std::process::Output {
+    let mut a = vec!["engined", "--validate"];
+    a.extend_from_slice(args);
+    run(&a)
+}
+
+#[test]
+fn the_sites_sysconfig_files_are_read_as_they_are() {
+    let docker = fixture("sysconfig/docker");
+    let network = fixture("sysconfig/docker-network");
+    let storage = fixture("sysconfig/docker-storage-setup");
+    let (d, n, s) = (
+        docker.to_str().unwrap(),
+        network.to_str().unwrap(),
+        storage.to_str().unwrap(),
+    );
+    let o = validate(&["--sysconfig", d, "--sysconfig", n, "--sysconfig", s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got: BTreeSet<String> = stdout(&o).lines().map(str::to_string).collect();
+    for want in [
+        format!("data-root=/docker\t# {d}:5"),
+        format!("selinux-enabled=false\t# {d}:5"),
+        format!("add-registry=pps04.lcg.triumf.ca:5000\t# {d}:13"),
+        format!("block-registry=docker.io\t# {d}:19"),
+        format!("insecure-registry=pps04.lcg.triumf.ca:5000\t# {d}:24"),
+        format!("tmpdir=/var/tmp\t# {d}:33"),
+        format!("cert-path=/etc/docker\t# {d}:7"),
+        // the document's `--fixed-` / `cidr=` line break, joined
+        format!("fixed-cidr=10.0.3.144/28\t# {n}:3"),
+        format!("bridge=br0\t# {n}:3"),
+        format!("mtu=9000\t# {n}:3"),
+        format!("ipv6=false\t# {n}:3"),
+    ] {
+        assert!(got.contains(&want), "missing {want:?} in {got:#?}");
+    }
+    // the storage-setup file is for devicemapper: said, not fatal
+    assert!(
+        stderr(&o).contains(&format!("{s}:3: VG has no effect on engined")),
+        "{}",
+        stderr(&o)
+    );
+
+    // daemon.json and the sysconfig disagree: one line naming both places
+    let dir = TempDir::new("daemon-json");
+    let json = dir.join("daemon.json");
+    std::fs::write(
+        &json,
+        "{\n  \"mtu\": 9000,\n  \"data-root\": \"/srv/docker\"\n}\n",
+    )
+    .unwrap();
+    let j = json.to_str().unwrap();
+    let o = validate(&["--sysconfig", d, "--config-file", j]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("{d}:5")) && err.contains(&format!("{j}:3")),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // agreeing sources are fine; an unknown key and a bad value name their line
+    std::fs::write(&json, "{\n  \"mtu\": 9000,\n  \"live-restore\": true\n}\n").unwrap();
+    let err = stderr(&validate(&["--config-file", j]));
+    assert!(
+        err.contains(&format!("{j}:3")) && err.contains("unknown key \"live-restore\""),
+        "{err}"
+    );
+    let bad = dir.join("docker-network");
+    std::fs::write(&bad, "# x\nDOCKER_NETWORK_OPTIONS='--mtu=jumbo'\n").unwrap();
+    let b = bad.to_str().unwrap();
+    let o = validate(&["--sysconfig", b]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("{b}:2")) && err.contains("mtu"),
+        "{err}"
+    );
+    std::fs::write(&bad, "DOCKER_NETWORK_OPTIONS='--mtu=90000'\n").unwrap();
+    let err = stderr(&validate(&["--sysconfig", b]));
+    assert!(
+        err.contains(&format!("{b}:1")) && err.contains("68 to 65535"),
+        "{err}"
+    );
+    // the remote API only with client certificates
+    let err = stderr(&validate(&["-H", "tcp://0.0.0.0:2376"]));
+    assert!(err.contains("--tlsverify"), "{err}");
+}
+
+fn ip_of(e: &Engined, id: &str) -> Ipv4Addr {
+    e.ok(&["inspect", "--format", "{{.NetworkSettings.IPAddress}}", id])
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The site's network file on the site's addresses: br0 at 10.0.3.1/24 with
+/// MTU 9000, containers from 10.0.3.144/28 only.
+#[test]
+fn the_sites_bridge_fixed_cidr_mtu_and_no_ipv6() {
+    let ns = NetNs::new();
+    let net = fixture("sysconfig/docker-network");
+    let e = Engined::start_in(
+        &ns,
+        "br0",
+        "10.0.3.1/24",
+        9000,
+        None,
+        &["--sysconfig", net.to_str().unwrap()],
+    );
+    let img = image(&e);
+    let server = e.ok(&[
+        "run",
+        "-d",
+        &img,
+        "sh",
+        "-c",
+        "mkdir -p /www && echo served > /www/index.html && httpd -f -p 8080 -h /www",
+    ]);
+    let server = server.trim();
+    let range = (144u8..=159)
+        .map(|i| Ipv4Addr::new(10, 0, 3, i))
+        .collect::<BTreeSet<_>>();
+    let sip = ip_of(&e, server);
+    assert!(range.contains(&sip), "{sip}");
+    // MTU from the file, no IPv6 address at all, the route via the bridge
+    let probe = e.ok(&[
+        "run",
+        "--rm",
+        &img,
+        "sh",
+        "-c",
+        "cat /sys/class/net/eth0/mtu; grep -c eth0 /proc/net/if_inet6 || true; ip route",
+    ]);
+    let mut l = probe.lines();
+    assert_eq!(l.next(), Some("9000"), "{probe}");
+    assert_eq!(l.next(), Some("0"), "{probe}");
+    assert!(probe.contains("default via 10.0.3.1"), "{probe}");
+    // two containers on the bridge reach each other
+    let got = wait_for("the first container to serve", || {
+        let o = e.run(&[
+            "run",
+            "--rm",
+            &img,
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://{sip}:8080/"),
+        ]);
+        o.status.success().then(|| stdout(&o))
+    });
+    assert_eq!(got, "served\n");
+    // the /28 is used up: the next container is told so
+    let mut seen = BTreeSet::from([sip]);
+    loop {
+        let o = e.run(&["create", &img, "true"]);
+        if !o.status.success() {
+            let err = stderr(&o);
+            assert!(err.contains("no free address in 10.0.3.144/28"), "{err}");
+            break;
+        }
+        let ip = ip_of(&e, stdout(&o).trim());
+        assert!(range.contains(&ip) && seen.insert(ip), "{ip} {seen:?}");
+        assert!(seen.len() <= range.len());
+    }
+    // neither the gateway nor the subnet's ends are in the range: all of it is used
+    assert_eq!(seen, range);
+}
+
+/// Names from a resolver the test runs on loopback in the namespace: the
+/// engine looks the address up and the container needs no SYS_ADMIN.
+#[test]
+fn hostnames_from_reverse_dns_without_sys_admin() {
+    need("python3");
+    let ns = NetNs::new();
+    let dir = TempDir::new("dns");
+    // every other address of the range has a name: the rest show the fallback
+    let names: Vec<(Ipv4Addr, String)> = (144u8..=159)
+        .filter(|i| i % 2 == 0)
+        .map(|i| (Ipv4Addr::new(10, 0, 3, i), format!("vn03{i}.t1.example")))
+        .collect();
+    let mut args = vec![
+        fixture("ptr-dns.py").display().to_string(),
+        "127.0.0.1".into(),
+        "53".into(),
+    ];
+    args.extend(names.iter().map(|(ip, n)| format!("{ip}={n}")));
+    let mut dns = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "python3"])
+        .args(&args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(dns.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "ready\n");
+    }
+    let resolv = dir.join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.0.1\noptions timeout:1 attempts:2\n",
+    )
+    .unwrap();
+    let e = Engined::start_in(
+        &ns,
+        "br0",
+        "10.0.3.1/24",
+        1500,
+        Some(&resolv),
+        &["--fixed-cidr", "10.0.3.144/28", "--hostname-from-dns"],
+    );
+    let img = image(&e);
+    let (mut named, mut fallback) = (0, 0);
+    for n in 0..3 {
+        let o = e.run(&[
+            "run",
+            "-d",
+            "--hostname",
+            &format!("given{n}"),
+            &img,
+            "sleep",
+            "600",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let id = stdout(&o).trim().to_string();
+        let ip = ip_of(&e, &id);
+        let host = e.ok(&["exec", &id, "hostname"]);
+        let hosts = e.ok(&["exec", &id, "cat", "/etc/hosts"]);
+        match names.iter().find(|(a, _)| *a == ip) {
+            Some((_, name)) => {
+                named += 1;
+                assert_eq!(host.trim(), name);
+                let short = name.split('.').next().unwrap();
+                assert!(hosts.contains(&format!("{ip}\t{name} {short}")), "{hosts}");
+            }
+            None => {
+                fallback += 1;
+                assert_eq!(host.trim(), format!("given{n}"));
+                assert!(stderr(&o).contains("hostname-from-dns"), "{}", stderr(&o));
+            }
+        }
+        // the container has no SYS_ADMIN: it could not have named itself
+        let o = e.run(&["exec", &id, "hostname", "other"]);
+        assert!(!o.status.success());
+    }
+    assert!(
+        named >= 1 && fallback >= 1,
+        "{named} named, {fallback} fallback"
+    );
+    // the label turns it off for one container
+    let o = e.ok(&[
+        "run",
+        "--rm",
+        "--label",
+        "berth.hostname-from-dns=false",
+        "--hostname",
+        "plain",
+        &img,
+        "hostname",
+    ]);
+    assert_eq!(o, "plain\n");
+    drop(e);
+    let _ = dns.kill();
+    let _ = dns.wait();
+}
+
+/// Short names go through the add-registry list in order; a blocked registry
+/// is never contacted.
+#[test]
+fn add_and_block_registries_against_local_registryds() {
+    let plain = || {
+        Registryd::start(RegOpts {
+            tls: false,
+            auth: false,
+            ..RegOpts::default()
+        })
+    };
+    let (first, second, blocked) = (plain(), plain(), plain());
+    let e = Engined::start_with(&[
+        "--add-registry",
+        &first.host(),
+        "--add-registry",
+        &second.host(),
+        "--block-registry",
+        &blocked.host(),
+    ]);
+    let img = image(&e);
+    // the image only in the second (and in the blocked one)
+    for r in [&second, &blocked] {
+        let full = format!("{}/site/worker:1", r.host());
+        e.ok(&["tag", &img, &full]);
+        e.ok(&["push", &full]);
+        e.ok(&["rmi", &full]);
+    }
+    let out = e.ok(&["pull", "site/worker:1"]);
+    assert!(out.contains(&second.host()), "{out}");
+    assert_eq!(
+        e.ok(&["run", "--rm", "site/worker:1", "echo", "pulled"]),
+        "pulled\n"
+    );
+    assert!(
+        first.logs().contains("/v2/site/worker/manifests/1"),
+        "the first registry was asked first"
+    );
+    // blocked: refused before any request
+    let before = blocked.logs().lines().count();
+    let o = e.run(&["pull", &format!("{}/site/worker:1", blocked.host())]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("blocked"), "{}", stderr(&o));
+    assert_eq!(blocked.logs().lines().count(), before, "{}", blocked.logs());
+    // a name nowhere: the error says so
+    let o = e.run(&["pull", "site/nowhere:1"]);
+    assert!(!o.status.success());
+}
+
+/// `-H tcp://… --tlsverify`: the docker CLI with a client certificate runs a
+/// container over TLS (attach included); without one the handshake fails.
+#[test]
+fn the_remote_api_wants_client_certificates() {
+    need("curl");
+    let p = pki();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let e = Engined::start_with(&[
+        "-H",
+        &format!("tcp://{addr}"),
+        "--tlsverify",
+        "--tlscacert",
+        p.ca.to_str().unwrap(),
+        "--tlscert",
+        p.cert.to_str().unwrap(),
+        "--tlskey",
+        p.key.to_str().unwrap(),
+    ]);
+    let img = image(&e);
+    let certs = e.dir.join("client-certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(&p.ca, certs.join("ca.pem")).unwrap();
+    std::fs::copy(&p.cert, certs.join("cert.pem")).unwrap();
+    std::fs::copy(&p.key, certs.join("key.pem")).unwrap();
+    for cli in ["docker", "/usr/bin/docker"] {
+        if !Path::new(cli).exists() && cli.starts_with('/') {
+            continue;
+        }
+        let o = Command::new(cli)
+            .args(["run", "--rm", &img, "echo", "over tls"])
+            .env("DOCKER_HOST", format!("tcp://{addr}"))
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CERT_PATH", &certs)
+            .env("DOCKER_CONFIG", e.dir.join("cli"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{cli}: {}", stderr(&o));
+        assert_eq!(stdout(&o), "over tls\n");
+    }
+    let curl = |with_cert: bool| {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--cacert"]).arg(&p.ca);
+        if with_cert {
+            c.arg("--cert").arg(&p.cert).arg("--key").arg(&p.key);
+        }
+        c.arg(format!("https://localhost:{port}/_ping"));
+        c.output().unwrap()
+    };
+    let o = curl(true);
+    assert_eq!(stdout(&o), "OK", "{}", stderr(&o));
+    let o = curl(false);
+    assert!(
+        !o.status.success() && stdout(&o).is_empty(),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// The pre-flight on this machine, and on a graph root that cannot carry an
+/// overlay's upper layer (an overlay itself: the kernel refuses it, as it
+/// refuses XFS with ftype=0): engined falls back to copies and still runs the
+/// site's container.
+#[test]
+fn preflight_and_the_copy_rootfs_fallback() {
+    let check = |graph: &Path| {
+        let o = run(&[
+            "engined",
+            "--check",
+            "-g",
+            graph.to_str().unwrap(),
+            "--bridge",
+            "none",
+        ]);
+        (o.status.code(), stdout(&o))
+    };
+    let here = TempDir::new("preflight");
+    let (code, report) = check(&here.join("graph"));
+    assert_eq!(code, Some(0), "{report}");
+    for want in ["ok   overlay", "ok   namespaces", "cgroups", "ok   graph"] {
+        assert!(report.contains(want), "{want}: {report}");
+    }
+
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let mut e = Engined::prepare(&[]);
+    let ovl = e.dir.join("ovl");
+    for d in ["lower", "upper", "work"] {
+        std::fs::create_dir_all(ovl.join(d)).unwrap();
+    }
+    let o = Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o"])
+        .arg(format!(
+            "lowerdir={0}/lower,upperdir={0}/upper,workdir={0}/work",
+            ovl.display()
+        ))
+        .arg(&e.graph)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "mount: {}", stderr(&o));
+    let _unmount = Unmount(e.graph.clone());
+    let (code, report) = check(&e.graph);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(report.contains("warn overlay"), "{report}");
+    assert!(report.contains("private copy"), "{report}");
+    e.spawn();
+    assert!(e.logs().contains("private copy"), "{}", e.logs());
+    let img = image(&e);
+    let ro = TempDir::new("ro-bind");
+    std::fs::write(ro.join("grid"), "host\n").unwrap();
+    let port = free_port();
+    let id = e.ok(&[
+        "run",
+        "-d",
+        "--cap-add",
+        "SYS_ADMIN",
+        "-v",
+        &format!("{}:/etc/grid-security:ro", ro.path().display()),
+        "-p",
+        &format!("127.0.0.1:{port}:4080"),
+        &img,
+        "sh",
+        "-c",
+        "mkdir -p /www && cat /etc/grid-security/grid > /www/index.html && httpd -f -p 4080 -h /www",
+    ]);
+    let id = id.trim();
+    let got = wait_for("the port to answer", || {
+        let o = Command::new("busybox")
+            .args([
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                &format!("http://127.0.0.1:{port}/"),
+            ])
+            .output()
+            .ok()?;
+        o.status.success().then(|| stdout(&o))
+    });
+    assert_eq!(got, "host\n");
+    // the root is the container's own copy: writes stay, across a restart
+    e.ok(&["exec", id, "sh", "-c", "echo kept > /root/note"]);
+    e.ok(&["restart", "-t", "1", id]);
+    assert_eq!(e.ok(&["exec", id, "cat", "/root/note"]), "kept\n");
+    // a read-only bind stays read-only, SYS_ADMIN or not
+    let o = e.run(&[
+        "exec",
+        id,
+        "sh",
+        "-c",
+        "mount -o remount,rw /etc/grid-security; echo x > /etc/grid-security/grid",
+    ]);
+    assert!(!o.status.success());
+    assert_eq!(std::fs::read_to_string(ro.join("grid")).unwrap(), "host\n");
+    e.ok(&["rm", "-f", id]);
+    assert!(!e.graph.join("containers").join(id).exists());
+}
