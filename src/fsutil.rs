@@ -125,6 +125,59 @@ pub fn create_dir_all_durable(dir: &Path) -> Result<()> {
 /// A held flock(2); released on drop.
 pub struct Lock(#[allow(dead_code)] File);
 
+/// Copy the tree under `from` into the existing directory `to`: directories,
+/// regular files and symlinks (as links, never followed), with their modes,
+/// owners and modification times; other kinds (devices, sockets, fifos) are
+/// skipped, and another filesystem mounted inside `from` is not entered. Hard
+/// links become separate files. For filling a new volume from an image.
+pub fn copy_tree(from: &Path, to: &Path) -> Result<u64> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dev = fs::symlink_metadata(from)
+        .with_context(|| format!("read {}", from.display()))?
+        .dev();
+    let mut copied = 0;
+    let mut stack = vec![(from.to_path_buf(), to.to_path_buf())];
+    while let Some((src_dir, dst_dir)) = stack.pop() {
+        for entry in
+            fs::read_dir(&src_dir).with_context(|| format!("read {}", src_dir.display()))?
+        {
+            let entry = entry.with_context(|| format!("read {}", src_dir.display()))?;
+            let src = entry.path();
+            let dst = dst_dir.join(entry.file_name());
+            let m =
+                fs::symlink_metadata(&src).with_context(|| format!("read {}", src.display()))?;
+            let ft = m.file_type();
+            if ft.is_dir() {
+                fs::create_dir(&dst).with_context(|| format!("create {}", dst.display()))?;
+                if m.dev() == dev {
+                    stack.push((src.clone(), dst.clone()));
+                }
+            } else if ft.is_file() {
+                fs::copy(&src, &dst).with_context(|| format!("copy {}", src.display()))?;
+            } else if ft.is_symlink() {
+                let target =
+                    fs::read_link(&src).with_context(|| format!("read {}", src.display()))?;
+                std::os::unix::fs::symlink(&target, &dst)
+                    .with_context(|| format!("create {}", dst.display()))?;
+            } else {
+                continue;
+            }
+            std::os::unix::fs::lchown(&dst, Some(m.uid()), Some(m.gid()))
+                .with_context(|| format!("chown {}", dst.display()))?;
+            if !ft.is_symlink() {
+                fs::set_permissions(&dst, fs::Permissions::from_mode(m.mode() & 0o7777))
+                    .with_context(|| format!("chmod {}", dst.display()))?;
+                let mtime = std::time::UNIX_EPOCH
+                    + std::time::Duration::new(m.mtime().max(0) as u64, m.mtime_nsec() as u32);
+                let f = File::open(&dst).with_context(|| format!("open {}", dst.display()))?;
+                let _ = f.set_modified(mtime);
+            }
+            copied += 1;
+        }
+    }
+    Ok(copied)
+}
+
 /// flock(2) on `path` (created if missing): shared or exclusive, waiting or not
 /// (`Ok(None)`: someone else holds it).
 pub fn flock(path: &Path, exclusive: bool, wait: bool) -> Result<Option<Lock>> {
@@ -178,6 +231,32 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn copy_tree_keeps_modes_and_links_and_follows_none() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = std::env::temp_dir().join(format!("berth-fsutil-{}", crate::util::uuid4()));
+        let (from, to, outside) = (d.join("from"), d.join("to"), d.join("outside"));
+        fs::create_dir_all(from.join("sub")).unwrap();
+        fs::create_dir_all(&to).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("secret"), "x").unwrap();
+        fs::write(from.join("sub/run.sh"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(from.join("sub/run.sh"), fs::Permissions::from_mode(0o750)).unwrap();
+        std::os::unix::fs::symlink(&outside, from.join("escape")).unwrap();
+        assert_eq!(copy_tree(&from, &to).unwrap(), 3);
+        let m = fs::metadata(to.join("sub/run.sh")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o750);
+        // the link is copied as a link, its target's content is not
+        assert_eq!(fs::read_link(to.join("escape")).unwrap(), outside);
+        assert!(
+            fs::symlink_metadata(to.join("escape"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         fs::remove_dir_all(d).unwrap();
     }
 }

@@ -123,6 +123,57 @@ fn wants_dns_name(e: &Engine, c: &super::model::Config) -> bool {
     }
 }
 
+/// `Config.Volumes` (`-v /path`, Ansible's `volumes: [/path]`) that no bind
+/// or mount covers: an anonymous volume each, as Docker makes them. berth has
+/// no volume API, so they go with their container.
+fn anonymous_volumes(
+    e: &Engine,
+    config: &super::model::Config,
+    hc: &super::model::HostConfig,
+) -> Result<Vec<super::state::Volume>> {
+    let mut bound: Vec<PathBuf> = Vec::new();
+    for b in hc.binds.iter().flatten() {
+        bound.push(parse_bind(b)?.target);
+    }
+    for m in hc.mounts.iter().flatten() {
+        bound.push(PathBuf::from(&m.target));
+    }
+    let mut out: Vec<super::state::Volume> = Vec::new();
+    for target in config.volumes.iter().flat_map(|v| v.keys()) {
+        if !target.starts_with('/') {
+            return Err(Error::invalid(format!(
+                "invalid volume {target:?}: the container path must be absolute"
+            )));
+        }
+        let clean = |p: &Path| p.components().collect::<PathBuf>();
+        if bound.iter().any(|b| clean(b) == clean(Path::new(target))) {
+            continue;
+        }
+        let v = super::state::Volume {
+            name: random_id(),
+            target: target.clone(),
+        };
+        let data = v.data(&e.s.graph);
+        if let Err(err) = std::fs::create_dir_all(&data) {
+            for made in &out {
+                let _ = std::fs::remove_dir_all(e.s.graph.join("volumes").join(&made.name));
+            }
+            return Err(Error::from(err).context(format!("create volume {}", data.display())));
+        }
+        out.push(v);
+    }
+    Ok(out)
+}
+
+fn remove_volumes(e: &Engine, r: &Record) {
+    for v in &r.volumes {
+        let dir = e.s.graph.join("volumes").join(&v.name);
+        if let Err(err) = std::fs::remove_dir_all(&dir) {
+            log::warn!("container {}: volume {}: {err}", &r.id[..12], dir.display());
+        }
+    }
+}
+
 pub fn hostname_of(r: &Record) -> String {
     if r.config.hostname.is_empty() {
         r.id[..12].to_string()
@@ -176,6 +227,7 @@ pub fn parse_bind(s: &str) -> Result<Bind> {
         source: PathBuf::from(src),
         target: PathBuf::from(dst),
         read_only,
+        copy_up: false,
     })
 }
 
@@ -395,6 +447,13 @@ pub fn create(
             )),
         }
     }
+    let volumes = match anonymous_volumes(e, &config, &body.host_config) {
+        Ok(v) => v,
+        Err(err) => {
+            let _ = e.store.release_lease(&id);
+            return Err(err);
+        }
+    };
     let record = Record {
         id: id.clone(),
         name: name.clone(),
@@ -409,6 +468,7 @@ pub fn create(
         host_config: body.host_config,
         net,
         log_dir: None,
+        volumes,
     };
     let save = || -> Result<()> {
         e.dir.save_record(&record)?;
@@ -417,6 +477,7 @@ pub fn create(
     };
     if let Err(err) = save() {
         let _ = std::fs::remove_dir_all(e.dir.path(&id));
+        remove_volumes(e, &record);
         let _ = e.store.release_lease(&id);
         return Err(err);
     }
@@ -1046,6 +1107,7 @@ pub fn remove(e: &Engine, id: &str, force: bool) -> Result<()> {
         ));
     }
     std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+    remove_volumes(e, &r);
     let _ = e.store.release_lease(id);
     e.life(id).update(|l| {
         l.removed = true;
@@ -1166,7 +1228,7 @@ fn summary(e: &Engine, r: &Record, st: &State) -> Value {
         "Status": status_text(st),
         "HostConfig": {"NetworkMode": if r.host_config.network_mode.is_empty() { "default".to_string() } else { r.host_config.network_mode.clone() }},
         "NetworkSettings": {"Networks": networks_json(e, r)},
-        "Mounts": mounts_json(r),
+        "Mounts": mounts_json(r, &e.s.graph),
     })
 }
 
@@ -1184,7 +1246,7 @@ fn networks_json(e: &Engine, r: &Record) -> Value {
     }})
 }
 
-fn mounts_json(r: &Record) -> Value {
+fn mounts_json(r: &Record, graph: &Path) -> Value {
     let mut v = Vec::new();
     for b in r.host_config.binds.iter().flatten() {
         if let Ok(b) = parse_bind(b) {
@@ -1197,6 +1259,10 @@ fn mounts_json(r: &Record) -> Value {
             json!({"Type": "bind", "Source": m.source, "Destination": m.target,
             "Mode": "", "RW": !m.read_only, "Propagation": "rprivate"}),
         );
+    }
+    for vol in &r.volumes {
+        v.push(json!({"Type": "volume", "Name": vol.name, "Source": vol.data(graph),
+            "Destination": vol.target, "Driver": "local", "Mode": "", "RW": true, "Propagation": ""}));
     }
     Value::Array(v)
 }
@@ -1364,7 +1430,7 @@ pub fn inspect(e: &Engine, id: &str) -> Result<Value> {
             "LowerDir": r.lowerdirs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":"),
             "UpperDir": dir.join("upper"), "WorkDir": dir.join("work"), "MergedDir": dir.join("rootfs"),
         }},
-        "Mounts": mounts_json(&r),
+        "Mounts": mounts_json(&r, &e.s.graph),
         "Config": config,
         "NetworkSettings": {
             "Bridge": r.net.bridge,

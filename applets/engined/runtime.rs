@@ -74,6 +74,9 @@ pub struct Bind {
     /// Inside the container.
     pub target: PathBuf,
     pub read_only: bool,
+    /// An anonymous volume: when still empty it is filled from what the image
+    /// has at `target` before the bind (Docker's copy-up).
+    pub copy_up: bool,
 }
 
 /// How the container is networked.
@@ -589,11 +592,13 @@ mod tests {
                     source: "/etc/grid-security".into(),
                     target: "/etc/grid-security".into(),
                     read_only: true,
+                    copy_up: false,
                 },
                 Bind {
                     source: "/home".into(),
                     target: "/home".into(),
                     read_only: false,
+                    copy_up: false,
                 },
             ],
             etc_files: vec![(PathBuf::from("/g/c/hostname"), "/etc/hostname")],

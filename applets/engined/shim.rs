@@ -1106,6 +1106,15 @@ impl Shim {
                 source: PathBuf::from(&m.source),
                 target: PathBuf::from(&m.target),
                 read_only: m.read_only,
+                copy_up: false,
+            });
+        }
+        for v in &r.volumes {
+            binds.push(runtime::Bind {
+                source: v.data(&self.cfg.graph),
+                target: PathBuf::from(&v.target),
+                read_only: false,
+                copy_up: true,
             });
         }
         if let Some(d) = &r.log_dir
@@ -1119,6 +1128,7 @@ impl Shim {
                 source: d.clone(),
                 target: PathBuf::from(target),
                 read_only: false,
+                copy_up: false,
             });
         }
         let net = match r.net.mode.as_str() {
@@ -1383,7 +1393,12 @@ fn prepare_mount_points(spec: &Spec) -> Result<()> {
             .with_context(|| format!("bind source {}", b.source.display()))?
             .is_dir();
         if is_dir {
-            root.create_dir_all(&b.target, 0o755)?;
+            let inside = root.create_dir_all(&b.target, 0o755)?;
+            if b.copy_up && dir_is_empty(&b.source)? {
+                berth::fsutil::copy_tree(&inside, &b.source).with_context(|| {
+                    format!("fill the volume at {} from the image", b.target.display())
+                })?;
+            }
         } else {
             touch(&b.target)?;
         }
@@ -1393,6 +1408,13 @@ fn prepare_mount_points(spec: &Spec) -> Result<()> {
     }
     // Bind targets are resolved inside the root now; the plan's paths must match.
     Ok(())
+}
+
+fn dir_is_empty(p: &Path) -> Result<bool> {
+    Ok(std::fs::read_dir(p)
+        .with_context(|| format!("read {}", p.display()))?
+        .next()
+        .is_none())
 }
 
 impl Spec {

@@ -54,6 +54,23 @@ pub struct Record {
     /// Host directory for the container's logs (logcollect), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_dir: Option<PathBuf>,
+    /// Anonymous volumes (`Config.Volumes` paths no bind covers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
+}
+
+/// An anonymous volume: `GRAPH/volumes/NAME/_data`, mounted at `target`,
+/// filled from the image's content there at the first start (as Docker's).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Volume {
+    pub name: String,
+    pub target: String,
+}
+
+impl Volume {
+    pub fn data(&self, graph: &std::path::Path) -> PathBuf {
+        graph.join("volumes").join(&self.name).join("_data")
+    }
 }
 
 /// A container's life as the shim reports it.
