@@ -23,6 +23,7 @@ if [ "$what" = test ] || [ "$what" = bench ]; then
 	want ip iproute2
 	want setpriv util-linux
 	want python3 python3
+	want nsenter util-linux
 	want debootstrap debootstrap
 	want dockerd docker.io
 fi
@@ -43,6 +44,18 @@ if [ -n "$pkgs" ]; then
 	echo "installing:$pkgs" >&2
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get install -y -qq $pkgs >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq $pkgs; }
+fi
+
+# Ansible with the community.docker collection (pip's ansible package carries
+# it) and the docker SDK, for the site's playbook test; in a virtualenv of its
+# own, as pip on Debian 12 installs nothing system-wide.
+ANSIBLE_VENV=${BERTH_ANSIBLE_VENV:-/opt/berth-ansible}
+if [ "$what" = test ] && [ ! -x "$ANSIBLE_VENV/bin/ansible-playbook" ]; then
+	command -v python3 >/dev/null 2>&1 && python3 -m venv --help >/dev/null 2>&1 ||
+		apt-get install -y -qq python3-venv >/dev/null
+	echo "installing: ansible, docker (pip) into $ANSIBLE_VENV" >&2
+	python3 -m venv "$ANSIBLE_VENV"
+	"$ANSIBLE_VENV/bin/pip" install -q ansible docker
 fi
 
 if command -v rustup >/dev/null 2>&1; then

@@ -570,6 +570,74 @@ fn after_a_reboot_always_and_unless_stopped_come_back() {
     assert_eq!(e.ok(&["exec", "al", "echo", "up"]), "up\n");
 }
 
+/// `-v /path` (Ansible's `volumes: [/path]`): an anonymous volume, filled from
+/// the image's content there, kept across restarts, gone with the container.
+#[test]
+fn anonymous_volumes_are_filled_from_the_image_and_go_with_the_container() {
+    let e = Engined::start();
+    let img = image(&e);
+    let id = e.ok(&[
+        "run", "-d", "-v", "/etc", "-v", "/scratch", &img, "sleep", "600",
+    ]);
+    let id = id.trim();
+    let mounts = inspect(&e, id)["Mounts"].clone();
+    let vols: Vec<&serde_json::Value> = mounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["Type"] == "volume")
+        .collect();
+    assert_eq!(vols.len(), 2, "{mounts}");
+    let etc = vols.iter().find(|m| m["Destination"] == "/etc").unwrap();
+    let data = std::path::PathBuf::from(etc["Source"].as_str().unwrap());
+    assert!(
+        data.starts_with(e.graph.join("volumes")),
+        "{}",
+        data.display()
+    );
+    // copied up from the image: the container still knows its users
+    assert!(
+        std::fs::read_to_string(data.join("passwd"))
+            .unwrap()
+            .contains("condor")
+    );
+    assert_eq!(e.ok(&["exec", "-u", "condor", id, "id", "-un"]), "condor\n");
+    e.ok(&[
+        "exec",
+        id,
+        "sh",
+        "-c",
+        "echo kept > /scratch/f && echo more >> /etc/passwd",
+    ]);
+    e.ok(&["restart", "-t", "1", id]);
+    assert_eq!(e.ok(&["exec", id, "cat", "/scratch/f"]), "kept\n");
+    assert!(
+        e.ok(&["exec", id, "tail", "-1", "/etc/passwd"])
+            .contains("more")
+    );
+    // a bind on the same path wins over the volume
+    let host = TempDir::new("vol-bind");
+    std::fs::write(host.join("f"), "host\n").unwrap();
+    let out = e.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "/scratch",
+        "-v",
+        &format!("{}:/scratch", host.path().display()),
+        &img,
+        "cat",
+        "/scratch/f",
+    ]);
+    assert_eq!(out, "host\n");
+    e.ok(&["rm", "-f", id]);
+    assert!(!data.exists(), "the volume outlived its container");
+    let left: Vec<_> = std::fs::read_dir(e.graph.join("volumes"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 #[test]
 fn named_volumes_and_a_second_daemon_are_refused_clearly() {
     let e = Engined::start();

@@ -497,3 +497,141 @@ fn preflight_and_the_copy_rootfs_fallback() {
     e.ok(&["rm", "-f", id]);
     assert!(!e.graph.join("containers").join(id).exists());
 }
+
+/// The site's playbook (document 9.2) through Ansible's community.docker
+/// against engined: created and started, then nothing to change, then removed,
+/// then nothing to remove; with the API version Debian's CLI speaks (1.41)
+/// and with the SDK negotiating, as the newer CLI does.
+#[test]
+fn the_sites_ansible_playbook_is_idempotent() {
+    let venv = PathBuf::from(
+        std::env::var("BERTH_ANSIBLE_VENV").unwrap_or_else(|_| "/opt/berth-ansible".into()),
+    );
+    let playbook_bin = venv.join("bin/ansible-playbook");
+    assert!(
+        playbook_bin.exists(),
+        "{} missing: run scripts/need.sh test (or .ci/run)",
+        playbook_bin.display()
+    );
+    let e = Engined::start();
+    // the site's image runs /root/init
+    let root = e.dir.join("rootfs");
+    std::fs::create_dir_all(root.join("root")).unwrap();
+    std::fs::write(root.join("root/init"), "#!/bin/sh\nexec sleep 100000\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            root.join("root/init"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    let img = image(&e);
+    let r = Registryd::start(RegOpts {
+        tls: false,
+        auth: false,
+        ..RegOpts::default()
+    });
+    let site_img = format!("{}/sl6-umd3condv4:latest", r.host());
+    e.ok(&["tag", &img, &site_img]);
+    e.ok(&["push", &site_img]);
+    e.ok(&["rmi", &site_img]);
+    let port = free_port();
+    let play = |file: &str, api: &str, extra: &[&str]| -> String {
+        let mut c = Command::new(&playbook_bin);
+        c.arg("-i")
+            .arg("localhost,")
+            .arg(fixture(&format!("ansible/{file}")))
+            .args([
+                "-e",
+                "target=localhost ansible_connection=local is_docker_server=true",
+            ])
+            .arg("-e")
+            .arg(format!(
+                "ansible_python_interpreter={}",
+                venv.join("bin/python").display()
+            ))
+            .arg("-e")
+            .arg(format!(
+                "thisname=vn0317 image={site_img} port=4080 external_port={port}"
+            ));
+        for x in extra {
+            c.args(["-e", x]);
+        }
+        c.env("DOCKER_HOST", e.host())
+            .env("ANSIBLE_HOME", e.dir.join("ansible"))
+            .env("ANSIBLE_NOCOLOR", "1")
+            .env("ANSIBLE_HOST_KEY_CHECKING", "0");
+        if api != "auto" {
+            c.env("DOCKER_API_VERSION", api);
+        }
+        let o = c.output().unwrap();
+        let out = stdout(&o);
+        assert!(
+            o.status.success(),
+            "{file} {extra:?} (API {api}) failed:\n{out}\n{}\nengined:\n{}",
+            stderr(&o),
+            e.logs_tail()
+        );
+        out
+    };
+    let changed = |out: &str| -> u32 {
+        let recap = out.rsplit("PLAY RECAP").next().unwrap();
+        let n = recap
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("changed="))
+            .unwrap_or_else(|| panic!("no recap in {out}"));
+        n.parse().unwrap()
+    };
+    for api in ["1.41", "auto"] {
+        let out = play("site-ops.yml", api, &["op=pull"]);
+        assert_eq!(changed(&out), 1, "pull (API {api}):\n{out}");
+        let out = play("condor-container.yml", api, &[]);
+        assert_eq!(changed(&out), 1, "first run (API {api}):\n{out}");
+        let id = e.ok(&["inspect", "--format", "{{.Id}}", "vn0317"]);
+        // the playbook's volumes are anonymous ones, as Docker makes them
+        let mounts = e.ok(&[
+            "inspect",
+            "--format",
+            "{{range .Mounts}}{{.Type}}:{{.Destination}} {{end}}",
+            "vn0317",
+        ]);
+        for v in [
+            "/etc/grid-security",
+            "/etc/localtime",
+            "/cvmfs",
+            "/home",
+            "/opt/glite",
+        ] {
+            assert!(mounts.contains(&format!("volume:{v} ")), "{mounts}");
+        }
+        let out = play("condor-container.yml", api, &[]);
+        assert_eq!(changed(&out), 0, "second run (API {api}):\n{out}");
+        assert_eq!(
+            e.ok(&["inspect", "--format", "{{.Id}}", "vn0317"]),
+            id,
+            "the re-run kept the container"
+        );
+        assert_eq!(
+            e.ok(&["inspect", "--format", "{{.State.Status}}", "vn0317"])
+                .trim(),
+            "running"
+        );
+        // the published port on every host address
+        let got = wait_for("the published port", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        drop(got);
+        let out = play("site-ops.yml", api, &["op=info"]);
+        assert!(
+            out.contains("exists=True") && out.contains("SYS_ADMIN"),
+            "{out}"
+        );
+        let out = play("site-ops.yml", api, &["op=absent"]);
+        assert_eq!(changed(&out), 1, "absent (API {api}):\n{out}");
+        let out = play("site-ops.yml", api, &["op=absent"]);
+        assert_eq!(changed(&out), 0, "absent again (API {api}):\n{out}");
+        assert!(!e.run(&["inspect", "vn0317"]).status.success());
+        e.ok(&["rmi", &site_img]);
+    }
+}
