@@ -577,8 +577,19 @@ pub fn gather(a: &Args) -> Result<(Resolved, Vec<String>)> {
     let mut items = items_of_args(a, "command line");
     let mut warnings = Vec::new();
     for f in &a.sysconfig {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| Error::config(format!("--sysconfig {}: {e}", f.display())))?;
+        // As systemd's EnvironmentFile=-: a host without, say, the storage file
+        // runs on with the others.
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                warnings.push(format!(
+                    "--sysconfig {}: no such file, skipped",
+                    f.display()
+                ));
+                continue;
+            }
+            Err(e) => return Err(Error::config(format!("--sysconfig {}: {e}", f.display()))),
+        };
         let (i, w) = items_of_sysconfig(f, &text)?;
         items.extend(i);
         warnings.extend(w);

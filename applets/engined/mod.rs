@@ -105,7 +105,7 @@ struct Args {
     /// dockerd's daemon.json to read (its keys: data-root, bridge, fixed-cidr, mtu, hosts, tls…)
     #[argh(option)]
     config_file: Option<PathBuf>,
-    /// a /etc/sysconfig/docker* file to read (OPTIONS=, DOCKER_NETWORK_OPTIONS=, ADD_REGISTRY=, …); repeatable
+    /// a /etc/sysconfig/docker* file to read (OPTIONS=, DOCKER_NETWORK_OPTIONS=, ADD_REGISTRY=, …; a missing one is skipped); repeatable
     #[argh(option)]
     sysconfig: Vec<PathBuf>,
     /// name containers after the reverse DNS of the address they get (also per container: label berth.hostname-from-dns=true)

@@ -635,3 +635,127 @@ fn the_sites_ansible_playbook_is_idempotent() {
         e.ok(&["rmi", &site_img]);
     }
 }
+
+/// SL6's init script starts engined with the site's files (missing ones
+/// skipped), stops at a pre-flight blocker, reports the daemon, and stops it
+/// while its containers go on.
+#[test]
+fn the_sl6_init_script_starts_reports_and_stops_engined() {
+    need("docker");
+    let dir = TempDir::new("sysvinit");
+    let sock = dir.join("engined.sock");
+    let pidfile = dir.join("engined.pid");
+    let log = dir.join("engined.log");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sysvinit/berth-engined");
+    let net = fixture("sysconfig/docker-network");
+    let missing = dir.join("no-such-docker");
+    let svc = |action: &str, sysconfig: &str, bridge: &str| {
+        Command::new("sh")
+            .arg(&script)
+            .arg(action)
+            .env("BIN", format!("{} engined", bin().display()))
+            .env("PIDFILE", &pidfile)
+            .env("LOG", &log)
+            .env("SYSCONFIG", sysconfig)
+            .env(
+                "ENGINED_OPTS",
+                format!(
+                    "-H unix://{} -g {} --exec-root {} --cgroup-parent berth-test-init {bridge}",
+                    sock.display(),
+                    dir.join("graph").display(),
+                    dir.join("run").display()
+                ),
+            )
+            .output()
+            .unwrap()
+    };
+    // the site's network file names br0, which this host has not: the
+    // pre-flight stops the start before any daemon runs, naming it
+    let both = format!(
+        "--sysconfig {} --sysconfig {}",
+        missing.display(),
+        net.display()
+    );
+    let o = svc("start", &both, "");
+    assert!(!o.status.success(), "{}", stdout(&o));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("no-such-docker: no such file, skipped"),
+        "{text}"
+    );
+    assert!(text.contains("bridge br0 does not exist"), "{text}");
+    assert!(!pidfile.exists());
+    // without it, on no bridge: started, reported, stopped; the container lives on
+    let one = format!("--sysconfig {}", missing.display());
+    let o = svc("start", &one, "--bridge none");
+    assert!(
+        o.status.success(),
+        "{}{}",
+        stdout(&o),
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert!(stdout(&svc("status", &one, "")).contains("running"));
+    let docker = |args: &[&str]| {
+        let o = Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+            .env("DOCKER_CONFIG", dir.join("cli"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    wait_for("engined to answer", || {
+        Command::new("docker")
+            .args(["version"])
+            .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+            .env("DOCKER_CONFIG", dir.join("cli"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+    });
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    let bb = ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox-static");
+    std::fs::copy(bb, root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sleep")).unwrap();
+    let tar = dir.join("root.tar");
+    let o = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    docker(&["import", tar.to_str().unwrap(), "init-test:1"]);
+    let id = docker(&["run", "-d", "init-test:1", "sleep", "600"]);
+    let id = id.trim();
+    let o = svc("stop", &one, "");
+    assert!(o.status.success(), "{}", stdout(&o));
+    let o = svc("status", &one, "");
+    assert_eq!(o.status.code(), Some(3), "{}", stdout(&o));
+    let o = svc("start", &one, "--bridge none");
+    assert!(o.status.success(), "{}", stdout(&o));
+    let state = wait_for("engined to answer again", || {
+        Command::new("docker")
+            .args(["inspect", "--format", "{{.State.Status}}", id])
+            .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+            .env("DOCKER_CONFIG", dir.join("cli"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| stdout(&o))
+    });
+    assert_eq!(state.trim(), "running", "the container outlived the stop");
+    docker(&["rm", "-f", id]);
+    let o = svc("stop", &one, "");
+    assert!(o.status.success());
+    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let _ = std::fs::remove_dir(h.path().join("berth-test-init"));
+    }
+}
