@@ -127,15 +127,13 @@ impl Settings {
     }
 
     /// Insecure registries: those listed, and — as docker has it — any on
-    /// 127.0.0.0/8, where TLS protects nothing. dockerd resolves the name to
-    /// decide; `localhost` is the one name that is loopback everywhere.
+    /// 127.0.0.0/8, where TLS protects nothing.
     pub fn is_insecure(&self, host: &str) -> bool {
         let h = norm_host(host);
         let ip = h.rsplit_once(':').map(|(a, _)| a).unwrap_or(&h);
-        if ip == "localhost"
-            || ip
-                .parse::<std::net::Ipv4Addr>()
-                .is_ok_and(|a| a.is_loopback())
+        if ip
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|a| a.is_loopback())
         {
             return true;
         }
