@@ -136,7 +136,10 @@ pub fn load(name: &str, args: &[String]) -> Result<u8> {
     let loaded = load_archive(
         &store,
         input,
-        &berth::image::archive::LoadOptions { max_unpacked },
+        &berth::image::archive::LoadOptions {
+            max_unpacked,
+            ..Default::default()
+        },
     )?;
     if !a.quiet {
         for (n, _, cfg) in loaded {

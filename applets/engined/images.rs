@@ -471,7 +471,11 @@ pub fn remove(e: &Engine, name: &str, force: bool) -> Result<Value> {
 
 /// `POST /images/load`: what `docker load` prints.
 pub fn load(e: &Engine, body: Box<dyn Read + Send>) -> Result<Value> {
-    let loaded = berth::image::archive::load(&e.store, body, &Default::default())?;
+    let opts = berth::image::archive::LoadOptions {
+        tmpdir: e.s.tmpdir.clone(),
+        ..Default::default()
+    };
+    let loaded = berth::image::archive::load(&e.store, body, &opts)?;
     let mut text = String::new();
     for (n, _, cfg) in &loaded {
         match n {

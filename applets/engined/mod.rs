@@ -426,10 +426,9 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
     }
     let mut s = settings(&resolved)?;
     if let Some(t) = &s.tmpdir {
-        // dockerd's DOCKER_TMPDIR: where uploads (load, import) are spooled.
+        // dockerd's DOCKER_TMPDIR: where `docker load` archives are unpacked
+        // before their blobs are checked and stored.
         std::fs::create_dir_all(t).with_context(|| format!("DOCKER_TMPDIR {}", t.display()))?;
-        // SAFETY: still single-threaded here; nothing reads the environment concurrently.
-        unsafe { std::env::set_var("TMPDIR", t) };
     }
     let store = LocalStore::open(&s.graph)?;
     let dir = state::Dir::open(&s.graph)?;

@@ -272,6 +272,9 @@ pub struct LoadOptions {
     /// Most bytes the archive may unpack to; None: what the store's filesystem
     /// has free (a 10 MB gzip can unpack to terabytes).
     pub max_unpacked: Option<u64>,
+    /// Where the archive is unpacked before its blobs are checked and stored
+    /// (dockerd's `DOCKER_TMPDIR`); None: the store's own tmp/.
+    pub tmpdir: Option<std::path::PathBuf>,
 }
 
 /// Free bytes for an unprivileged writer on the filesystem holding `p`.
@@ -311,12 +314,20 @@ impl<R: Read> Read for Bounded<R> {
 /// archive can make load read a file of the host.
 pub fn load(store: &LocalStore, input: Box<dyn Read + Send>, opts: &LoadOptions) -> Result<Loaded> {
     let _lease = store.writer_lease()?;
-    store.clean_stale_staging("load");
+    let staging = match &opts.tmpdir {
+        Some(t) => {
+            LocalStore::clean_stale_staging_in(t, "berth-load");
+            LocalStore::staging_dir_in(t, "berth-load")?
+        }
+        None => {
+            store.clean_stale_staging("load");
+            store.staging_dir("load")?
+        }
+    };
     let limit = match opts.max_unpacked {
         Some(n) => n,
-        None => free_space(store.root()).unwrap_or(u64::MAX),
+        None => free_space(staging.path()).unwrap_or(u64::MAX),
     };
-    let staging = store.staging_dir("load")?;
     let plain = crate::archive::decompressed(input)?;
     let hit = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let bounded = Bounded {

@@ -304,8 +304,14 @@ impl LocalStore {
     /// name carries this process's id, so [`LocalStore::clean_stale_staging`]
     /// can tell the leftovers of a process that was killed.
     pub fn staging_dir(&self, kind: &str) -> Result<Staging> {
+        Self::staging_dir_in(&self.root.join("tmp"), kind)
+    }
+
+    /// A staging directory under another base (dockerd's `DOCKER_TMPDIR`):
+    /// for what is unpacked before it is checked and copied into the store.
+    pub fn staging_dir_in(base: &Path, kind: &str) -> Result<Staging> {
         use std::os::unix::fs::DirBuilderExt;
-        let dir = self.root.join("tmp").join(format!(
+        let dir = base.join(format!(
             "{kind}-{}-{}",
             std::process::id(),
             &crate::util::uuid4()[..8]
@@ -319,7 +325,12 @@ impl LocalStore {
 
     /// Remove `kind` staging directories whose process is gone (killed mid-way).
     pub fn clean_stale_staging(&self, kind: &str) {
-        let Ok(rd) = fs::read_dir(self.root.join("tmp")) else {
+        Self::clean_stale_staging_in(&self.root.join("tmp"), kind)
+    }
+
+    /// [`LocalStore::clean_stale_staging`] under another base.
+    pub fn clean_stale_staging_in(base: &Path, kind: &str) {
+        let Ok(rd) = fs::read_dir(base) else {
             return;
         };
         for e in rd.flatten() {

@@ -375,17 +375,36 @@ fn logs_exec_and_attach() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    e.ok(&["exec", "talker", "sh", "-c", "echo later > /proc/1/fd/1"]);
-    let mut got = String::new();
-    let mut out = f.stdout.take().unwrap();
-    let mut buf = [0u8; 256];
-    while !got.contains("later") {
-        let n = out.read(&mut buf).unwrap();
-        assert!(n > 0, "logs -f ended early: {got}");
-        got.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    // The CLI may not be following yet when a line is written (--tail 0 then
+    // never shows it): write until one comes through.
+    let got = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let got = got.clone();
+        let mut out = f.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            loop {
+                match out.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n])),
+                }
+            }
+        })
+    };
+    wait_for("logs -f to show a new line", || {
+        e.ok(&["exec", "talker", "sh", "-c", "echo later > /proc/1/fd/1"]);
+        got.lock().unwrap().contains("later").then_some(())
+    });
+    assert!(
+        !got.lock().unwrap().contains("line1"),
+        "--tail 0 showed old lines"
+    );
     e.ok(&["stop", "-t", "1", "talker"]);
     assert!(f.wait().unwrap().success());
+    reader.join().unwrap();
     // exec: exit codes, stdin, a tty
     e.ok(&["start", "talker"]);
     let o = e.run(&["exec", "talker", "sh", "-c", "exit 5"]);
@@ -431,6 +450,7 @@ fn logs_exec_and_attach() {
     ain.write_all(b"ping\n").unwrap();
     let mut aout = a.stdout.take().unwrap();
     let mut got = String::new();
+    let mut buf = [0u8; 256];
     while !got.contains("echo:ping") {
         let n = aout.read(&mut buf).unwrap();
         assert!(n > 0, "attach ended early: {got}");

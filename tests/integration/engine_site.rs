@@ -306,6 +306,12 @@ fn add_and_block_registries_against_local_registryds() {
         &second.host(),
         "--block-registry",
         &blocked.host(),
+        "--insecure-registry",
+        &first.host(),
+        "--insecure-registry",
+        &second.host(),
+        "--insecure-registry",
+        &blocked.host(),
     ]);
     let img = image(&e);
     // the image only in the second (and in the blocked one)
@@ -532,7 +538,8 @@ fn the_sites_ansible_playbook_is_idempotent() {
         auth: false,
         ..RegOpts::default()
     });
-    let site_img = format!("{}/sl6-umd3condv4:latest", r.host());
+    // the site's registry by IP: plain HTTP on loopback needs no flag
+    let site_img = format!("127.0.0.1:{}/sl6-umd3condv4:latest", r.port);
     e.ok(&["tag", &img, &site_img]);
     e.ok(&["push", &site_img]);
     e.ok(&["rmi", &site_img]);
@@ -686,7 +693,36 @@ fn the_sl6_init_script_starts_reports_and_stops_engined() {
     assert!(text.contains("bridge br0 does not exist"), "{text}");
     assert!(!pidfile.exists());
     // without it, on no bridge: started, reported, stopped; the container lives on
-    let one = format!("--sysconfig {}", missing.display());
+    let tmp = dir.join("tmp");
+    let docker_file = dir.join("docker");
+    std::fs::write(
+        &docker_file,
+        format!(
+            "OPTIONS='--selinux-enabled=false'\nDOCKER_TMPDIR={}\n",
+            tmp.display()
+        ),
+    )
+    .unwrap();
+    let one = format!(
+        "--sysconfig {} --sysconfig {}",
+        missing.display(),
+        docker_file.display()
+    );
+    // a failed assertion must not leave the daemon running
+    struct Stop(PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            if let Ok(p) = std::fs::read_to_string(&self.0)
+                && let Ok(pid) = p.trim().parse::<i32>()
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+    }
+    let _stop = Stop(pidfile.clone());
     let o = svc("start", &one, "--bridge none");
     assert!(
         o.status.success(),
@@ -733,6 +769,22 @@ fn the_sl6_init_script_starts_reports_and_stops_engined() {
         .unwrap();
     assert!(o.status.success());
     docker(&["import", tar.to_str().unwrap(), "init-test:1"]);
+    // DOCKER_TMPDIR: checked by the pre-flight, made, and used by load
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(&format!("tmpdir      {}", tmp.display())),
+        "{text}"
+    );
+    let saved = dir.join("saved.tar");
+    docker(&["save", "-o", saved.to_str().unwrap(), "init-test:1"]);
+    docker(&["rmi", "init-test:1"]);
+    assert!(docker(&["load", "-i", saved.to_str().unwrap()]).contains("init-test:1"));
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "load left {left:?} in DOCKER_TMPDIR");
     let id = docker(&["run", "-d", "init-test:1", "sleep", "600"]);
     let id = id.trim();
     let o = svc("stop", &one, "");
