@@ -436,6 +436,19 @@ fn utf8_len(s: &[u8]) -> usize {
     }
 }
 
+/// A container's log directory name, shared by engined (which makes the
+/// directory it binds) and logcollect (which finds it, or makes it for a
+/// container without a bind): `NAME_YYYYmmddTHHMMSS` from the container's
+/// creation time as the engine records it (RFC 3339, UTC).
+pub fn container_dir_name(name: &str, created_rfc3339: &str) -> String {
+    let stamp: String = created_rfc3339
+        .chars()
+        .take(19)
+        .filter(|c| *c != '-' && *c != ':')
+        .collect();
+    format!("{}_{stamp}", name.trim_start_matches('/'))
+}
+
 /// One log entry read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -453,7 +466,9 @@ struct RawEntry {
     time: String,
 }
 
-fn parse_entry(line: &[u8]) -> Option<Entry> {
+/// One line of a json-file log, as the writer makes it; None for a torn or
+/// foreign line.
+pub fn parse_entry(line: &[u8]) -> Option<Entry> {
     let raw: RawEntry = serde_json::from_slice(line).ok()?;
     Some(Entry {
         stream: Stream::from_name(&raw.stream)?,

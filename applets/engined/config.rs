@@ -132,6 +132,8 @@ pub fn items_of_args(a: &Args, at: &str) -> Vec<Item> {
     one("config-file", p(&a.config_file));
     one("hostname-from-dns", a.hostname_from_dns.clone());
     one("storage-driver", a.storage_driver.clone());
+    one("log-dir", a.log_dir.clone());
+    one("log-root", p(&a.log_root));
     let mut many = |key: &'static str, vs: &[String]| {
         for v in vs {
             out.push(Item {
@@ -485,6 +487,8 @@ pub fn items_of_daemon_json(path: &Path, text: &str) -> Result<(Vec<Item>, Vec<S
             "tlskey" => "tlskey",
             "hostname-from-dns" => "hostname-from-dns",
             "storage-driver" => "storage-driver",
+            "log-dir" => "log-dir",
+            "log-root" => "log-root",
             "hosts" => "host",
             "insecure-registries" => "insecure-registry",
             "add-registry" | "add-registries" => "add-registry",

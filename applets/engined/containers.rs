@@ -166,10 +166,14 @@ fn anonymous_volumes(
 }
 
 fn remove_volumes(e: &Engine, r: &Record) {
-    for v in &r.volumes {
+    remove_volumes_of(e, &r.volumes);
+}
+
+fn remove_volumes_of(e: &Engine, volumes: &[super::state::Volume]) {
+    for v in volumes {
         let dir = e.s.graph.join("volumes").join(&v.name);
         if let Err(err) = std::fs::remove_dir_all(&dir) {
-            log::warn!("container {}: volume {}: {err}", &r.id[..12], dir.display());
+            log::warn!("volume {}: {err}", dir.display());
         }
     }
 }
@@ -454,10 +458,40 @@ pub fn create(
             return Err(err);
         }
     };
+    // The site's per-container log directory (logcollect keeps it and ships
+    // it): the label, else the daemon's --log-dir.
+    let log_target = config
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("berth.log-dir").cloned())
+        .or_else(|| e.s.log_dir_target.clone())
+        .filter(|t| !t.is_empty());
+    let created = state::now_nanos();
+    let log_dir = match &log_target {
+        Some(t) if !t.starts_with('/') => {
+            let _ = e.store.release_lease(&id);
+            remove_volumes_of(e, &volumes);
+            return Err(Error::invalid(format!(
+                "berth.log-dir {t:?}: the container path must be absolute"
+            )));
+        }
+        Some(_) => {
+            let d =
+                e.s.log_root
+                    .join(berth::logfile::container_dir_name(&name, &created));
+            if let Err(err) = std::fs::create_dir_all(&d) {
+                let _ = e.store.release_lease(&id);
+                remove_volumes_of(e, &volumes);
+                return Err(Error::from(err).context(format!("create {}", d.display())));
+            }
+            Some(d)
+        }
+        None => None,
+    };
     let record = Record {
         id: id.clone(),
         name: name.clone(),
-        created: state::now_nanos(),
+        created,
         image: image.clone(),
         image_id: img.config_digest.clone(),
         manifest,
@@ -467,7 +501,8 @@ pub fn create(
         config,
         host_config: body.host_config,
         net,
-        log_dir: None,
+        log_dir,
+        log_target,
         volumes,
     };
     let save = || -> Result<()> {

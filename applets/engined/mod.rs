@@ -111,6 +111,12 @@ struct Args {
     /// name containers after the reverse DNS of the address they get (also per container: label berth.hostname-from-dns=true)
     #[argh(option)]
     hostname_from_dns: Option<String>,
+    /// give every container a log directory on the host, bound at this path inside (per container: label berth.log-dir=PATH)
+    #[argh(option)]
+    log_dir: Option<String>,
+    /// where the containers' log directories are made (default /var/log/berth; logcollect's --log-root)
+    #[argh(option)]
+    log_root: Option<PathBuf>,
     /// accepted and ignored: berth uses overlay (or a copy where overlay cannot work)
     #[argh(option)]
     storage_driver: Option<String>,
@@ -153,6 +159,10 @@ pub struct Settings {
     /// Containers' roots are private copies of their layers (the pre-flight
     /// found no overlay on the graph root).
     pub copy_rootfs: bool,
+    /// `--log-dir`: the default in-container path of a log directory.
+    pub log_dir_target: Option<String>,
+    /// `--log-root`.
+    pub log_root: PathBuf,
 }
 
 /// A container's life as engined follows it: exits seen and removal, for `wait`.
@@ -332,6 +342,11 @@ fn settings(r: &config::Resolved) -> Result<Settings> {
         hostname_from_dns: r.flag("hostname-from-dns")?.unwrap_or(false),
         tmpdir: r.value("tmpdir").map(PathBuf::from),
         copy_rootfs: false,
+        log_dir_target: r.value("log-dir").map(str::to_string),
+        log_root: r
+            .value("log-root")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/log/berth")),
     })
 }
 

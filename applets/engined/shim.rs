@@ -1117,13 +1117,7 @@ impl Shim {
                 copy_up: true,
             });
         }
-        if let Some(d) = &r.log_dir
-            && let Some(target) = r
-                .config
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("berth.log-dir"))
-        {
+        if let (Some(d), Some(target)) = (&r.log_dir, &r.log_target) {
             binds.push(runtime::Bind {
                 source: d.clone(),
                 target: PathBuf::from(target),

@@ -51,9 +51,12 @@ pub struct Record {
     pub config: Config,
     pub host_config: HostConfig,
     pub net: NetAssign,
-    /// Host directory for the container's logs (logcollect), if any.
+    /// Host directory for the container's logs (logcollect), if any: bound at
+    /// `log_target` inside the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_dir: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_target: Option<String>,
     /// Anonymous volumes (`Config.Volumes` paths no bind covers).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<Volume>,
