@@ -13,6 +13,8 @@ mod images;
 mod import;
 #[cfg(feature = "init")]
 mod init;
+#[cfg(feature = "logcollect")]
+mod logcollect;
 #[cfg(feature = "login")]
 mod login;
 #[cfg(feature = "mkimage")]
@@ -158,6 +160,14 @@ pub static TABLE: &[Applet] = &[
         name: "htpasswd",
         main: htpasswd::main,
         help: "add or change bcrypt users in an htpasswd file",
+        hidden: false,
+        link: true,
+    },
+    #[cfg(feature = "logcollect")]
+    Applet {
+        name: "logcollect",
+        main: logcollect::main,
+        help: "keep every container's logs on the host and ship them to syslog",
         hidden: false,
         link: true,
     },

@@ -111,6 +111,43 @@ pub fn server_config(s: &ServerSettings) -> Result<Arc<ServerConfig>> {
     Ok(Arc::new(cfg))
 }
 
+/// A rustls client configuration (TLS 1.2 and 1.3) trusting `ca` (a PEM
+/// bundle; the system's bundle when None), presenting `client` (certificate
+/// and key files) when given. For berth's own TLS clients other than the
+/// registry client (logcollect's syslog sinks).
+pub fn client_config(
+    ca: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    let bundle = ca.unwrap_or(Path::new("/etc/ssl/certs/ca-certificates.crt"));
+    for c in load_certs(bundle)? {
+        roots.add(c).map_err(|e| {
+            Error::config(format!(
+                "{}: unusable CA certificate: {e}",
+                bundle.display()
+            ))
+        })?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| Error::with_source(Kind::Tls, "TLS setup", e))?
+        .with_root_certificates(roots);
+    let cfg = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+            .map_err(|e| {
+                Error::config(format!(
+                    "{} / {}: certificate and key do not form a usable pair: {e}",
+                    cert.display(),
+                    key.display()
+                ))
+            })?,
+    };
+    Ok(Arc::new(cfg))
+}
+
 /// Whether a TLS failure looks like the peer's certificate is not trusted.
 pub fn is_unknown_ca(e: &dyn std::error::Error) -> bool {
     let mut cur: Option<&dyn std::error::Error> = Some(e);

@@ -11,6 +11,7 @@ mod engine_api;
 mod engine_site;
 mod init;
 mod layers;
+mod logcollect;
 mod mkimage;
 mod registry_api;
 mod registry_config;

@@ -1,0 +1,625 @@
+//! The collector: finds the containers, reads what each wrote since last time
+//! (its json-file log and the files in its log directory), keeps a local copy
+//! and spools frames for the sinks, then records how far it got.
+//!
+//! Nothing lost, nothing repeated, across a kill -9: one state file
+//! (`LOG_ROOT/.logcollect/state.json`, replaced atomically) holds, together,
+//! every source's offset (files are known by device and inode, so a renamed or
+//! rotated file is still the same source), the length of every local copy and
+//! the spool's end. At start the local copies and the spool are cut back to
+//! those lengths and the sources resume at those offsets: whatever a crash
+//! half-did is done again exactly once. Only whole lines are counted: a line
+//! still being written is read again next time.
+//!
+//! A json-file log rotates by renames: the old file keeps its inode and is
+//! read to its end (oldest first) before the new one. A file whose size drops
+//! below the offset was truncated and is read from the start, with a warning.
+
+use super::config::Settings;
+use super::sink::{self, Meta};
+use super::spool;
+use berth::error::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// Longest line forwarded whole; longer ones go in pieces marked as such.
+pub const MAX_LINE: usize = 64 << 10;
+/// Most bytes taken from one source in one round (the rest next round).
+const ROUND: u64 = 8 << 20;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Source {
+    pub path: PathBuf,
+    pub offset: u64,
+    /// The file's first bytes (up to 64): an inode the system reused for a new
+    /// file after a rotation deleted the old one is told apart by them.
+    #[serde(default)]
+    pub head: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Container {
+    pub name: String,
+    pub image: String,
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct State {
+    /// "dev:ino" → source.
+    pub sources: BTreeMap<String, Source>,
+    /// Local copy path → its length.
+    pub locals: BTreeMap<PathBuf, u64>,
+    /// The spool's end: segment and length.
+    pub spool: Option<(u64, u64)>,
+    /// Container id → where its logs go.
+    pub containers: BTreeMap<String, Container>,
+    /// Lines the spool bound has dropped, all time.
+    #[serde(default)]
+    pub dropped: u64,
+}
+
+pub fn state_dir(s: &Settings) -> PathBuf {
+    s.log_root.join(".logcollect")
+}
+
+fn key(m: &fs::Metadata) -> String {
+    format!("{}:{}", m.dev(), m.ino())
+}
+
+/// The engine's record of a container, as much as logcollect needs.
+#[derive(Deserialize)]
+struct Record {
+    id: String,
+    name: String,
+    image: String,
+    created: String,
+    #[serde(default)]
+    log_dir: Option<PathBuf>,
+}
+
+pub struct Collector {
+    pub s: Settings,
+    pub state: State,
+    hostname: String,
+    spool: Option<spool::Writer>,
+    /// Unreadable files already reported (reported once, retried always).
+    reported: BTreeSet<PathBuf>,
+    last_retention: Option<std::time::Instant>,
+    /// The spool's end as the saved state counts it: what the sinks may send.
+    pub committed: std::sync::Arc<std::sync::Mutex<spool::Pos>>,
+}
+
+impl Collector {
+    pub fn open(s: Settings) -> Result<Collector> {
+        let dir = state_dir(&s);
+        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let state: State = match fs::read(dir.join("state.json")) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                berth::error::Error::config(format!(
+                    "{}: unreadable state ({e}): move it away to start afresh",
+                    dir.join("state.json").display()
+                ))
+            })?,
+            Err(_) => State::default(),
+        };
+        // cut back what a crash wrote after the last recorded state
+        for (p, len) in &state.locals {
+            if let Ok(m) = fs::metadata(p)
+                && m.len() > *len
+            {
+                let f = OpenOptions::new().write(true).open(p)?;
+                f.set_len(*len)?;
+            }
+        }
+        let spool = if s.sinks.is_empty() {
+            None
+        } else {
+            Some(spool::Writer::open(
+                &dir.join("spool"),
+                state.spool,
+                s.spool_max,
+            )?)
+        };
+        let hostname = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "-".into());
+        let committed = match state.spool {
+            Some((seq, offset)) => spool::Pos { seq, offset },
+            None => spool::Pos { seq: 0, offset: 0 },
+        };
+        Ok(Collector {
+            s,
+            state,
+            hostname,
+            spool,
+            reported: BTreeSet::new(),
+            last_retention: None,
+            committed: std::sync::Arc::new(std::sync::Mutex::new(committed)),
+        })
+    }
+
+    fn save(&mut self) -> Result<()> {
+        if let Some(w) = &self.spool {
+            self.state.spool = Some((w.seq, w.len));
+        }
+        let p = state_dir(&self.s).join("state.json");
+        berth::fsutil::atomic_write(&p, &serde_json::to_vec(&self.state).unwrap_or_default())?;
+        if let Some((seq, offset)) = self.state.spool {
+            *self.committed.lock().unwrap() = spool::Pos { seq, offset };
+        }
+        Ok(())
+    }
+
+    /// The containers the engine has now, by id.
+    fn containers(&self) -> Vec<Record> {
+        let dir = self.s.graph.join("containers");
+        let Ok(rd) = fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| {
+                let b = fs::read(e.path().join("config.json")).ok()?;
+                serde_json::from_slice::<Record>(&b).ok()
+            })
+            .collect()
+    }
+
+    /// One round; whether anything was read.
+    pub fn round(&mut self) -> Result<bool> {
+        let records = self.containers();
+        let live: BTreeSet<String> = records.iter().map(|r| r.id.clone()).collect();
+        for r in &records {
+            if !self.state.containers.contains_key(&r.id) {
+                let dir = r.log_dir.clone().unwrap_or_else(|| {
+                    self.s
+                        .log_root
+                        .join(berth::logfile::container_dir_name(&r.name, &r.created))
+                });
+                log::info!(
+                    "following {} ({}) into {}",
+                    r.name,
+                    &r.id[..12.min(r.id.len())],
+                    dir.display()
+                );
+                self.state.containers.insert(
+                    r.id.clone(),
+                    Container {
+                        name: r.name.clone(),
+                        image: r.image.clone(),
+                        dir,
+                    },
+                );
+            }
+            if let Some(c) = self.state.containers.get_mut(&r.id) {
+                c.name = r.name.clone();
+            }
+        }
+        // rotation of the local copies happens only right after a saved state,
+        // so a rotated file never holds lines the state does not count
+        self.rotate_locals()?;
+        let mut frames = Vec::new();
+        let mut any = false;
+        let ids: Vec<String> = self.state.containers.keys().cloned().collect();
+        let mut seen_keys: BTreeSet<String> = BTreeSet::new();
+        for id in &ids {
+            let c = self.state.containers[id].clone();
+            if let Err(e) = fs::create_dir_all(&c.dir) {
+                self.report(&c.dir, &e.to_string());
+                continue;
+            }
+            // the engine's json-file log: rotated ones (oldest first), then the current
+            let cdir = self.s.graph.join("containers").join(id);
+            let base = format!("{id}-json.log");
+            let mut logs: Vec<(u32, PathBuf)> = fs::read_dir(&cdir)
+                .map(|rd| {
+                    rd.flatten()
+                        .filter_map(|e| {
+                            let n = e.file_name().to_string_lossy().into_owned();
+                            let rank = if n == base {
+                                0
+                            } else {
+                                n.strip_prefix(&format!("{base}."))?.parse::<u32>().ok()?
+                            };
+                            Some((rank, e.path()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            logs.sort_by_key(|l| std::cmp::Reverse(l.0));
+            for (_, p) in logs {
+                any |= self.follow(&p, &c, id, Kind::Json, &mut frames, &mut seen_keys)?;
+            }
+            // what the container writes into its log directory
+            let mut files = Vec::new();
+            walk(&c.dir, &c.dir, &mut files);
+            for rel in files {
+                let p = c.dir.join(&rel);
+                any |= self.follow(&p, &c, id, Kind::File(rel), &mut frames, &mut seen_keys)?;
+            }
+        }
+        // sources no longer seen anywhere were deleted (or rotated away)
+        self.state.sources.retain(|k, _| seen_keys.contains(k));
+        // containers gone from the engine: nothing more will come
+        self.state.containers.retain(|id, _| live.contains(id));
+        if let Some(w) = &mut self.spool {
+            w.append(&frames)?;
+            let dropped = w.enforce_bound();
+            if dropped > 0 {
+                self.state.dropped += dropped;
+                log::warn!(
+                    "spool over its bound ({} bytes): dropped the {dropped} oldest lines ({} in all)",
+                    self.s.spool_max,
+                    self.state.dropped
+                );
+            }
+        }
+        self.save()?;
+        if self
+            .last_retention
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(600))
+        {
+            self.last_retention = Some(std::time::Instant::now());
+            self.remove_gone_dirs();
+        }
+        Ok(any)
+    }
+
+    fn report(&mut self, p: &Path, why: &str) {
+        if self.reported.insert(p.to_path_buf()) {
+            log::warn!("{}: {why} (retrying)", p.display());
+        }
+    }
+
+    /// Read one source from its offset; local copy and frames for what is new.
+    fn follow(
+        &mut self,
+        path: &Path,
+        c: &Container,
+        id: &str,
+        kind: Kind,
+        frames: &mut Vec<u8>,
+        seen: &mut BTreeSet<String>,
+    ) -> Result<bool> {
+        let mut f = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => {
+                self.report(path, &e.to_string());
+                return Ok(false);
+            }
+        };
+        self.reported.remove(path);
+        let m = f.metadata()?;
+        if !m.is_file() {
+            return Ok(false);
+        }
+        let k = key(&m);
+        seen.insert(k.clone());
+        let mut head = vec![0u8; 64.min(m.len() as usize)];
+        {
+            use std::os::unix::fs::FileExt;
+            let n = f.read_at(&mut head, 0).unwrap_or(0);
+            head.truncate(n);
+        }
+        let src = self.state.sources.entry(k).or_default();
+        src.path = path.to_path_buf();
+        if !head.starts_with(&src.head) || src.head.is_empty() && src.offset > 0 {
+            // not the file the state knew under this inode
+            src.offset = 0;
+            src.head.clear();
+        }
+        if src.head.len() < head.len() {
+            src.head = head;
+        }
+        if m.len() < src.offset {
+            log::warn!(
+                "{}: truncated (from {} to {} bytes); reading it from the start",
+                path.display(),
+                src.offset,
+                m.len()
+            );
+            src.offset = 0;
+        }
+        if m.len() == src.offset {
+            return Ok(false);
+        }
+        f.seek(SeekFrom::Start(src.offset))?;
+        let mut buf = Vec::new();
+        (&mut f).take(ROUND).read_to_end(&mut buf)?;
+        // whole lines only, unless one line alone is longer than the cap
+        // (whole pieces of it: the rest waits for more or for its newline)
+        let used = match buf.iter().rposition(|b| *b == b'\n') {
+            Some(i) => i + 1,
+            None if buf.len() >= MAX_LINE && matches!(kind, Kind::File(_)) => {
+                buf.len() / MAX_LINE * MAX_LINE
+            }
+            None => 0,
+        };
+        if used == 0 {
+            return Ok(false);
+        }
+        let data = &buf[..used];
+        let start = src.offset;
+        let mut local_out: BTreeMap<&'static str, Vec<u8>> = BTreeMap::new();
+        let mut out_frames = Vec::new();
+        match &kind {
+            Kind::Json => {
+                for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                    let Some(e) = berth::logfile::parse_entry(line) else {
+                        continue;
+                    };
+                    let stream = e.stream.as_str();
+                    local_out
+                        .entry(if stream == "stderr" {
+                            "stderr.log"
+                        } else {
+                            "stdout.log"
+                        })
+                        .or_default()
+                        .extend_from_slice(&e.bytes);
+                    self.frames_of(&mut out_frames, c, id, stream, "", e.time, &e.bytes);
+                }
+            }
+            Kind::File(rel) => {
+                let rel = rel.to_string_lossy().into_owned();
+                let now = SystemTime::now();
+                let mut rest = data;
+                while !rest.is_empty() {
+                    let end = rest
+                        .iter()
+                        .position(|b| *b == b'\n')
+                        .map(|i| i + 1)
+                        .unwrap_or(rest.len());
+                    self.frames_of(&mut out_frames, c, id, "file", &rel, now, &rest[..end]);
+                    rest = &rest[end..];
+                }
+            }
+        }
+        for (name, bytes) in local_out {
+            let p = c.dir.join(name);
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&p)
+                .with_context(|| format!("open {}", p.display()))?;
+            f.write_all(&bytes)
+                .with_context(|| format!("write {}", p.display()))?;
+            let len = f.metadata()?.len();
+            self.state.locals.insert(p, len);
+        }
+        frames.extend_from_slice(&out_frames);
+        if let Some(s) = self.state.sources.get_mut(&key(&m)) {
+            s.offset = start + used as u64;
+        }
+        Ok(true)
+    }
+
+    /// Frames for one line (pieces of MAX_LINE for a longer one), unless no
+    /// sink is configured.
+    #[allow(clippy::too_many_arguments)]
+    fn frames_of(
+        &self,
+        out: &mut Vec<u8>,
+        c: &Container,
+        id: &str,
+        stream: &str,
+        file: &str,
+        time: SystemTime,
+        line: &[u8],
+    ) {
+        if self.spool.is_none() {
+            return;
+        }
+        let pieces: Vec<&[u8]> = line.chunks(MAX_LINE).collect();
+        let n = pieces.len();
+        for (i, p) in pieces.into_iter().enumerate() {
+            let m = Meta {
+                time,
+                name: &c.name,
+                id,
+                image: &c.image,
+                stream,
+                file,
+                // more of this line follows: the next piece, or (a json-file
+                // entry without its newline) the next entry
+                cont: i + 1 < n || !p.ends_with(b"\n"),
+            };
+            sink::frame(
+                out,
+                self.s.facility,
+                &self.hostname,
+                &self.s.app_name,
+                &m,
+                p,
+            );
+        }
+    }
+
+    /// stdout.log / stderr.log past max_file_size: renamed, gzipped, the oldest
+    /// beyond max_files removed; then the directory's cap.
+    fn rotate_locals(&mut self) -> Result<()> {
+        let locals: Vec<(PathBuf, u64)> = self
+            .state
+            .locals
+            .iter()
+            .map(|(p, l)| (p.clone(), *l))
+            .collect();
+        let mut dirs = BTreeSet::new();
+        for (p, len) in locals {
+            if len < self.s.max_file_size {
+                continue;
+            }
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let dir = p.parent().unwrap_or(Path::new("/")).to_path_buf();
+            for i in (1..self.s.max_files).rev() {
+                let from = dir.join(format!("{name}.{i}.gz"));
+                if from.exists() {
+                    let _ = fs::rename(&from, dir.join(format!("{name}.{}.gz", i + 1)));
+                }
+            }
+            let _ = fs::remove_file(dir.join(format!("{name}.{}.gz", self.s.max_files + 1)));
+            let gz = dir.join(format!("{name}.1.gz"));
+            if let Err(e) = gzip_to(&p, &gz) {
+                log::warn!("{}: rotation: {e}", p.display());
+                continue;
+            }
+            let f = OpenOptions::new().write(true).open(&p)?;
+            f.set_len(0)?;
+            self.state.locals.insert(p.clone(), 0);
+            dirs.insert(dir);
+        }
+        for d in dirs {
+            self.cap_dir(&d);
+        }
+        Ok(())
+    }
+
+    /// Remove our oldest rotated files while the directory is over its cap.
+    fn cap_dir(&self, d: &Path) {
+        let mut files = Vec::new();
+        walk(d, d, &mut files);
+        let size = |rel: &PathBuf| fs::metadata(d.join(rel)).map(|m| m.len()).unwrap_or(0);
+        let mut total: u64 = files.iter().map(size).sum::<u64>()
+            + ["stdout.log", "stderr.log"]
+                .iter()
+                .map(|n| fs::metadata(d.join(n)).map(|m| m.len()).unwrap_or(0))
+                .sum::<u64>();
+        let mut ours: Vec<PathBuf> = fs::read_dir(d)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "gz"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for p in &ours {
+            total += fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        }
+        ours.sort_by_key(|p| fs::metadata(p).and_then(|m| m.modified()).ok());
+        for p in ours {
+            if total <= self.s.max_dir_size {
+                break;
+            }
+            let n = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            if fs::remove_file(&p).is_ok() {
+                log::info!(
+                    "{}: removed {} (the directory is over {} bytes)",
+                    d.display(),
+                    p.display(),
+                    self.s.max_dir_size
+                );
+                total = total.saturating_sub(n);
+            }
+        }
+    }
+
+    /// Directories of containers gone for gone_days.
+    fn remove_gone_dirs(&mut self) {
+        let keep: BTreeSet<PathBuf> = self
+            .state
+            .containers
+            .values()
+            .map(|c| c.dir.clone())
+            .collect();
+        let Ok(rd) = fs::read_dir(&self.s.log_root) else {
+            return;
+        };
+        let limit = Duration::from_secs(self.s.gone_days * 86400);
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_name().to_string_lossy().starts_with('.') || keep.contains(&p) || !p.is_dir()
+            {
+                continue;
+            }
+            let newest = newest_mtime(&p);
+            if newest.elapsed().unwrap_or_default() > limit {
+                match fs::remove_dir_all(&p) {
+                    Ok(()) => log::info!(
+                        "removed {} (its container is gone, nothing new for {} days)",
+                        p.display(),
+                        self.s.gone_days
+                    ),
+                    Err(err) => log::warn!("{}: {err}", p.display()),
+                }
+                self.state.locals.retain(|l, _| !l.starts_with(&p));
+            }
+        }
+    }
+
+    /// The oldest segment a sink still needs, so older ones can go.
+    pub fn collect_spool(&self, oldest_needed: u64) {
+        if let Some(w) = &self.spool {
+            w.collect(oldest_needed);
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Kind {
+    Json,
+    File(PathBuf),
+}
+
+/// Regular files under `dir` (relative paths), not ours (stdout.log,
+/// stderr.log and their rotations).
+pub fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let Ok(ft) = e.file_type() else {
+            continue;
+        };
+        let rel = p.strip_prefix(root).unwrap_or(&p).to_path_buf();
+        if ft.is_dir() {
+            walk(root, &p, out);
+        } else if ft.is_file() {
+            let name = rel.to_string_lossy();
+            if dir == root && (name.starts_with("stdout.log") || name.starts_with("stderr.log")) {
+                continue;
+            }
+            if name.ends_with(".gz") {
+                continue;
+            }
+            out.push(rel);
+        }
+    }
+}
+
+fn newest_mtime(p: &Path) -> SystemTime {
+    let mut newest = fs::metadata(p)
+        .and_then(|m| m.modified())
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut files = Vec::new();
+    walk(p, p, &mut files);
+    for f in files {
+        if let Ok(t) = fs::metadata(p.join(f)).and_then(|m| m.modified()) {
+            newest = newest.max(t);
+        }
+    }
+    newest
+}
+
+fn gzip_to(from: &Path, to: &Path) -> Result<()> {
+    let tmp = berth::fsutil::temp_path(to);
+    {
+        let mut input = File::open(from).with_context(|| format!("open {}", from.display()))?;
+        let out = File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+        let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+        std::io::copy(&mut input, &mut gz)?;
+        gz.finish()?.sync_all()?;
+    }
+    fs::rename(&tmp, to).with_context(|| format!("rename to {}", to.display()))?;
+    Ok(())
+}

@@ -1,0 +1,327 @@
+//! The on-disk queue between the collector and the syslog sinks.
+//!
+//! Segments `SPOOL/<seq, 16 digits>.seg` hold syslog frames exactly as they go
+//! on the wire (RFC 6587 octet counting: `LEN SP MSG`), so a sink sends bytes
+//! it reads, and a frame boundary is always findable. The collector appends to
+//! the newest segment and records its length in its state file in the same
+//! step as the source offsets (see `collect.rs`); at start the segment is cut
+//! back to that length, so what a crash half-wrote is written again once, not
+//! twice. Each sink keeps its own position (`sink-<n>.pos`: seq and offset),
+//! saved only after the peer's TCP stack has acknowledged the bytes.
+//!
+//! Bounded: when the segments exceed the bound, the oldest is dropped and the
+//! lines in it counted in a warning — only then is anything lost.
+
+use berth::error::{Context, Result};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// A new segment once the current one is this big.
+const SEGMENT: u64 = 4 << 20;
+
+pub fn seg_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:016}.seg"))
+}
+
+/// The segments present, oldest first.
+pub fn segments(dir: &Path) -> Vec<u64> {
+    let mut v: Vec<u64> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()?
+                        .strip_suffix(".seg")?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_unstable();
+    v
+}
+
+/// The collector's end.
+pub struct Writer {
+    dir: PathBuf,
+    pub seq: u64,
+    pub len: u64,
+    file: File,
+    max: u64,
+}
+
+impl Writer {
+    /// Open at the position the collector's state recorded (cutting off what
+    /// a crash wrote after it), or at a fresh segment.
+    pub fn open(dir: &Path, at: Option<(u64, u64)>, max: u64) -> Result<Writer> {
+        fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let (seq, len) = match at {
+            Some(p) => p,
+            None => (segments(dir).last().map(|s| s + 1).unwrap_or(1), 0),
+        };
+        let path = seg_path(dir, seq);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("open {}", path.display()))?;
+        file.set_len(len)
+            .with_context(|| format!("truncate {}", path.display()))?;
+        // segments after ours were written after the state we resume from
+        for s in segments(dir).into_iter().filter(|s| *s > seq) {
+            let _ = fs::remove_file(seg_path(dir, s));
+        }
+        Ok(Writer {
+            dir: dir.to_path_buf(),
+            seq,
+            len,
+            file,
+            max,
+        })
+    }
+
+    /// Append frames (already octet-counted).
+    pub fn append(&mut self, frames: &[u8]) -> Result<()> {
+        if frames.is_empty() {
+            return Ok(());
+        }
+        if self.len >= SEGMENT {
+            self.seq += 1;
+            self.len = 0;
+            let path = seg_path(&self.dir, self.seq);
+            self.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("open {}", path.display()))?;
+        }
+        self.file
+            .write_all(frames)
+            .with_context(|| format!("write {}", seg_path(&self.dir, self.seq).display()))?;
+        self.len += frames.len() as u64;
+        Ok(())
+    }
+
+    /// Drop whole old segments past the bound; the number of lines dropped.
+    pub fn enforce_bound(&self) -> u64 {
+        let segs = segments(&self.dir);
+        let mut total: u64 = segs
+            .iter()
+            .map(|s| {
+                fs::metadata(seg_path(&self.dir, *s))
+                    .map(|m| m.len())
+                    .unwrap_or(0)
+            })
+            .sum();
+        let mut dropped = 0;
+        for s in segs {
+            if total <= self.max || s == self.seq {
+                break;
+            }
+            let p = seg_path(&self.dir, s);
+            let data = fs::read(&p).unwrap_or_default();
+            dropped += frames(&data).len() as u64;
+            total = total.saturating_sub(data.len() as u64);
+            let _ = fs::remove_file(&p);
+        }
+        dropped
+    }
+
+    /// Remove segments every sink has sent.
+    pub fn collect(&self, oldest_needed: u64) {
+        for s in segments(&self.dir) {
+            if s < oldest_needed && s < self.seq {
+                let _ = fs::remove_file(seg_path(&self.dir, s));
+            }
+        }
+    }
+}
+
+/// The frames in `data` (whole ones only): (start, end) byte ranges.
+pub fn frames(data: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < data.len() {
+        let Some(sp) = data[i..].iter().position(|b| *b == b' ') else {
+            break;
+        };
+        let Some(n) = std::str::from_utf8(&data[i..i + sp])
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+        else {
+            break;
+        };
+        let end = i + sp + 1 + n;
+        if end > data.len() {
+            break;
+        }
+        out.push((i, end));
+        i = end;
+    }
+    out
+}
+
+/// A sink's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Pos {
+    pub seq: u64,
+    pub offset: u64,
+}
+
+pub fn load_pos(path: &Path) -> Option<Pos> {
+    serde_json::from_slice(&fs::read(path).ok()?).ok()
+}
+
+pub fn save_pos(path: &Path, p: Pos) -> Result<()> {
+    berth::fsutil::atomic_write(path, &serde_json::to_vec(&p).unwrap_or_default())
+}
+
+/// Up to `max` bytes of whole frames from `pos`: (bytes, the position after
+/// them). Moves to the next segment when this one is done and a newer exists;
+/// skips segments dropped by the bound.
+pub fn read_from(dir: &Path, mut pos: Pos, max: usize, committed: Pos) -> Result<(Vec<u8>, Pos)> {
+    loop {
+        // only what the collector's state counts: past it, a crash may yet
+        // cut the segment back and write the same lines again
+        if pos.seq > committed.seq || (pos.seq == committed.seq && pos.offset >= committed.offset) {
+            return Ok((Vec::new(), pos));
+        }
+        let segs = segments(dir);
+        if !segs.contains(&pos.seq) {
+            match segs.iter().find(|s| **s > pos.seq) {
+                Some(s) => {
+                    pos = Pos { seq: *s, offset: 0 };
+                    continue;
+                }
+                None => return Ok((Vec::new(), pos)),
+            }
+        }
+        let path = seg_path(dir, pos.seq);
+        let mut f = File::open(&path).with_context(|| format!("open {}", path.display()))?;
+        let mut len = f.metadata()?.len();
+        if pos.seq == committed.seq {
+            len = len.min(committed.offset);
+        }
+        if pos.offset < len {
+            f.seek(SeekFrom::Start(pos.offset))?;
+            let mut buf = vec![0u8; (len - pos.offset).min(max as u64) as usize];
+            f.read_exact(&mut buf)?;
+            let whole = frames(&buf).last().map(|(_, e)| *e).unwrap_or(0);
+            if whole == 0 && buf.len() == max {
+                // one frame larger than the batch: take it whole
+                let mut rest = Vec::new();
+                f.seek(SeekFrom::Start(pos.offset))?;
+                f.read_to_end(&mut rest)?;
+                let end = frames(&rest).first().map(|(_, e)| *e).unwrap_or(0);
+                rest.truncate(end);
+                let next = Pos {
+                    seq: pos.seq,
+                    offset: pos.offset + end as u64,
+                };
+                return Ok((rest, next));
+            }
+            buf.truncate(whole);
+            let next = Pos {
+                seq: pos.seq,
+                offset: pos.offset + whole as u64,
+            };
+            return Ok((buf, next));
+        }
+        // this segment is read to its end: on to a newer one, if any
+        match segs.iter().find(|s| **s > pos.seq) {
+            Some(s) => pos = Pos { seq: *s, offset: 0 },
+            None => return Ok((Vec::new(), pos)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: Pos = Pos {
+        seq: u64::MAX,
+        offset: 0,
+    };
+
+    #[test]
+    fn frames_are_found_whole_and_writers_resume_at_their_recorded_end() {
+        let d = std::env::temp_dir().join(format!("berth-spool-{}", berth::util::uuid4()));
+        let mut w = Writer::open(&d, None, 1 << 30).unwrap();
+        w.append(b"5 hello3 abc").unwrap();
+        let at = (w.seq, w.len);
+        w.append(b"4 torn").unwrap();
+        drop(w);
+        // a crash after the state said `at`: the torn frame goes
+        let w = Writer::open(&d, Some(at), 1 << 30).unwrap();
+        assert_eq!(w.len, 12);
+        let (got, next) = read_from(
+            &d,
+            Pos {
+                seq: at.0,
+                offset: 0,
+            },
+            1 << 20,
+            ALL,
+        )
+        .unwrap();
+        assert_eq!(got, b"5 hello3 abc");
+        // nothing past what the collector committed
+        let (none, _) = read_from(
+            &d,
+            Pos {
+                seq: at.0,
+                offset: 0,
+            },
+            1 << 20,
+            Pos {
+                seq: at.0,
+                offset: 0,
+            },
+        )
+        .unwrap();
+        assert!(none.is_empty());
+        let (part, _) = read_from(
+            &d,
+            Pos {
+                seq: at.0,
+                offset: 0,
+            },
+            1 << 20,
+            Pos {
+                seq: at.0,
+                offset: 7,
+            },
+        )
+        .unwrap();
+        assert_eq!(part, b"5 hello");
+        assert_eq!(next.offset, 12);
+        assert_eq!(frames(b"5 hello3 ab"), vec![(0, 7)]);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn the_bound_drops_the_oldest_and_counts() {
+        let d = std::env::temp_dir().join(format!("berth-spool-{}", berth::util::uuid4()));
+        let mut w = Writer::open(&d, None, 10).unwrap();
+        let first = w.seq;
+        w.append(&b"1 x".repeat(2_000_000)).unwrap(); // 6 MB: the next write opens a segment
+        w.append(b"1 y").unwrap();
+        assert_eq!(w.enforce_bound(), 2_000_000);
+        assert!(!seg_path(&d, first).exists());
+        let (got, _) = read_from(
+            &d,
+            Pos {
+                seq: first,
+                offset: 0,
+            },
+            100,
+            ALL,
+        )
+        .unwrap();
+        assert_eq!(got, b"1 y");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}

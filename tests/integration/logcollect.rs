@@ -1,0 +1,448 @@
+//! logcollect against a real rsyslog (Debian's, started here on loopback with
+//! its own config, writing what it receives to a file): every line of a
+//! container's stdout and of its log directory arrives once with its metadata
+//! and is kept locally, across an rsyslog outage, a kill -9 of logcollect and
+//! json-file rotation; the retention cap; oversize and non-UTF-8 lines; TLS
+//! through rsyslog's gtls driver.
+
+use crate::engine::image;
+use crate::harness::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+struct Rsyslog {
+    dir: TempDir,
+    port: u16,
+    conf: PathBuf,
+    child: Option<Child>,
+}
+
+impl Rsyslog {
+    fn start(tls: bool) -> Rsyslog {
+        need("rsyslogd");
+        let dir = TempDir::new("rsyslog");
+        let port = free_port();
+        let d = dir.path().display().to_string();
+        let (global_tls, module) = if tls {
+            let p = pki();
+            (
+                format!(
+                    " DefaultNetstreamDriver=\"gtls\" DefaultNetstreamDriverCAFile=\"{}\" DefaultNetstreamDriverCertFile=\"{}\" DefaultNetstreamDriverKeyFile=\"{}\"",
+                    p.ca.display(),
+                    p.cert.display(),
+                    p.key.display()
+                ),
+                "module(load=\"imtcp\" StreamDriver.Name=\"gtls\" StreamDriver.Mode=\"1\" StreamDriver.AuthMode=\"anon\")",
+            )
+        } else {
+            (String::new(), "module(load=\"imtcp\")")
+        };
+        let conf = dir.join("rsyslog.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "global(workDirectory=\"{d}\" maxMessageSize=\"256k\"{global_tls})\n{module}\ninput(type=\"imtcp\" port=\"{port}\" address=\"127.0.0.1\")\ntemplate(name=\"raw\" type=\"string\" string=\"%rawmsg%\\n\")\n*.* action(type=\"omfile\" file=\"{d}/received.log\" template=\"raw\" flushOnTXEnd=\"on\" asyncWriting=\"off\")\n"
+            ),
+        )
+        .unwrap();
+        let mut r = Rsyslog {
+            dir,
+            port,
+            conf,
+            child: None,
+        };
+        r.up();
+        r
+    }
+
+    fn up(&mut self) {
+        let out = std::fs::File::create(self.dir.join("rsyslogd.out")).unwrap();
+        let child = Command::new("rsyslogd")
+            .arg("-n")
+            .arg("-f")
+            .arg(&self.conf)
+            .arg("-i")
+            .arg(self.dir.join("rsyslogd.pid"))
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("rsyslogd to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+    }
+
+    fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = c.wait();
+        }
+    }
+
+    fn received(&self) -> String {
+        std::fs::read_to_string(self.dir.join("received.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+struct Collector {
+    child: Option<Child>,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Collector {
+    fn start(args: Vec<String>, log: PathBuf) -> Collector {
+        let mut c = Collector {
+            child: None,
+            args,
+            log,
+        };
+        c.spawn();
+        c
+    }
+    fn spawn(&mut self) {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut a = vec!["logcollect"];
+        a.extend(self.args.iter().map(String::as_str));
+        let child = berth(&a)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// How many times each message text (after the structured data) arrived,
+/// for messages whose text starts with `prefix`.
+fn counts(received: &str, prefix: &str) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for l in received.lines() {
+        if let Some((_, text)) = l.split_once("] ")
+            && text.starts_with(prefix)
+        {
+            *m.entry(text.to_string()).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+/// Wait until every `prefix` line 0..n arrived once; say what is wrong if not.
+fn wait_once(rs: &Rsyslog, lc: &Collector, prefix: &str, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let r = rs.received();
+        if exactly_once(&r, prefix, n) {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let c = counts(&r, prefix);
+            let dup: Vec<_> = c.iter().filter(|(_, v)| **v > 1).take(5).collect();
+            let missing: Vec<usize> = (0..n)
+                .filter(|i| !c.contains_key(&format!("{prefix}{i}")))
+                .take(10)
+                .collect();
+            let l = lc.logs();
+            let tail: Vec<&str> = l.lines().rev().take(15).collect();
+            panic!(
+                "{prefix}: {} of {n} arrived; repeated {dup:?}; missing {missing:?}\nlogcollect:\n{}",
+                c.len(),
+                tail.join("\n")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn exactly_once(received: &str, prefix: &str, n: usize) -> bool {
+    let c = counts(received, prefix);
+    c.len() == n && c.values().all(|v| *v == 1)
+}
+
+fn log_dir(root: &Path, name: &str) -> PathBuf {
+    std::fs::read_dir(root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("{name}_"))
+        })
+        .unwrap_or_else(|| panic!("no log directory for {name} in {}", root.display()))
+}
+
+#[test]
+fn every_line_arrives_once_and_stays_local_through_outages_and_kills() {
+    let roots = TempDir::new("logroot");
+    let log_root = roots.join("logs");
+    let e = Engined::start_with(&["--log-root", log_root.to_str().unwrap()]);
+    let img = image(&e);
+    let mut rs = Rsyslog::start(false);
+    let mut lc = Collector::start(
+        vec![
+            "-g".into(),
+            e.graph.display().to_string(),
+            "--log-root".into(),
+            log_root.display().to_string(),
+            "-H".into(),
+            e.host(),
+            "--forward".into(),
+            format!("tcp://127.0.0.1:{}", rs.port),
+            "--max-file-size".into(),
+            "16k".into(),
+            "--max-files".into(),
+            "2".into(),
+        ],
+        roots.join("logcollect.log"),
+    );
+    // stdout (its json-file log rotating under it) and a file in the log directory
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "vn0317",
+        "--label",
+        "berth.log-dir=/var/log/condor",
+        // rotating while the stream is written, yet keeping more than one
+        // burst: a collector cannot read what the engine already deleted
+        "--log-opt",
+        "max-size=64k",
+        "--log-opt",
+        "max-file=5",
+        &img,
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 300 ]; do echo out-$i; echo file-$i >> /var/log/condor/MasterLog; i=$((i+1)); done; sleep 600",
+    ]);
+    wait_for("the first lines at rsyslog", || {
+        let r = rs.received();
+        (exactly_once(&r, "out-", 300) && exactly_once(&r, "file-", 300)).then_some(())
+    });
+    let r = rs.received();
+    let line = r.lines().find(|l| l.ends_with("] out-7")).unwrap();
+    assert!(
+        line.contains("name=\"vn0317\"")
+            && line.contains("stream=\"stdout\"")
+            && line.contains("berth@32473"),
+        "{line}"
+    );
+    assert!(line.starts_with("<134>1 "), "local0.info: {line}");
+    let fline = r.lines().find(|l| l.ends_with("] file-7")).unwrap();
+    assert!(
+        fline.contains("file=\"MasterLog\"") && fline.contains("stream=\"file\""),
+        "{fline}"
+    );
+    let dir = log_dir(&log_root, "vn0317");
+    let local = std::fs::read_to_string(dir.join("stdout.log")).unwrap_or_default();
+    // the local copy rotates at 16k: the newest lines are in stdout.log
+    assert!(local.contains("out-299\n"), "{local}");
+    assert!(dir.join("MasterLog").exists());
+
+    // rsyslog down: lines spool; back: every one arrives, once
+    rs.down();
+    e.ok(&[
+        "exec",
+        "vn0317",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 200 ]; do echo down-$i > /proc/1/fd/1; i=$((i+1)); done",
+    ]);
+    wait_for("the outage's lines in the local copy", || {
+        std::fs::read_to_string(dir.join("stdout.log"))
+            .ok()?
+            .contains("down-199\n")
+            .then_some(())
+    });
+    rs.up();
+    wait_once(&rs, &lc, "down-", 200);
+
+    // logcollect killed with -9 in the middle of a stream, started again
+    e.ok(&[
+        "exec",
+        "-d",
+        "vn0317",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 3000 ]; do echo kill-$i > /proc/1/fd/1; i=$((i+1)); done",
+    ]);
+    wait_for("some of the stream at rsyslog", || {
+        (!counts(&rs.received(), "kill-").is_empty()).then_some(())
+    });
+    lc.kill9();
+    lc.spawn();
+    wait_once(&rs, &lc, "kill-", 3000);
+    let r = rs.received();
+    for p in ["out-", "file-", "down-"] {
+        assert!(
+            counts(&r, p).values().all(|v| *v == 1),
+            "{p} repeated after the restart"
+        );
+    }
+    // retention: rotated copies gzipped, no more than --max-files
+    wait_for("the local copy's rotation", || {
+        dir.join("stdout.log.1.gz").exists().then_some(())
+    });
+    assert!(!dir.join("stdout.log.3.gz").exists());
+    // ls and tail read the local copy
+    let o = run(&[
+        "logcollect",
+        "--log-root",
+        log_root.to_str().unwrap(),
+        "-g",
+        e.graph.to_str().unwrap(),
+        "ls",
+    ]);
+    assert!(stdout(&o).contains("vn0317"), "{}", stdout(&o));
+    let o = run(&[
+        "logcollect",
+        "--log-root",
+        log_root.to_str().unwrap(),
+        "tail",
+        "-n",
+        "2",
+        "vn0317",
+    ]);
+    assert_eq!(stdout(&o), "kill-2998\nkill-2999\n", "{}", stderr(&o));
+    let _ = lc.logs();
+}
+
+#[test]
+fn oversize_and_non_utf8_lines_and_tls() {
+    let roots = TempDir::new("logroot");
+    let log_root = roots.join("logs");
+    let e = Engined::start_with(&["--log-root", log_root.to_str().unwrap()]);
+    let img = image(&e);
+    let rs = Rsyslog::start(true);
+    let p = pki();
+    let lc = Collector::start(
+        vec![
+            "-g".into(),
+            e.graph.display().to_string(),
+            "--log-root".into(),
+            log_root.display().to_string(),
+            "-H".into(),
+            e.host(),
+            "--forward".into(),
+            format!("tls://localhost:{}", rs.port),
+            "--ca".into(),
+            p.ca.display().to_string(),
+            "--app-name".into(),
+            "t1wn".into(),
+        ],
+        roots.join("logcollect.log"),
+    );
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "odd",
+        "--label",
+        "berth.log-dir=/var/log/condor",
+        &img,
+        "sh",
+        "-c",
+        "printf 'bad\\377byte\\n' >> /var/log/condor/bin.log; head -c 100000 /dev/zero | tr '\\0' x >> /var/log/condor/big.log; echo >> /var/log/condor/big.log; echo tls-done; sleep 600",
+    ]);
+    wait_for("the lines over TLS", || {
+        let r = rs.received();
+        (r.contains("] tls-done")
+            && r.contains("] bad\\xFFbyte")
+            && r.matches("file=\"big.log\"").count() >= 2)
+            .then_some(())
+    });
+    let r = rs.received();
+    assert!(r.contains(" t1wn - "), "app-name: {r:.300}");
+    let big: Vec<&str> = r
+        .lines()
+        .filter(|l| l.contains("file=\"big.log\""))
+        .collect();
+    assert_eq!(big.len(), 2, "a 100 kB line goes in two pieces");
+    assert!(big[0].contains("split=\"continues\""));
+    let xs: usize = big
+        .iter()
+        .map(|l| l.rsplit("] ").next().unwrap().len())
+        .sum();
+    assert_eq!(xs, 100_000);
+    // the local file keeps the bytes themselves
+    let dir = log_dir(&log_root, "odd");
+    assert_eq!(
+        std::fs::read(dir.join("bin.log")).unwrap(),
+        b"bad\xffbyte\n"
+    );
+    drop(lc);
+
+    // a sink whose certificate is not trusted is reported with the reason
+    let other = TempDir::new("other-ca");
+    let o = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other",
+        ])
+        .arg("-keyout")
+        .arg(other.join("k.pem"))
+        .arg("-out")
+        .arg(other.join("ca.pem"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let lc2 = Collector::start(
+        vec![
+            "-g".into(),
+            e.graph.display().to_string(),
+            "--log-root".into(),
+            roots.join("logs2").display().to_string(),
+            "-H".into(),
+            e.host(),
+            "--forward".into(),
+            format!("tls://localhost:{}", rs.port),
+            "--ca".into(),
+            other.join("ca.pem").display().to_string(),
+        ],
+        roots.join("logcollect2.log"),
+    );
+    wait_for("the TLS refusal reported", || {
+        let l = lc2.logs();
+        (l.contains("TLS with tls://localhost") && l.contains("spooling")).then_some(())
+    });
+}
