@@ -234,6 +234,20 @@ impl Collector {
             logs.sort_by_key(|l| std::cmp::Reverse(l.0));
             for (_, p) in logs {
                 any |= self.follow(&p, &c, id, Kind::Json, &mut frames, &mut seen_keys)?;
+                // the newer file waits until this one is read to its end: lines
+                // go out in the order they were written
+                let left = fs::metadata(&p).ok().and_then(|m| {
+                    let s = self.state.sources.get(&key(&m))?;
+                    Some(m.len() > s.offset)
+                });
+                if left == Some(true) {
+                    for (_, newer) in logs_rest(&cdir, &base, &p) {
+                        if let Ok(m) = fs::metadata(&newer) {
+                            seen_keys.insert(key(&m));
+                        }
+                    }
+                    break;
+                }
             }
             // what the container writes into its log directory
             let mut files = Vec::new();
@@ -330,8 +344,12 @@ impl Collector {
             return Ok(false);
         }
         f.seek(SeekFrom::Start(src.offset))?;
+        // a round takes at most a local file's worth, so the copies rotate
+        // near their size (rotation happens between rounds)
         let mut buf = Vec::new();
-        (&mut f).take(ROUND).read_to_end(&mut buf)?;
+        (&mut f)
+            .take(ROUND.min(self.s.max_file_size.max(MAX_LINE as u64)))
+            .read_to_end(&mut buf)?;
         // whole lines only, unless one line alone is longer than the cap
         // (whole pieces of it: the rest waits for more or for its newline)
         let used = match buf.iter().rposition(|b| *b == b'\n') {
@@ -562,6 +580,31 @@ impl Collector {
             w.collect(oldest_needed);
         }
     }
+}
+
+/// The json-file logs newer than `p` (rotated ones with a smaller number, and
+/// the current one): still known, only not read this round.
+fn logs_rest(cdir: &Path, base: &str, p: &Path) -> Vec<(u32, PathBuf)> {
+    let rank = |n: &str| -> Option<u32> {
+        if n == base {
+            Some(0)
+        } else {
+            n.strip_prefix(&format!("{base}."))?.parse().ok()
+        }
+    };
+    let Some(mine) = p.file_name().and_then(|n| rank(&n.to_string_lossy())) else {
+        return Vec::new();
+    };
+    fs::read_dir(cdir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let r = rank(&e.file_name().to_string_lossy())?;
+                    (r < mine).then(|| (r, e.path()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[derive(Clone)]

@@ -226,11 +226,17 @@ fn daemon(s: config::Settings) -> Result<u8> {
     let mut seen = 0;
     let mut rounds: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
-        match c.round() {
-            Ok(true) => bell.ring(),
-            Ok(false) => {}
-            Err(e) => log::warn!("{e}"),
-        }
+        let busy = match c.round() {
+            Ok(true) => {
+                bell.ring();
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                log::warn!("{e}");
+                false
+            }
+        };
         rounds += 1;
         if rounds.is_multiple_of(40) && !pos_files.is_empty() {
             let oldest = pos_files
@@ -240,7 +246,10 @@ fn daemon(s: config::Settings) -> Result<u8> {
                 .unwrap_or(0);
             c.collect_spool(oldest);
         }
-        seen = wake.wait_for(seen, Duration::from_millis(250));
+        // more may be waiting when a round read something
+        if !busy {
+            seen = wake.wait_for(seen, Duration::from_millis(250));
+        }
     }
     log::info!("logcollect stopping");
     Ok(0)

@@ -327,16 +327,19 @@ fn every_line_arrives_once_and_stays_local_through_outages_and_kills() {
         "ls",
     ]);
     assert!(stdout(&o).contains("vn0317"), "{}", stdout(&o));
-    let o = run(&[
-        "logcollect",
-        "--log-root",
-        log_root.to_str().unwrap(),
-        "tail",
-        "-n",
-        "2",
-        "vn0317",
-    ]);
-    assert_eq!(stdout(&o), "kill-2998\nkill-2999\n", "{}", stderr(&o));
+    // (a rotation may be under way: ask until the copy has settled)
+    wait_for("tail to show the last lines", || {
+        let o = run(&[
+            "logcollect",
+            "--log-root",
+            log_root.to_str().unwrap(),
+            "tail",
+            "-n",
+            "2",
+            "vn0317",
+        ]);
+        (stdout(&o) == "kill-2998\nkill-2999\n").then_some(())
+    });
     let _ = lc.logs();
 }
 
@@ -445,4 +448,101 @@ fn oversize_and_non_utf8_lines_and_tls() {
         let l = lc2.logs();
         (l.contains("TLS with tls://localhost") && l.contains("spooling")).then_some(())
     });
+}
+
+/// Retention on by default, here made small: the local copy rotates and is
+/// gzipped, the directory stays under its cap, and the directory of a
+/// container gone for longer than --gone-days goes.
+#[test]
+fn retention_caps_directories_and_removes_old_ones() {
+    let roots = TempDir::new("logroot");
+    let log_root = roots.join("logs");
+    let e = Engined::start_with(&["--log-root", log_root.to_str().unwrap()]);
+    let img = image(&e);
+    // a directory left by a container removed long ago
+    let old = log_root.join("gone_20250101T000000");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("stdout.log"), "old\n").unwrap();
+    for p in [old.join("stdout.log"), old.clone()] {
+        let o = Command::new("touch")
+            .args(["-m", "-d", "10 days ago"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+    }
+    // and one of a container gone yesterday: kept
+    let recent = log_root.join("recent_20261130T000000");
+    std::fs::create_dir_all(&recent).unwrap();
+    let lc = Collector::start(
+        vec![
+            "-g".into(),
+            e.graph.display().to_string(),
+            "--log-root".into(),
+            log_root.display().to_string(),
+            "-H".into(),
+            e.host(),
+            "--max-file-size".into(),
+            "4k".into(),
+            "--max-files".into(),
+            "50".into(),
+            "--max-dir-size".into(),
+            "12k".into(),
+            "--gone-days".into(),
+            "7".into(),
+        ],
+        roots.join("logcollect.log"),
+    );
+    wait_for("the old directory to go", || (!old.exists()).then_some(()));
+    assert!(recent.exists());
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "chatty",
+        "--label",
+        "berth.log-dir=/var/log/app",
+        &img,
+        "sh",
+        "-c",
+        // random text, so the gzipped copies stay big enough to meet the cap
+        "head -c 60000 /dev/urandom | base64; echo chatty-line-3999-end; sleep 600",
+    ]);
+    let dir = wait_for("the directory", || {
+        std::fs::read_dir(&log_root)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("chatty_")
+            })
+    });
+    wait_for("the last line kept", || {
+        let t = run(&[
+            "logcollect",
+            "--log-root",
+            log_root.to_str().unwrap(),
+            "tail",
+            "-n",
+            "1",
+            "chatty",
+        ]);
+        stdout(&t).contains("chatty-line-3999-").then_some(())
+    });
+    // one more round after the last rotation
+    wait_for("the cap to hold", || {
+        let ours: u64 = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("stdout.log"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum();
+        // the cap, give or take the live file growing toward its rotation
+        (ours <= 12 * 1024 + 4 * 1024 + 100).then_some(())
+    });
+    assert!(dir.join("stdout.log.1.gz").exists());
+    assert!(lc.logs().contains("over 12288 bytes"), "{}", lc.logs());
 }
