@@ -8,7 +8,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 BINDIR   = $(DESTDIR)$(PREFIX)/bin
 
-.PHONY: all static run test test-deps install bench bench-init bench-mkimage bench-engine dist fmt clean
+.PHONY: all static run test test-deps install bench bench-init bench-mkimage bench-engine bench-logcollect dist fmt clean
 
 all: static
 
@@ -50,6 +50,11 @@ bench-mkimage: static
 bench-engine: static
 	@scripts/need.sh bench
 	bench/engine.sh
+
+# logcollect vs rsyslog's imfile: one million lines to rsyslog over TCP.
+bench-logcollect: static
+	@scripts/need.sh bench
+	bench/logcollect.sh
 
 # Smallest binary for shipping (slow to build: fat LTO, one codegen unit).
 dist:

@@ -36,6 +36,7 @@ if [ "$what" = bench ]; then
 	want tini tini
 	want pigz pigz
 	want bc bc
+	want rsyslogd rsyslog
 fi
 
 if [ -n "$pkgs" ]; then

@@ -72,6 +72,23 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
     atomic_write_mode(path, data, 0o644)
 }
 
+/// Atomically replace `path` with `data` (write, rename), without waiting for
+/// the disk: a reader sees the old or the new content, never a mix, and a
+/// killed process leaves one of the two. For state rewritten many times a
+/// second whose loss on a power cut costs little (logcollect's offsets).
+pub fn replace_file(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = temp_path(path);
+    let res = fs::write(&tmp, data)
+        .with_context(|| format!("write {}", tmp.display()))
+        .and_then(|_| {
+            fs::rename(&tmp, path).with_context(|| format!("rename into {}", path.display()))
+        });
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
+}
+
 /// Atomically replace `path` with `data` and the given mode.
 pub fn atomic_write_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let dir = match path.parent() {

@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime};
 /// Longest line forwarded whole; longer ones go in pieces marked as such.
 pub const MAX_LINE: usize = 64 << 10;
 /// Most bytes taken from one source in one round (the rest next round).
-const ROUND: u64 = 8 << 20;
+const ROUND: u64 = 512 << 10;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Source {
@@ -149,7 +149,10 @@ impl Collector {
             self.state.spool = Some((w.seq, w.len));
         }
         let p = state_dir(&self.s).join("state.json");
-        berth::fsutil::atomic_write(&p, &serde_json::to_vec(&self.state).unwrap_or_default())?;
+        // written and renamed, not fsynced: a kill -9 leaves the old or the new
+        // state whole (what "nothing lost" is about); a power cut may repeat
+        // or lose the last moment's lines, as the unsynced copies would anyway
+        berth::fsutil::replace_file(&p, &serde_json::to_vec(&self.state).unwrap_or_default())?;
         if let Some((seq, offset)) = self.state.spool {
             *self.committed.lock().unwrap() = spool::Pos { seq, offset };
         }

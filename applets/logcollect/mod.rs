@@ -238,6 +238,10 @@ fn daemon(s: config::Settings) -> Result<u8> {
             }
         };
         rounds += 1;
+        if rounds == 20 {
+            // the start-up code's pages are not needed again (as engined's shim)
+            berth::proc::trim_image_pages();
+        }
         if rounds.is_multiple_of(40) && !pos_files.is_empty() {
             let oldest = pos_files
                 .iter()

@@ -253,7 +253,7 @@ pub fn run(
     let mut seen = bell.now();
     while !stop.load(Ordering::Relaxed) {
         let end = *committed.lock().unwrap();
-        let (batch, next) = match spool::read_from(&spool_dir, pos, 256 << 10, end) {
+        let (batch, next) = match spool::read_from(&spool_dir, pos, 128 << 10, end) {
             Ok(x) => x,
             Err(e) => {
                 log::warn!("sink {}: spool: {e}", sink.url);

@@ -175,7 +175,7 @@ pub fn load_pos(path: &Path) -> Option<Pos> {
 }
 
 pub fn save_pos(path: &Path, p: Pos) -> Result<()> {
-    berth::fsutil::atomic_write(path, &serde_json::to_vec(&p).unwrap_or_default())
+    berth::fsutil::replace_file(path, &serde_json::to_vec(&p).unwrap_or_default())
 }
 
 /// Up to `max` bytes of whole frames from `pos`: (bytes, the position after
