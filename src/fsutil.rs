@@ -61,7 +61,15 @@ pub fn sync_filesystem(path: &Path) -> Result<()> {
     let f = File::open(path).with_context(|| format!("open {}", path.display()))?;
     // SAFETY: syncfs on a descriptor we own for the duration of the call.
     if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
-        return Err(crate::error::Error::from(std::io::Error::last_os_error())
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOSYS) {
+            // SL6's 2.6.32 has no syncfs (2.6.39): sync every filesystem,
+            // slower but as durable
+            // SAFETY: sync(2) takes nothing and cannot fail.
+            unsafe { libc::sync() };
+            return Ok(());
+        }
+        return Err(crate::error::Error::from(e)
             .context(format!("sync the filesystem of {}", path.display())));
     }
     Ok(())

@@ -152,7 +152,7 @@ pub fn manifest_of(env: &Env, name: &str) -> String {
 }
 
 #[test]
-fn import_is_reproducible_and_applies_changes() {
+pub(crate) fn import_is_reproducible_and_applies_changes() {
     let env = Env::new();
     let tgz = busybox_tarball(env.dir.path(), true);
     let tar = busybox_tarball(env.dir.path(), false);
@@ -424,7 +424,7 @@ fn push_pull_roundtrip(distribution: bool) {
 }
 
 #[test]
-fn push_pull_with_registryd() {
+pub(crate) fn push_pull_with_registryd() {
     push_pull_roundtrip(false);
 }
 
@@ -434,7 +434,7 @@ fn push_pull_with_distribution() {
 }
 
 #[test]
-fn save_and_load_with_skopeo_both_ways() {
+pub(crate) fn save_and_load_with_skopeo_both_ways() {
     let r = Registryd::start(RegOpts::default());
     let env = Env::new();
     env.trust(&r.host());

@@ -99,7 +99,7 @@ pub(crate) fn assert_nothing_left(e: &Engined, id: &str) {
 }
 
 #[test]
-fn run_prints_exits_and_cleans_up_with_both_clis() {
+pub(crate) fn run_prints_exits_and_cleans_up_with_both_clis() {
     let mut e = Engined::start();
     let img = image(&e);
     for cli in ["docker", "/usr/bin/docker"] {
@@ -138,7 +138,7 @@ fn run_prints_exits_and_cleans_up_with_both_clis() {
 }
 
 #[test]
-fn the_sites_run_pattern_ports_binds_and_hostname() {
+pub(crate) fn the_sites_run_pattern_ports_binds_and_hostname() {
     let e = Engined::start();
     let img = image(&e);
     let home = TempDir::new("home");

@@ -22,6 +22,7 @@ pub fn bin() -> PathBuf {
 pub fn berth(args: &[&str]) -> Command {
     let mut c = Command::new(bin());
     c.args(args);
+    crate::oldkernel::apply(&mut c);
     c
 }
 

@@ -236,7 +236,7 @@ fn args_with<'a>(opts: &[&'a str], cmd: &'a [String]) -> Vec<&'a str> {
 }
 
 #[test]
-fn init_forwards_every_catchable_signal_to_the_child() {
+pub(crate) fn init_forwards_every_catchable_signal_to_the_child() {
     let h = helper("main");
     let mut init = Init::start(&args_with(&[], &h), &[]);
     let (child, leader, _) = init.ready("main");
@@ -378,7 +378,7 @@ fn init_stops_with_the_child_on_tstp_and_continues_on_cont() {
 }
 
 #[test]
-fn init_exits_with_the_childs_status() {
+pub(crate) fn init_exits_with_the_childs_status() {
     let run = |opts: &[&str], script: &str| {
         let sh = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
         let mut init = Init::start(&args_with(opts, &sh), &[]);
@@ -396,7 +396,7 @@ fn init_exits_with_the_childs_status() {
 }
 
 #[test]
-fn init_reaps_orphans_as_a_subreaper() {
+pub(crate) fn init_reaps_orphans_as_a_subreaper() {
     // The main child starts a grandchild and leaves it orphaned; the main child
     // runs on until the orphan is reaped (its /proc entry gone), so only init
     // can reap it.

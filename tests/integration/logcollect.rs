@@ -344,7 +344,7 @@ fn every_line_arrives_once_and_stays_local_through_outages_and_kills() {
 }
 
 #[test]
-fn oversize_and_non_utf8_lines_and_tls() {
+pub(crate) fn oversize_and_non_utf8_lines_and_tls() {
     let roots = TempDir::new("logroot");
     let log_root = roots.join("logs");
     let e = Engined::start_with(&["--log-root", log_root.to_str().unwrap()]);

@@ -91,7 +91,7 @@ fn mkimage_dirs(env: &Env) -> Vec<PathBuf> {
 }
 
 #[test]
-fn busybox_is_reproducible_and_round_trips_through_registryd() {
+pub(crate) fn busybox_is_reproducible_and_round_trips_through_registryd() {
     need("busybox");
     let env = Env::new();
     let recipe = shipped("busybox.yml");

@@ -128,7 +128,7 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 #[test]
-fn skopeo_round_trips_oci_and_schema2() {
+pub(crate) fn skopeo_round_trips_oci_and_schema2() {
     let r = Registryd::start(RegOpts::default());
     let d = TempDir::new("skopeo");
     let creds = format!("{USER}:{PASS}");
