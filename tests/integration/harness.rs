@@ -1015,3 +1015,20 @@ impl Drop for Engined {
         }
     }
 }
+
+/// Disk used under `p` (allocated blocks; links not followed).
+pub fn du(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::symlink_metadata(p) else {
+        return 0;
+    };
+    let mut n = m.blocks() * 512;
+    if m.is_dir()
+        && let Ok(rd) = std::fs::read_dir(p)
+    {
+        for e in rd.flatten() {
+            n += du(&e.path());
+        }
+    }
+    n
+}

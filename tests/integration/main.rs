@@ -2,6 +2,7 @@
 //! real `berth` binary (BERTH_BIN, or the one cargo built) as a user would.
 
 mod harness;
+mod hostile;
 
 mod client;
 mod client_hardening;
