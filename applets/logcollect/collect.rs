@@ -40,6 +40,11 @@ pub struct Source {
     /// file after a rotation deleted the old one is told apart by them.
     #[serde(default)]
     pub head: Vec<u8>,
+    /// Rounds in a row the file was not found. A json-file log renamed by a
+    /// rotation between the listing and the open is missed once; only a file
+    /// missed for many rounds is gone.
+    #[serde(default)]
+    pub missed: u32,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -260,8 +265,15 @@ impl Collector {
                 any |= self.follow(&p, &c, id, Kind::File(rel), &mut frames, &mut seen_keys)?;
             }
         }
-        // sources no longer seen anywhere were deleted (or rotated away)
-        self.state.sources.retain(|k, _| seen_keys.contains(k));
+        // sources no longer seen for a while were deleted (or rotated away)
+        for (k, src) in self.state.sources.iter_mut() {
+            if seen_keys.contains(k) {
+                src.missed = 0;
+            } else {
+                src.missed += 1;
+            }
+        }
+        self.state.sources.retain(|_, s| s.missed < 40);
         // containers gone from the engine: nothing more will come
         self.state.containers.retain(|id, _| live.contains(id));
         if let Some(w) = &mut self.spool {
@@ -527,6 +539,9 @@ impl Collector {
             total += fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         }
         ours.sort_by_key(|p| fs::metadata(p).and_then(|m| m.modified()).ok());
+        // the newest rotated copy of each file stays, even over the cap: it
+        // holds the last lines before the live file
+        ours.retain(|p| !p.to_string_lossy().ends_with(".1.gz"));
         for p in ours {
             if total <= self.s.max_dir_size {
                 break;

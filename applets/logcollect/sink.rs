@@ -3,8 +3,10 @@
 //!
 //! Plain syslog over TCP has no acknowledgement, so "sent" is decided with the
 //! kernel's help: a batch counts as delivered once the socket's unacknowledged
-//! bytes (SIOCOUTQ) reach zero — the peer's TCP stack has it — and only then is
-//! the position saved. Before writing on a connection that sat idle the sender
+//! bytes (SIOCOUTQ) reach zero — the peer's TCP stack has it; if they never
+//! do, the batch is sent again. The position is saved as soon as the batch is
+//! in the kernel (a killed process's socket still sends what it holds), and
+//! taken back if the peer does not acknowledge. Before writing on a connection that sat idle the sender
 //! checks whether the peer has closed it (a syslog server never writes, so
 //! anything readable is an EOF): the first write after a server restart would
 //! otherwise vanish into a dead connection.
@@ -163,6 +165,28 @@ impl Conn {
         let n = unsafe { libc::poll(&mut p, 1, 0) };
         n > 0 && p.revents != 0
     }
+    /// Room in the send buffer (half of SO_SNDBUF, as the kernel counts its
+    /// overhead in it, less what is queued).
+    fn free_space(&self) -> usize {
+        let mut buf: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes one int into `buf`.
+        let r = unsafe {
+            libc::getsockopt(
+                self.tcp().as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                &mut buf as *mut libc::c_int as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        if r < 0 {
+            return 16 << 10;
+        }
+        let queued = self.unacked().max(0) as usize;
+        (buf as usize / 2).saturating_sub(queued)
+    }
+
     /// Bytes written but not yet acknowledged by the peer's TCP.
     fn unacked(&self) -> i32 {
         let mut n: libc::c_int = 0;
@@ -300,11 +324,53 @@ pub fn run(
             }
         }
         let c = conn.as_mut().expect("connected");
-        if let Err(e) = c.write_all(&batch) {
+        // Whole frames, only as many as the send buffer takes without
+        // blocking, the position saved after each write: what sits in the
+        // kernel's buffer still goes out if this process is killed (close
+        // sends it before its FIN), so a restart resends nothing twice, and no
+        // frame is ever cut by a kill in the middle of a long write. If the
+        // peer then does not acknowledge (it went away), the position goes
+        // back to what it acknowledged.
+        let start = next.offset - batch.len() as u64;
+        let frames = spool::frames(&batch);
+        let mut i = 0;
+        let mut failed = None;
+        while i < frames.len() {
+            let free = c.free_space();
+            let mut j = i;
+            while j < frames.len() && frames[j].1 - frames[i].0 <= free {
+                j += 1;
+            }
+            if j == i {
+                if c.unacked() == 0 {
+                    j = i + 1; // one frame larger than the whole buffer
+                } else if c.peer_gone() {
+                    failed = Some("the server closed the connection".to_string());
+                    break;
+                } else {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+            }
+            if let Err(e) = c.write_all(&batch[frames[i].0..frames[j - 1].1]) {
+                failed = Some(e.to_string());
+                break;
+            }
+            let at = Pos {
+                seq: next.seq,
+                offset: start + frames[j - 1].1 as u64,
+            };
+            if let Err(e) = spool::save_pos(&pos_file, at) {
+                log::warn!("sink {}: saving its position: {e}", sink.url);
+            }
+            i = j;
+        }
+        if let Some(e) = failed {
             log::warn!(
                 "sink {}: {e}; resending from the last acknowledged line",
                 sink.url
             );
+            let _ = spool::save_pos(&pos_file, pos);
             conn = None;
             down_since.get_or_insert_with(Instant::now);
             continue;
@@ -330,13 +396,13 @@ pub fn run(
                 "sink {}: not acknowledged; resending from the last acknowledged line",
                 sink.url
             );
+            if let Err(e) = spool::save_pos(&pos_file, pos) {
+                log::warn!("sink {}: saving its position: {e}", sink.url);
+            }
             conn = None;
             continue;
         }
         pos = next;
-        if let Err(e) = spool::save_pos(&pos_file, pos) {
-            log::warn!("sink {}: saving its position: {e}", sink.url);
-        }
     }
 }
 
