@@ -8,7 +8,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 BINDIR   = $(DESTDIR)$(PREFIX)/bin
 
-.PHONY: all static run test test-deps install bench bench-init bench-mkimage bench-engine bench-logcollect dist fmt clean
+.PHONY: all static run test test-deps install bench bench-init bench-mkimage bench-engine bench-logcollect fuzz dist fmt clean
 
 all: static
 
@@ -55,6 +55,24 @@ bench-engine: static
 bench-logcollect: static
 	@scripts/need.sh bench
 	bench/logcollect.sh
+
+# Coverage-guided fuzzing of every parser of outside input (cargo-fuzz,
+# libFuzzer; RUSTC_BOOTSTRAP for its sanitizer flags on the stable toolchain).
+# Each target runs FUZZ_SECONDS; what it finds new goes to fuzz/corpus/,
+# which `make test` replays. A crash stops here with its input in fuzz/artifacts/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = reference digest manifest image_config htpasswd config_yml http_front range json_log challenge tar_extract
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build -O
+	@mkdir -p fuzz/logs
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $$t for $(FUZZ_SECONDS) s"; \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1 \
+			>fuzz/logs/$$t.log 2>&1 || { tail -40 fuzz/logs/$$t.log; exit 1; }; \
+		grep -E "^stat::(number_of_executed_units|new_units_added)" fuzz/logs/$$t.log; \
+	done
 
 # Smallest binary for shipping (slow to build: fat LTO, one codegen unit).
 dist:

@@ -9,6 +9,8 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod image;
 pub mod log;
