@@ -20,6 +20,8 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("config_yml", config_yml),
     ("http_front", http_front),
     ("range", range),
+    ("content_range", content_range),
+    ("docker_archive", docker_archive),
     ("json_log", json_log),
     ("challenge", challenge),
     ("tar_extract", tar_extract),
@@ -77,6 +79,47 @@ pub fn http_front(data: &[u8]) {
 pub fn range(data: &[u8]) {
     let len = data.len() as u64 * 7;
     let _ = crate::http::parse_range(Some(text(data)), len);
+}
+
+pub fn content_range(data: &[u8]) {
+    if let Some((start, len)) = crate::http::parse_content_range(text(data)) {
+        assert!(len >= 1 && start.checked_add(len - 1).is_some());
+    }
+}
+
+/// `load` of a docker-archive or OCI layout into a fresh store beside a
+/// sentinel: manifest.json, index.json, configs, layers, all from the input.
+pub fn docker_archive(data: &[u8]) {
+    let base = std::env::temp_dir().join(format!("berth-fuzz-{}", crate::util::uuid4()));
+    std::fs::create_dir_all(&base).expect("temp dir");
+    std::fs::write(base.join("sentinel"), b"safe").expect("sentinel");
+    if let Ok(store) = crate::store::local::LocalStore::open(&base.join("store")) {
+        let opts = crate::image::archive::LoadOptions {
+            max_unpacked: Some(64 << 20),
+            ..Default::default()
+        };
+        let _ = crate::image::archive::load(
+            &store,
+            Box::new(std::io::Cursor::new(data.to_vec())),
+            &opts,
+        );
+    }
+    let mut names: Vec<_> = std::fs::read_dir(&base)
+        .expect("read base")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["sentinel", "store"],
+        "something landed beside the store"
+    );
+    assert_eq!(
+        std::fs::read(base.join("sentinel")).expect("sentinel"),
+        b"safe"
+    );
+    let _ = std::fs::remove_dir_all(&base);
 }
 
 pub fn json_log(data: &[u8]) {

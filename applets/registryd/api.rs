@@ -406,17 +406,7 @@ impl Registry {
         let Some(h) = req.header("Content-Range") else {
             return Ok(None);
         };
-        let v = h
-            .trim()
-            .trim_start_matches("bytes ")
-            .trim_start_matches("bytes=");
-        let v = v.split('/').next().unwrap_or("");
-        let parsed = v.split_once('-').and_then(|(a, b)| {
-            let (a, b) = (a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?);
-            let len = b.checked_sub(a)?.checked_add(1)?;
-            Some((a, len))
-        });
-        match parsed {
+        match berth::http::parse_content_range(h) {
             Some(r) => Ok(Some(r)),
             None => Err(error(
                 416,

@@ -66,6 +66,22 @@ pub enum Range {
     Unsatisfiable,
 }
 
+/// A chunked upload's `Content-Range: START-END` (a `bytes ` or `bytes=`
+/// prefix and a `/TOTAL` suffix tolerated): the chunk's start and length, or
+/// None when it is malformed or END < START. Every sum is checked, so no
+/// range wraps.
+pub fn parse_content_range(h: &str) -> Option<(u64, u64)> {
+    let v = h
+        .trim()
+        .trim_start_matches("bytes ")
+        .trim_start_matches("bytes=");
+    let v = v.split('/').next().unwrap_or("");
+    let (a, b) = v.split_once('-')?;
+    let (a, b) = (a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?);
+    let len = b.checked_sub(a)?.checked_add(1)?;
+    Some((a, len))
+}
+
 /// Interpret a `Range` header for content of `len` bytes (one range only; several
 /// ranges are answered with the whole content, which RFC 9110 allows).
 pub fn parse_range(h: Option<&str>, len: u64) -> Range {
