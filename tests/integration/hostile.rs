@@ -1,8 +1,10 @@
 //! The hostile-layer corpus (`tests/fixtures/hostile/`, made by its make.py)
 //! through every path that takes a layer in: `import` (validated as a rootfs
 //! tarball), `load` (a docker-archive holding it as its layer, unpacked
-//! into staging) and the engine (`docker load`, then `docker run`, which
-//! unpacks it into the layer cache). Each archive aims at
+//! into staging), `mkimage` on it as a base image (its layers unpacked into
+//! the build root), the engine (`docker load`, then `docker run`, which
+//! unpacks it into the layer cache) and `pull` (pushed to registryd, pulled
+//! back through the engine and run). Each archive aims at
 //! /tmp/berth-hostile-victim or at the disk: afterwards the victim is as it
 //! was, nothing is left in the stores' staging, and a refusal is one clear
 //! line.
@@ -115,6 +117,11 @@ fn the_hostile_corpus_changes_nothing_outside_through_every_path() {
     let dir = TempDir::new("hostile");
     let graph = dir.join("graph");
     let e = Engined::start();
+    let reg = Registryd::start(RegOpts {
+        tls: false,
+        auth: false,
+        ..RegOpts::default()
+    });
     let mut seen = Vec::new();
     for layer in corpus() {
         let name = layer
@@ -154,6 +161,33 @@ fn the_hostile_corpus_changes_nothing_outside_through_every_path() {
         }
         assert_eq!(victim_state(), before, "load {name} reached the victim");
         assert!(staging_empty(&graph), "load {name} left staging behind");
+        // mkimage on it as a base: its layers unpacked into the build root
+        if o.status.success() {
+            let recipe = dir.join(&format!("{name}.yml"));
+            std::fs::write(
+                &recipe,
+                format!(
+                    "name: on-{name}\nepoch: 1490616000\nbase: {tag}\nstages:\n  - name: motd\n    append: {{file: /etc/motd, lines: [\"x\"]}}\n"
+                ),
+            )
+            .unwrap();
+            let m = run(&[
+                "mkimage",
+                "-g",
+                graph.to_str().unwrap(),
+                "--tag",
+                &format!("derived:{name}"),
+                recipe.to_str().unwrap(),
+            ]);
+            if !m.status.success() {
+                one_clear_line(&stderr(&m), &format!("mkimage on {name}"));
+            }
+            assert_eq!(
+                victim_state(),
+                before,
+                "mkimage on {name} reached the victim"
+            );
+        }
         // the engine: loaded, then unpacked into the layer cache to run
         let o = e.run(&["load", "-i", archive.to_str().unwrap()]);
         if o.status.success() {
@@ -161,6 +195,21 @@ fn the_hostile_corpus_changes_nothing_outside_through_every_path() {
             if !r.status.success() {
                 one_clear_line(&stderr(&r), &format!("run {name}"));
             }
+            // pull: through a registry, then unpacked again from what came
+            let remote = format!("127.0.0.1:{}/hostile/{name}:1", reg.port);
+            e.ok(&["tag", &tag, &remote]);
+            e.ok(&["push", &remote]);
+            let _ = e.run(&["rmi", "-f", &remote, &tag]);
+            let p = e.run(&["pull", &remote]);
+            if p.status.success() {
+                let r = e.run(&["run", "--rm", &remote]);
+                if !r.status.success() {
+                    one_clear_line(&stderr(&r), &format!("run pulled {name}"));
+                }
+            } else {
+                one_clear_line(&stderr(&p), &format!("pull {name}"));
+            }
+            let _ = e.run(&["rmi", "-f", &remote]);
         } else {
             one_clear_line(&stderr(&o), &format!("docker load {name}"));
         }
