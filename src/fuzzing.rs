@@ -22,6 +22,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("range", range),
     ("content_range", content_range),
     ("docker_archive", docker_archive),
+    ("mkimage_recipe", mkimage_recipe),
     ("json_log", json_log),
     ("challenge", challenge),
     ("tar_extract", tar_extract),
@@ -120,6 +121,13 @@ pub fn docker_archive(data: &[u8]) {
         b"safe"
     );
     let _ = std::fs::remove_dir_all(&base);
+}
+
+/// An mkimage recipe: YAML, then every check the recipe makes before a build.
+pub fn mkimage_recipe(data: &[u8]) {
+    if let Ok(doc) = crate::config::Doc::parse("recipe.yml", text(data)) {
+        let _ = crate::image::recipe::Recipe::from_doc(&doc, Path::new("/nonexistent"), &[]);
+    }
 }
 
 pub fn json_log(data: &[u8]) {

@@ -17,7 +17,6 @@
 //! the image's date. Stage timings are printed but kept out of the image, so two
 //! builds of the same root give the same manifest digest.
 
-mod recipe;
 mod stage;
 
 use argh::FromArgs;
@@ -27,10 +26,10 @@ use berth::archive::writer::TarWriter;
 use berth::digest::{Algorithm, Digest, HashingWriter};
 use berth::error::{Context, Error, Kind, Result};
 use berth::fsutil::confined::Root;
+use berth::image::recipe::Recipe;
 use berth::image::{Format, assemble, default_created};
 use berth::oci::{History, RunConfig};
 use berth::store::local::{ImageMeta, LocalStore, root_from};
-use recipe::Recipe;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -11,9 +11,9 @@
 //! [`Root`], so no path — and no symlink planted in the root by a package — leads
 //! them out of the root. Device nodes are made through the Sys seam.
 
-use super::recipe::{Action, AppendItem, CopyItem, DevKind, Device, SetItem, Stage};
 use berth::error::{Context, Error, Kind, Result};
 use berth::fsutil::confined::Root;
+use berth::image::recipe::{Action, AppendItem, CopyItem, DevKind, Device, SetItem, Stage};
 use berth::sys::{Op, Sys};
 use std::collections::VecDeque;
 use std::fs;
@@ -652,8 +652,8 @@ fn devices(ctx: &Ctx, list: &[&Device]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::recipe::DEVICES;
     use super::*;
+    use berth::image::recipe::DEVICES;
     use berth::sys::{NodeKind, Recorder};
 
     #[test]

@@ -3,6 +3,7 @@
 //! moving images in and out as files ([`archive`]: docker-archive and OCI layout).
 
 pub mod archive;
+pub mod recipe;
 
 use crate::archive::gzip::ParallelGzip;
 use crate::archive::{copy_validated, decompressed};

@@ -5,12 +5,12 @@
 //! yum. Unknown keys are errors, not warnings: a misspelt `keep:` under a
 //! `remove:` stage must not go on to delete what it was meant to keep.
 
-use berth::config::{Doc, Node, Value};
-use berth::error::{Error, Result};
-use berth::fsutil::glob::Glob;
-use berth::image::Format;
-use berth::oci::RunConfig;
-use berth::sys::NodeKind;
+use crate::config::{Doc, Node, Value};
+use crate::error::{Error, Result};
+use crate::fsutil::glob::Glob;
+use crate::image::Format;
+use crate::oci::RunConfig;
+use crate::sys::NodeKind;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -820,7 +820,7 @@ impl Recipe {
             Some(Value::Int(i)) => Some(*i),
             Some(_) => {
                 let s = doc.str("epoch")?.unwrap_or_default();
-                Some(berth::util::parse_rfc3339(&s).ok_or_else(|| {
+                Some(crate::util::parse_rfc3339(&s).ok_or_else(|| {
                     doc.error(
                         "epoch",
                         "expected seconds since 1970 or RFC 3339 (2017-03-27T12:00:00Z)",
@@ -859,7 +859,7 @@ impl Recipe {
             p.reject_unknown("output", n, OUTPUT_KEYS)?;
             output.tag = doc.str("output.tag")?;
             if let Some(t) = &output.tag {
-                berth::reference::Reference::parse(t)
+                crate::reference::Reference::parse(t)
                     .map_err(|e| doc.error("output.tag", e.message()))?;
             }
             output.tar = doc.str("output.tar")?.map(|s| p.host_path(&s));
