@@ -645,14 +645,12 @@ impl LocalStore {
         Ok(dest)
     }
 
-    /// The overlay lowerdirs of an image, top layer first (as `lowerdir=` wants
-    /// them), unpacking the layers not cached yet; the diff_ids are the image
-    /// config's. A layer the image has twice is listed once, at its top place:
-    /// overlayfs refuses a directory twice, and the lower copy can show nothing
-    /// the upper does not cover. Take a [`LocalStore::lease`] first: a cached
-    /// layer is safe from collection only while an image in refs.json or a
-    /// lease needs it.
-    pub fn layer_dirs(&self, manifest: &Digest) -> Result<Vec<PathBuf>> {
+    /// An image's layers, bottom first, each with the diff_id its config
+    /// promises; a manifest and config that disagree on the count are refused.
+    fn layers_and_diff_ids(
+        &self,
+        manifest: &Digest,
+    ) -> Result<Vec<(crate::oci::Descriptor, Digest)>> {
         let img = self.image(manifest)?;
         let layers = img.layers();
         let diff_ids = &img.config.rootfs.diff_ids;
@@ -663,8 +661,23 @@ impl LocalStore {
                 diff_ids.len()
             )));
         }
+        Ok(layers
+            .iter()
+            .cloned()
+            .zip(diff_ids.iter().cloned())
+            .collect())
+    }
+
+    /// The overlay lowerdirs of an image, top layer first (as `lowerdir=` wants
+    /// them), unpacking the layers not cached yet; the diff_ids are the image
+    /// config's. A layer the image has twice is listed once, at its top place:
+    /// overlayfs refuses a directory twice, and the lower copy can show nothing
+    /// the upper does not cover. Take a [`LocalStore::lease`] first: a cached
+    /// layer is safe from collection only while an image in refs.json or a
+    /// lease needs it.
+    pub fn layer_dirs(&self, manifest: &Digest) -> Result<Vec<PathBuf>> {
         let mut dirs: Vec<PathBuf> = Vec::new();
-        for (l, d) in layers.iter().zip(diff_ids).rev() {
+        for (l, d) in self.layers_and_diff_ids(manifest)?.iter().rev() {
             let dir = self
                 .unpack_layer(&l.digest, &l.media_type, d)
                 .map_err(|e| e.context(format!("image {manifest}")))?;
@@ -682,19 +695,10 @@ impl LocalStore {
     /// copy. A layer that does not match leaves the partial tree for the caller
     /// to remove.
     pub fn materialize(&self, manifest: &Digest, dest: &Path) -> Result<u64> {
-        let img = self.image(manifest)?;
-        let layers = img.layers();
-        let diff_ids = &img.config.rootfs.diff_ids;
-        if layers.len() != diff_ids.len() {
-            return Err(Error::invalid(format!(
-                "image {manifest}: the manifest has {} layers but the config lists {} diff_ids",
-                layers.len(),
-                diff_ids.len()
-            )));
-        }
+        let layers = self.layers_and_diff_ids(manifest)?;
         fs::create_dir_all(dest).with_context(|| format!("create {}", dest.display()))?;
         let mut entries = 0;
-        for (l, diff_id) in layers.iter().zip(diff_ids) {
+        for (l, diff_id) in &layers {
             if l.media_type.as_str().contains("zstd") {
                 return Err(Error::new(
                     Kind::Unsupported,
