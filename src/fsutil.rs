@@ -150,6 +150,12 @@ pub fn create_dir_all_durable(dir: &Path) -> Result<()> {
 /// A held flock(2); released on drop.
 pub struct Lock(#[allow(dead_code)] File);
 
+/// Free bytes for an unprivileged writer on the filesystem holding `p`.
+pub fn free_space(p: &Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(p).ok()?;
+    Some(st.blocks_available() * st.fragment_size())
+}
+
 /// Copy the tree under `from` into the existing directory `to`: directories,
 /// regular files and symlinks (as links, never followed), with their modes,
 /// owners and modification times; other kinds (devices, sockets, fifos) are

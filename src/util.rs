@@ -54,6 +54,14 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
     format!("{}.{:03}Z", &base[..base.len() - 1], d.subsec_millis())
 }
 
+/// `2017-03-27T12:00:00.123456Z` with microseconds, the most RFC 5424 syslog
+/// allows.
+pub fn rfc3339_micros(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let base = rfc3339(d.as_secs() as i64);
+    format!("{}.{:06}Z", &base[..base.len() - 1], d.subsec_micros())
+}
+
 /// `2026-12-01T16:34:49.83192066Z`: Go's RFC3339Nano, as Docker writes log and
 /// container times (the fraction loses its trailing zeros, a whole second has none).
 pub fn rfc3339_nano(t: SystemTime) -> String {

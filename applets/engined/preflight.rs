@@ -371,27 +371,29 @@ fn space(r: &mut Report, what: &'static str, p: &Path) {
     let Some(probe) = probe else {
         return;
     };
-    match nix::sys::statvfs::statvfs(probe) {
-        Ok(st) => {
-            let free = st.blocks_available() * st.fragment_size();
-            let gib = free as f64 / (1u64 << 30) as f64;
-            let detail = format!("{}: {gib:.1} GiB free", p.display());
-            if free < 100 << 20 {
-                r.add(
-                    Level::Fail,
-                    what,
-                    format!("{detail}: free some space first"),
-                );
-            } else if free < 2 << 30 {
-                r.add(
-                    Level::Warn,
-                    what,
-                    format!("{detail}: images and logs will not fit long"),
-                );
-            } else {
-                r.add(Level::Ok, what, detail);
-            }
-        }
-        Err(e) => r.add(Level::Warn, what, format!("{}: {e}", p.display())),
+    let Some(free) = berth::fsutil::free_space(probe) else {
+        r.add(
+            Level::Warn,
+            what,
+            format!("{}: cannot tell the free space", p.display()),
+        );
+        return;
+    };
+    let gib = free as f64 / (1u64 << 30) as f64;
+    let detail = format!("{}: {gib:.1} GiB free", p.display());
+    if free < 100 << 20 {
+        r.add(
+            Level::Fail,
+            what,
+            format!("{detail}: free some space first"),
+        );
+    } else if free < 2 << 30 {
+        r.add(
+            Level::Warn,
+            what,
+            format!("{detail}: images and logs will not fit long"),
+        );
+    } else {
+        r.add(Level::Ok, what, detail);
     }
 }

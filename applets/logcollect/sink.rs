@@ -74,7 +74,7 @@ pub fn frame(out: &mut Vec<u8>, facility: u8, hostname: &str, app: &str, m: &Met
     msg.push_str(&format!(
         "<{}>1 {} {} {} - {} [berth@32473 name=\"",
         facility as u32 * 8 + severity,
-        rfc3339_micros(m.time),
+        berth::util::rfc3339_micros(m.time),
         hostname,
         app,
         m.stream,
@@ -98,12 +98,6 @@ pub fn frame(out: &mut Vec<u8>, facility: u8, hostname: &str, app: &str, m: &Met
     escape_invalid(text, &mut msg);
     out.extend_from_slice(format!("{} ", msg.len()).as_bytes());
     out.extend_from_slice(msg.as_bytes());
-}
-
-fn rfc3339_micros(t: std::time::SystemTime) -> String {
-    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let base = berth::util::rfc3339(d.as_secs() as i64);
-    format!("{}.{:06}Z", &base[..base.len() - 1], d.subsec_micros())
 }
 
 /// Wakes the senders when the collector spooled something.

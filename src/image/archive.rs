@@ -277,12 +277,6 @@ pub struct LoadOptions {
     pub tmpdir: Option<std::path::PathBuf>,
 }
 
-/// Free bytes for an unprivileged writer on the filesystem holding `p`.
-pub fn free_space(p: &Path) -> Option<u64> {
-    let st = nix::sys::statvfs::statvfs(p).ok()?;
-    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
-}
-
 /// A reader that fails once more than `left` bytes came through.
 struct Bounded<R> {
     inner: R,
@@ -326,7 +320,7 @@ pub fn load(store: &LocalStore, input: Box<dyn Read + Send>, opts: &LoadOptions)
     };
     let limit = match opts.max_unpacked {
         Some(n) => n,
-        None => free_space(staging.path()).unwrap_or(u64::MAX),
+        None => crate::fsutil::free_space(staging.path()).unwrap_or(u64::MAX),
     };
     let plain = crate::archive::decompressed(input)?;
     let hit = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
