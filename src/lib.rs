@@ -21,6 +21,7 @@ pub mod proc;
 pub mod progress;
 pub mod reference;
 pub mod registry;
+pub mod signing;
 pub mod store;
 pub mod sys;
 pub mod tls;
