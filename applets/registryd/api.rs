@@ -32,6 +32,8 @@ enum Route {
     UploadStart(String),
     Upload(String, String),
     Referrers(String, String),
+    Signatures(String, String),
+    Lookaside(String),
     Ping,
     Search,
     NotFound,
@@ -49,6 +51,15 @@ fn route(path: &str) -> Route {
         "/v1/_ping" => return Route::Ping,
         "/v1/search" => return Route::Search,
         _ => {}
+    }
+    if let Some(rest) = path.strip_prefix("/extensions/v2/") {
+        return match tail_split(rest, "/signatures/") {
+            Some((n, d)) => Route::Signatures(n.into(), d.into()),
+            None => Route::NotFound,
+        };
+    }
+    if let Some(rest) = path.strip_prefix("/sigstore/") {
+        return Route::Lookaside(rest.into());
     }
     let Some(rest) = path.strip_prefix("/v2/") else {
         return Route::NotFound;
@@ -78,7 +89,7 @@ fn route(path: &str) -> Route {
 }
 
 /// A spec error response: `{"errors":[{"code","message","detail"}]}`.
-fn error(
+pub(super) fn error(
     status: u16,
     code: &str,
     message: impl Into<String>,
@@ -88,7 +99,7 @@ fn error(
         .json(&json!({"errors": [{"code": code, "message": message.into(), "detail": detail}]}))
 }
 
-fn internal(e: &Error) -> Response {
+pub(super) fn internal(e: &Error) -> Response {
     log::error!("{e}");
     error(500, "UNKNOWN", "internal server error", json!({}))
 }
@@ -106,6 +117,10 @@ impl Registry {
             auth,
             throttle: Throttle::default(),
         }
+    }
+
+    pub(super) fn store(&self) -> &RegistryStore {
+        &self.store
     }
 
     fn url(&self, path: &str) -> String {
@@ -188,6 +203,11 @@ impl Registry {
             );
         }
         if let Some(denied) = self.authenticate(req) {
+            // containers/image learns of the signature extension from its
+            // first, unauthenticated, GET /v2/.
+            if route == Route::Base {
+                return denied.header("X-Registry-Supports-Signatures", "1");
+            }
             return denied;
         }
         let name = match &route {
@@ -196,7 +216,8 @@ impl Registry {
             | Route::Blob(n, _)
             | Route::UploadStart(n)
             | Route::Upload(n, _)
-            | Route::Referrers(n, _) => {
+            | Route::Referrers(n, _)
+            | Route::Signatures(n, _) => {
                 if let Err(e) = validate_name(n) {
                     return error(400, "NAME_INVALID", e.to_string(), json!({"name": n}));
                 }
@@ -206,7 +227,9 @@ impl Registry {
         };
         let m = req.method.clone();
         match (m.as_str(), route) {
-            ("GET" | "HEAD", Route::Base) => Response::new(200).json(&json!({})),
+            ("GET" | "HEAD", Route::Base) => Response::new(200)
+                .header("X-Registry-Supports-Signatures", "1")
+                .json(&json!({})),
             ("GET", Route::Catalog) => self.catalog(req),
             ("GET", Route::Search) => self.search(req),
             ("GET", Route::Tags(_)) => self.tags(req, &name),
@@ -233,6 +256,11 @@ impl Registry {
                 .unwrap_or_else(|| self.put_upload(req, &name, &id)),
             ("DELETE", Route::Upload(_, id)) => self.cancel_upload(&name, &id),
             ("GET", Route::Referrers(_, d)) => self.referrers(req, &name, &d),
+            ("GET", Route::Signatures(_, d)) => self.get_signatures(&name, &d),
+            ("PUT", Route::Signatures(_, d)) => self
+                .writable()
+                .unwrap_or_else(|| self.put_signature(req, &name, &d)),
+            ("GET" | "HEAD", Route::Lookaside(rest)) => self.lookaside(req, &rest),
             _ => error(
                 405,
                 "UNSUPPORTED",

@@ -5,6 +5,7 @@
 
 mod api;
 mod config;
+mod signatures;
 
 use argh::FromArgs;
 use berth::error::{Error, Kind, Result};

@@ -61,6 +61,9 @@ pub struct StoredManifest {
     pub media_type: MediaType,
 }
 
+/// A signature kept beside a manifest: its id (the part after `DIGEST@`) and blob.
+pub type StoredSignature = (String, Vec<u8>);
+
 /// What a manifest PUT did.
 #[derive(Debug)]
 pub struct PutManifest {
@@ -139,6 +142,14 @@ fn revision_dir(name: &str, d: &Digest) -> String {
         d.hex()
     )
 }
+/// berth: simple-signing signatures of a revision, `NNNNNN-<id>` in the order they
+/// came (the lookaside layout numbers them this way). Inside the revision, so a
+/// manifest delete takes its signatures along.
+fn signatures_dir(name: &str, d: &Digest) -> String {
+    format!("{}/atomic-signatures", revision_dir(name, d))
+}
+/// A manifest carries at most this many signatures (keys of a site, not a flood).
+pub const MAX_SIGNATURES: usize = 256;
 fn tags_dir(name: &str) -> String {
     format!("{}/_manifests/tags", repo_path(name))
 }
@@ -782,6 +793,71 @@ impl RegistryStore {
         }
         self.d.delete(&revision_dir(name, d))?;
         self.catalog_update(name)?;
+        Ok(true)
+    }
+
+    /// Signatures of manifest `d` in `name` as (id, blob), oldest first; None when
+    /// the repository does not hold that manifest.
+    pub fn signatures(&self, name: &str, d: &Digest) -> Result<Option<Vec<StoredSignature>>> {
+        validate_name(name)?;
+        if self
+            .resolve(name, &ManifestRef::Digest(d.clone()))?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let dir = signatures_dir(name, d);
+        let mut files = self.d.list(&dir)?;
+        files.sort();
+        let mut out = Vec::new();
+        for f in files {
+            let Some((_, id)) = f.split_once('-') else {
+                continue;
+            };
+            match self.d.get(&format!("{dir}/{f}")) {
+                Ok(b) => out.push((id.to_string(), b)),
+                // Deleted with its manifest while we listed.
+                Err(e) if e.kind() == Kind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// Add a signature blob (checked by the caller) to manifest `d` of `name`.
+    /// Ok(false) when that id or those exact bytes are there already; NotFound
+    /// when the manifest is unknown.
+    pub fn put_signature(&self, name: &str, d: &Digest, id: &str, blob: &[u8]) -> Result<bool> {
+        validate_name(name)?;
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(Error::invalid(format!("invalid signature id {id:?}")));
+        }
+        let _repo = self.repo_lock(name);
+        let Some(existing) = self.signatures(name, d)? else {
+            return Err(Error::not_found(format!("manifest {d} is not in {name}")));
+        };
+        if existing.iter().any(|(i, b)| i == id || b == blob) {
+            return Ok(false);
+        }
+        if existing.len() >= MAX_SIGNATURES {
+            return Err(Error::new(
+                Kind::Conflict,
+                format!("manifest {d} has {MAX_SIGNATURES} signatures already"),
+            ));
+        }
+        let dir = signatures_dir(name, d);
+        let next = self
+            .d
+            .list(&dir)?
+            .iter()
+            .filter_map(|f| f.split_once('-').and_then(|(n, _)| n.parse::<u64>().ok()))
+            .max()
+            .map_or(1, |n| n + 1);
+        self.d.put(&format!("{dir}/{next:06}-{id}"), blob)?;
         Ok(true)
     }
 
