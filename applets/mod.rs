@@ -29,6 +29,8 @@ mod registryd;
 mod save;
 #[cfg(feature = "search")]
 mod search;
+#[cfg(feature = "sign")]
+mod sign;
 
 /// One applet.
 pub struct Applet {
@@ -147,6 +149,14 @@ pub static TABLE: &[Applet] = &[
         hidden: false,
         link: true,
     },
+    #[cfg(feature = "sign")]
+    Applet {
+        name: "sign",
+        main: sign::sign,
+        help: "sign an image (simple signing, OpenPGP) or make a signing key",
+        hidden: false,
+        link: true,
+    },
     #[cfg(feature = "images")]
     Applet {
         name: "tag",
@@ -185,6 +195,14 @@ pub static TABLE: &[Applet] = &[
         name: "dumb-init",
         main: init::main,
         help: "init under dumb-init's name (same options and behaviour)",
+        hidden: false,
+        link: true,
+    },
+    #[cfg(feature = "sign")]
+    Applet {
+        name: "verify",
+        main: sign::verify,
+        help: "list an image's signatures and check them against the policy",
         hidden: false,
         link: true,
     },

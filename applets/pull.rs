@@ -1,5 +1,7 @@
 //! `pull NAME[:TAG|@DIGEST]`: fetch an image into the local store, verifying every
-//! digest; short names are looked up in the configured search registries.
+//! digest; short names are looked up in the configured search registries. With a
+//! signature policy (`--policy`, or /etc/containers/policy.json) the image is
+//! accepted or refused on its signatures before anything is stored.
 
 use argh::FromArgs;
 use berth::error::Result;
@@ -30,6 +32,12 @@ struct Args {
     /// registry allowed over HTTP or unverified TLS (repeatable)
     #[argh(option)]
     insecure_registry: Vec<String>,
+    /// signature policy, containers-policy.json (default /etc/containers/policy.json when it exists)
+    #[argh(option)]
+    policy: Option<PathBuf>,
+    /// registries.d directory for lookaside signature stores (default /etc/containers/registries.d)
+    #[argh(option)]
+    registries_d: Option<PathBuf>,
     /// image, NAME[:TAG|@DIGEST]
     #[argh(positional)]
     image: String,
@@ -49,7 +57,15 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
     let store = LocalStore::open(&root_from(a.graph.as_deref()))?;
     let r = Reference::parse(&a.image)?;
     let progress = Terminal::new(a.quiet);
-    let pulled = transfer::pull(&store, &settings, &r, &progress)?;
+    let opts = transfer::PullOptions {
+        policy: berth::signing::Policy::from_flag(a.policy.as_deref())?,
+        registries_d: berth::signing::lookaside::RegistriesD::load(
+            a.registries_d
+                .as_deref()
+                .unwrap_or(std::path::Path::new(berth::signing::lookaside::DEFAULT_DIR)),
+        )?,
+    };
+    let pulled = transfer::pull_with(&store, &settings, &r, &opts, &progress)?;
     println!("{}", pulled.reference);
     Ok(0)
 }

@@ -31,6 +31,15 @@ struct Args {
     /// registry allowed over HTTP or unverified TLS (repeatable)
     #[argh(option)]
     insecure_registry: Vec<String>,
+    /// sign the pushed manifest with this armored OpenPGP secret key (simple signing)
+    #[argh(option)]
+    sign_key: Option<PathBuf>,
+    /// file whose first line is the signing key's passphrase (else BERTH_SIGN_PASSPHRASE)
+    #[argh(option)]
+    passphrase_file: Option<PathBuf>,
+    /// registries.d directory for lookaside signature stores (default /etc/containers/registries.d)
+    #[argh(option)]
+    registries_d: Option<PathBuf>,
     /// image, [HOST[:PORT]/]NAME[:TAG]
     #[argh(positional)]
     image: String,
@@ -73,8 +82,21 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
     } else {
         target.last().cloned().unwrap_or(r.clone())
     };
+    // The key is read (and its passphrase checked) before any byte moves.
+    let sign_key = a
+        .sign_key
+        .as_deref()
+        .map(|k| berth::signing::load_signing_key(k, a.passphrase_file.as_deref()))
+        .transpose()?
+        .map(std::sync::Arc::new);
     let opts = PushOptions {
         chunk_size: a.chunk_size.as_deref().map(parse_size).transpose()?,
+        sign_key,
+        registries_d: berth::signing::lookaside::RegistriesD::load(
+            a.registries_d
+                .as_deref()
+                .unwrap_or(std::path::Path::new(berth::signing::lookaside::DEFAULT_DIR)),
+        )?,
     };
     let local = berth::store::local::tagged(&format!(
         "{}:{}",

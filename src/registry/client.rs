@@ -218,7 +218,7 @@ fn with_query(url: &str, k: &str, v: &str) -> String {
     format!("{url}{sep}{k}={}", crate::http::percent_encode(v))
 }
 
-fn header(r: &http::Response<ureq::Body>, k: &str) -> Option<String> {
+pub(super) fn header(r: &http::Response<ureq::Body>, k: &str) -> Option<String> {
     r.headers()
         .get(k)
         .and_then(|v| v.to_str().ok())
@@ -576,11 +576,11 @@ impl Registry {
         ))
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    fn fail(&self, what: &str, r: &mut http::Response<ureq::Body>) -> Error {
+    pub(super) fn fail(&self, what: &str, r: &mut http::Response<ureq::Body>) -> Error {
         let status = r.status().as_u16();
         let kind = match status {
             404 => Kind::NotFound,

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod settings;
+pub mod signatures;
 pub mod transfer;
 
 pub use client::Registry;

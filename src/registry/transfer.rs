@@ -12,6 +12,12 @@
 //! retries from the registry's reported offset. The manifest goes last, with its
 //! own media type.
 //!
+//! Signatures: a pull fetches the image's signatures (registry extension or
+//! registries.d lookaside) and, when a policy applies, decides on the top
+//! manifest's digest before any layer moves, so a refused image is never stored;
+//! the signatures found are kept in the local store beside the image. A push
+//! carries the image's kept signatures along and can add a new one.
+//!
 //! Both report to a [`Progress`] sink in dockerd's words and order (every layer
 //! announced before bytes move, then counts, then its outcome; the final `Status:`
 //! or digest line, or the error), so the engine can stream them to the docker CLI
@@ -24,6 +30,8 @@ use crate::error::{Error, Kind, Result};
 use crate::oci::{AnyManifest, Descriptor, Parsed};
 use crate::progress::{Counted, Progress, Silent, Task};
 use crate::reference::Reference;
+use crate::signing::lookaside::RegistriesD;
+use crate::signing::{Identity, Payload, Policy, SigningKey};
 use crate::store::local::{ImageMeta, LocalStore, split_tag};
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -73,6 +81,16 @@ pub fn select_platform(index: &Parsed) -> Result<Descriptor> {
         .ok_or_else(|| Error::not_found(format!("no {OS}/{ARCH} image in this index")))
 }
 
+/// How a pull treats signatures.
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    /// containers-policy.json to enforce; None: accept anything (signatures are
+    /// still fetched and kept when the registry has them).
+    pub policy: Option<Policy>,
+    /// Lookaside configuration for registries without the signature extension.
+    pub registries_d: RegistriesD,
+}
+
 /// Pull `r` into the store (trying search registries for short names). Progress
 /// goes to `progress` in docker's order, ending with `Status: …` or the error.
 pub fn pull(
@@ -81,7 +99,18 @@ pub fn pull(
     r: &Reference,
     progress: &dyn Progress,
 ) -> Result<Pulled> {
-    let res = pull_any(store, settings, r, progress);
+    pull_with(store, settings, r, &PullOptions::default(), progress)
+}
+
+/// [`pull`] under a signature policy.
+pub fn pull_with(
+    store: &LocalStore,
+    settings: &Settings,
+    r: &Reference,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<Pulled> {
+    let res = pull_any(store, settings, r, opts, progress);
     match &res {
         Ok(p) => {
             let what = if p.downloaded {
@@ -96,18 +125,37 @@ pub fn pull(
     res
 }
 
+/// Decide on an image already in the store from the signatures kept with it.
+pub fn check_local(
+    store: &LocalStore,
+    policy: &Policy,
+    image: &Identity,
+    top: &Digest,
+) -> Result<()> {
+    let sigs = store.signatures(top)?;
+    policy
+        .evaluate(image, top, &sigs, crate::util::now_unix())
+        .map(|_| ())
+}
+
 fn pull_any(
     store: &LocalStore,
     settings: &Settings,
     r: &Reference,
+    opts: &PullOptions,
     progress: &dyn Progress,
 ) -> Result<Pulled> {
     let candidates = settings.candidates(r)?;
     let _lease = store.writer_lease()?;
-    // Known by digest already: no network (moby#43570).
+    // Known by digest already: no network (moby#43570), unless the policy wants
+    // signatures the store does not have.
     if let Some(d) = &r.digest
         && let Some(m) = store.resolve(&format!("x@{d}"))?
         && store.complete(&m)
+        && opts
+            .policy
+            .as_ref()
+            .is_none_or(|p| check_local(store, p, &Identity::of(&candidates[0]), d).is_ok())
     {
         let full = candidates[0].clone();
         if let Some(t) = &full.tag {
@@ -152,20 +200,68 @@ fn pull_any(
             Some(cand.tag.as_deref().unwrap_or(&reference)),
             &format!("Pulling from {}", cand.name()),
         );
-        return pull_from(store, &reg, cand, &repo, fetched, progress);
+        return pull_from(store, settings, &reg, cand, &repo, fetched, opts, progress);
     }
     Err(last_err.unwrap_or_else(|| Error::not_found(format!("{r}: not found"))))
 }
 
+/// Fetch the signatures of `top` and hold them against the policy. Without a
+/// policy (or one that asks nothing here) a registry that cannot list
+/// signatures is no reason to fail the pull.
+fn signatures_for(
+    settings: &Settings,
+    reg: &Registry,
+    cand: &Reference,
+    repo: &str,
+    top: &Digest,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<Vec<u8>>> {
+    let image = Identity::of(cand).tagged_or_latest();
+    let needed = opts
+        .policy
+        .as_ref()
+        .is_some_and(|p| !p.accepts_anything(&image));
+    let sigs = match super::signatures::fetch(reg, repo, &image, top, settings, &opts.registries_d)
+    {
+        Ok(s) => s,
+        Err(e) if !needed => {
+            log::debug!("{}: no signatures read for {image}: {e}", reg.host);
+            Vec::new()
+        }
+        Err(e) => {
+            return Err(e.context(format!("reading the signatures of {image}")));
+        }
+    };
+    if let Some(p) = &opts.policy {
+        let d = p.evaluate(&image, top, &sigs, crate::util::now_unix())?;
+        for a in &d.signatures {
+            progress.line(
+                None,
+                &format!(
+                    "Signature accepted: {} by {} ({})",
+                    a.identity, a.key, a.user
+                ),
+            );
+        }
+    }
+    Ok(sigs)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn pull_from(
     store: &LocalStore,
+    settings: &Settings,
     reg: &Registry,
     cand: &Reference,
     repo: &str,
     top: FetchedManifest,
+    opts: &PullOptions,
     progress: &dyn Progress,
 ) -> Result<Pulled> {
     let top_parsed = Parsed::parse(&top.bytes, Some(top.media_type.as_str()))?;
+    // Decided before any byte of the image is stored.
+    let signatures = signatures_for(settings, reg, cand, repo, &top.digest, opts, progress)?;
     let (manifest, index) = if top_parsed.media_type.is_index() {
         let choice = select_platform(&top_parsed)?;
         let m = reg
@@ -299,6 +395,14 @@ fn pull_from(
         },
     )?;
     store.add_repo_digest(&name, &repo_digest)?;
+    for sig in &signatures {
+        match crate::signing::check_blob(sig, &repo_digest) {
+            Ok(()) => {
+                store.add_signature(&repo_digest, sig)?;
+            }
+            Err(e) => log::warn!("{}: a signature of {name} is not kept: {e}", reg.host),
+        }
+    }
     let downloaded = downloaded.into_inner().unwrap();
     progress.line(None, &format!("Digest: {repo_digest}"));
     Ok(Pulled {
@@ -314,6 +418,10 @@ fn pull_from(
 pub struct PushOptions {
     /// Upload in PATCHes of this many bytes (registries behind body-capping proxies).
     pub chunk_size: Option<u64>,
+    /// Sign the pushed manifest as the target reference with this key.
+    pub sign_key: Option<std::sync::Arc<SigningKey>>,
+    /// Where signatures go when the registry does not take them.
+    pub registries_d: RegistriesD,
 }
 
 /// Repositories on `host` that the store knows to hold `blob` (for mounts).
@@ -430,7 +538,60 @@ fn push_image(
         None,
         &format!("{tag}: digest: {digest} size: {}", img.manifest_bytes.len()),
     );
+    push_signatures(store, &reg, &repo, target, &digest, opts, progress)?;
     Ok(digest)
+}
+
+/// After the manifest: the signatures kept with the image go along (when the
+/// registry takes them), then a new one if a key was given.
+fn push_signatures(
+    store: &LocalStore,
+    reg: &Registry,
+    repo: &str,
+    target: &Reference,
+    digest: &Digest,
+    opts: &PushOptions,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let image = Identity::of(target).tagged_or_latest();
+    let kept = store.signatures(digest)?;
+    if !kept.is_empty() {
+        if reg.supports_signatures()? {
+            for s in &kept {
+                reg.put_extension_signature(repo, digest, s)?;
+            }
+            progress.line(None, &format!("Copied {} signature(s)", kept.len()));
+        } else {
+            log::warn!(
+                "{}: the registry does not store signatures; {} kept signature(s) of {image} stay local",
+                reg.host,
+                kept.len()
+            );
+        }
+    }
+    if let Some(key) = &opts.sign_key {
+        let sig = sign_image(key, &image, digest)?;
+        let at = super::signatures::store(reg, repo, &image, digest, &sig, &opts.registries_d)?;
+        store.add_signature(digest, &sig)?;
+        let place = match at {
+            super::signatures::Stored::Extension => "the registry".to_string(),
+            super::signatures::Stored::Lookaside(u) => u,
+        };
+        progress.line(
+            None,
+            &format!(
+                "Signed {image} with key {} (stored in {place})",
+                key.fingerprint()
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// A simple-signing signature of `digest` as `image`, made now.
+pub fn sign_image(key: &SigningKey, image: &Identity, digest: &Digest) -> Result<Vec<u8>> {
+    let payload = Payload::new(digest.clone(), image.to_string(), crate::util::now_unix());
+    key.sign(&payload.to_json())
 }
 
 fn push_blob(

@@ -24,6 +24,38 @@ pub use openpgp::{Keyring, MAX_SIGNATURE, SigningKey};
 pub use payload::Payload;
 pub use policy::{Identity, Policy};
 
+/// Environment variable holding a signing key's passphrase.
+pub const PASSPHRASE_ENV: &str = "BERTH_SIGN_PASSPHRASE";
+
+/// Read a signing key file; the passphrase comes from `passphrase_file` (first
+/// line), else [`PASSPHRASE_ENV`], else a prompt when stdin is a terminal.
+pub fn load_signing_key(
+    path: &std::path::Path,
+    passphrase_file: Option<&std::path::Path>,
+) -> Result<SigningKey> {
+    let data = std::fs::read(path)
+        .map_err(|e| Error::from(e).context(format!("signing key {}", path.display())))?;
+    let what = path.display().to_string();
+    let pass: Option<Vec<u8>> = match passphrase_file {
+        Some(f) => {
+            let text = std::fs::read(f)
+                .map_err(|e| Error::from(e).context(format!("passphrase file {}", f.display())))?;
+            let line = text.split(|b| *b == b'\n').next().unwrap_or_default();
+            Some(line.strip_suffix(b"\r").unwrap_or(line).to_vec())
+        }
+        None => std::env::var_os(PASSPHRASE_ENV)
+            .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec()),
+    };
+    if pass.is_none()
+        && SigningKey::needs_passphrase(&data)
+        && std::io::IsTerminal::is_terminal(&std::io::stdin())
+    {
+        let p = crate::util::prompt(&format!("Passphrase for {what}: "), true)?;
+        return SigningKey::parse(&data, Some(p.as_bytes()), &what);
+    }
+    SigningKey::parse(&data, pass.as_deref(), &what)
+}
+
 /// One signature as the registry extension (`/extensions/v2/NAME/signatures/DIGEST`)
 /// carries it: `name` is `DIGEST@ID`, `content` the signature blob in base64.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@
 //! ROOT/layers/sha256/<hex>/ unpacked layers by diff_id, overlay form (layers/ is 0700)
 //! ROOT/leases/<holder>      manifest digests in use (containers); rmi refuses them
 //! ROOT/tmp/                 blobs being written, layers being unpacked
+//! ROOT/signatures/sha256/<manifest hex>/<blob sha256 hex>  simple-signing signatures
 //! ROOT/refs.lock            flock for read-modify-write of refs.json
 //! ROOT/gc.lock              shared by writers, exclusive for blob removal
 //! ```
@@ -491,6 +492,51 @@ impl LocalStore {
         })
     }
 
+    fn signatures_dir(&self, d: &Digest) -> PathBuf {
+        self.root
+            .join("signatures")
+            .join(d.algorithm().as_str())
+            .join(d.hex())
+    }
+
+    /// Signature blobs kept for manifest (or index) `d`, oldest first.
+    pub fn signatures(&self, d: &Digest) -> Result<Vec<Vec<u8>>> {
+        let dir = self.signatures_dir(d);
+        let mut files: Vec<(std::time::SystemTime, PathBuf)> = match fs::read_dir(&dir) {
+            Ok(rd) => rd
+                .flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .map(|e| {
+                    let t = e
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .unwrap_or(std::time::UNIX_EPOCH);
+                    (t, e.path())
+                })
+                .collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::from(e).context(dir.display())),
+        };
+        files.sort();
+        files
+            .into_iter()
+            .map(|(_, p)| fs::read(&p).with_context(|| format!("read {}", p.display())))
+            .collect()
+    }
+
+    /// Keep a signature blob for `d` (the caller checked it is one). False when
+    /// those bytes are kept already. Written whole and synced before it appears.
+    pub fn add_signature(&self, d: &Digest, blob: &[u8]) -> Result<bool> {
+        let dir = self.signatures_dir(d);
+        let path = dir.join(Digest::sha256(blob).hex());
+        if path.exists() {
+            return Ok(false);
+        }
+        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        crate::fsutil::atomic_write(&path, blob)?;
+        Ok(true)
+    }
+
     /// Manifest digests held by leases (containers using images).
     pub fn leased(&self) -> Result<BTreeSet<Digest>> {
         Ok(self
@@ -822,6 +868,18 @@ impl LocalStore {
             }
         }
         let (mut n, mut bytes) = (0, 0);
+        // Signatures go with the manifest (or index) they sign.
+        if let Ok(rd) = fs::read_dir(self.root.join("signatures/sha256")) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Ok(d) = format!("sha256:{name}").parse::<Digest>()
+                    && !keep.contains(&d)
+                {
+                    fs::remove_dir_all(e.path())
+                        .with_context(|| format!("remove signatures of {d}"))?;
+                }
+            }
+        }
         let layers = self.root.join("layers/sha256");
         for e in fs::read_dir(&layers)
             .with_context(|| format!("read {}", layers.display()))?
