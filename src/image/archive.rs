@@ -13,6 +13,11 @@
 //! a new schema2 manifest over its config, with each layer kept if it is
 //! compressed already and gzip'd deterministically if not. Every blob, and every
 //! layer's diff_id against the config, is verified before anything is recorded.
+//!
+//! Image signatures travel too: `berth-signatures/sha256/HEX/signature-N` (the
+//! lookaside layout) for the manifest and the index it came through, whose blob
+//! is carried with an `io.berth.index` annotation, so an air-gapped node can
+//! check the policy on what it loaded.
 
 use super::Format;
 use crate::archive::gzip::{ParallelGzip, is_gzip};
@@ -30,6 +35,11 @@ use std::path::Path;
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const IMAGE_NAME: &str = "io.containerd.image.name";
 const REPO_DIGESTS: &str = "io.berth.repo-digests";
+/// The index a manifest was pulled through (its blob travels too), so signatures
+/// made over the index still check on the far side.
+const INDEX: &str = "io.berth.index";
+/// Signatures, laid out as a lookaside store: `DIR/sha256/HEX/signature-N`.
+const SIGNATURES: &str = "berth-signatures";
 
 /// One `manifest.json` entry of a docker-archive.
 #[derive(Debug, Serialize, Deserialize)]
@@ -93,6 +103,7 @@ fn layout(store: &LocalStore, items: &[SaveItem], format: Format) -> Result<Vec<
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     // Manifests rewritten for an OCI-only layout (not in the store, only in the file).
     let mut converted: BTreeMap<Digest, Vec<u8>> = BTreeMap::new();
+    let mut signatures: BTreeMap<Digest, Vec<Vec<u8>>> = BTreeMap::new();
     for it in items {
         let img = store.image(&it.manifest)?;
         // skopeo's oci: transport (and the image-layout spec's spirit) wants OCI
@@ -154,6 +165,24 @@ fn layout(store: &LocalStore, items: &[SaveItem], format: Format) -> Result<Vec<
                     .map(move |d| format!("{n}@{d}"))
             })
             .collect();
+        // Signatures name the stored manifest (or its index): a converted
+        // manifest has another digest, so none of them would hold there.
+        let index_digest = refs
+            .images
+            .get(&it.manifest)
+            .and_then(|m| m.index.clone())
+            .filter(|i| original && store.has_blob(i).is_some());
+        if original {
+            for d in index_digest.iter().chain([&it.manifest]) {
+                let sigs = store.signatures(d)?;
+                if !sigs.is_empty() {
+                    signatures.insert(d.clone(), sigs);
+                }
+            }
+        }
+        if let Some(i) = &index_digest {
+            blobs.insert(i.clone());
+        }
         let names: Vec<Option<&String>> = if it.tags.is_empty() {
             vec![None]
         } else {
@@ -169,6 +198,9 @@ fn layout(store: &LocalStore, items: &[SaveItem], format: Format) -> Result<Vec<
             // Repo digests name the stored manifest; a converted one has another.
             if !repo_digests.is_empty() && original {
                 ann.insert(REPO_DIGESTS.to_string(), repo_digests.join(","));
+            }
+            if let Some(i) = &index_digest {
+                ann.insert(INDEX.to_string(), i.to_string());
             }
             if !ann.is_empty() {
                 d.annotations = Some(ann);
@@ -189,6 +221,19 @@ fn layout(store: &LocalStore, items: &[SaveItem], format: Format) -> Result<Vec<
     }
     for d in blobs {
         parts.push((blob_name(&d), Part::Blob(d)));
+    }
+    if !signatures.is_empty() {
+        parts.push((format!("{SIGNATURES}/"), Part::Dir));
+        parts.push((format!("{SIGNATURES}/sha256/"), Part::Dir));
+        for (d, sigs) in signatures {
+            parts.push((format!("{SIGNATURES}/sha256/{}/", d.hex()), Part::Dir));
+            for (n, s) in sigs.into_iter().enumerate() {
+                parts.push((
+                    format!("{SIGNATURES}/sha256/{}/signature-{}", d.hex(), n + 1),
+                    Part::Bytes(s),
+                ));
+            }
+        }
     }
     let idx = Index::new(MediaType::OciIndex, index);
     parts.push(("index.json".to_string(), Part::Bytes(json(&idx)?)));
@@ -408,6 +453,27 @@ fn load_oci(store: &LocalStore, dir: &Root) -> Result<Loaded> {
             ingest(store, dir, &l.digest)?;
         }
         let ann = entry.annotations.clone().unwrap_or_default();
+        // The index berth saved beside a manifest: kept only if it lists it.
+        let index_digest = match (index_digest, ann.get(INDEX)) {
+            (None, Some(i)) => {
+                let i: Digest = i
+                    .parse()
+                    .map_err(|e: Error| e.context(format!("index.json annotation {INDEX}")))?;
+                ingest(store, dir, &i)?;
+                let ib = store.read_blob(&i)?;
+                let lists = Parsed::parse(&ib, None).is_ok_and(|p| {
+                    matches!(&p.manifest, AnyManifest::Index(x) if x.manifests.iter().any(|m| m.digest == mdigest))
+                });
+                if !lists {
+                    return Err(Error::invalid(format!(
+                        "index.json: {i} is named as the index of {mdigest} but does not list it"
+                    )));
+                }
+                Some(i)
+            }
+            (i, _) => i,
+        };
+        load_signatures(store, dir, index_digest.iter().chain([&mdigest]))?;
         let name = ann.get(IMAGE_NAME).cloned().or_else(|| {
             // A bare OCI layout names only a tag; a full reference there is a name.
             ann.get(REF_NAME)
@@ -435,6 +501,35 @@ fn load_oci(store: &LocalStore, dir: &Root) -> Result<Loaded> {
         out.push((name, mdigest, m.config.digest.clone()));
     }
     Ok(out)
+}
+
+/// Keep the archive's signatures of `digests` that are signatures of them (a
+/// well-formed signed message naming that digest); others are dropped with a
+/// warning. Trust is decided later, by the policy, as for pulled ones.
+fn load_signatures<'a>(
+    store: &LocalStore,
+    dir: &Root,
+    digests: impl Iterator<Item = &'a Digest>,
+) -> Result<()> {
+    for d in digests {
+        for n in 1..=256 {
+            let name = format!("{SIGNATURES}/sha256/{}/signature-{n}", d.hex());
+            if !dir.is_file(Path::new(&name)) {
+                break;
+            }
+            let mut blob = Vec::new();
+            dir.open_file(Path::new(&name))?
+                .take(crate::signing::MAX_SIGNATURE as u64 + 1)
+                .read_to_end(&mut blob)?;
+            match crate::signing::check_blob(&blob, d) {
+                Ok(()) => {
+                    store.add_signature(d, &blob)?;
+                }
+                Err(e) => log::warn!("{name}: not kept: {e}"),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn load_docker(store: &LocalStore, dir: &Root) -> Result<Loaded> {
