@@ -134,6 +134,7 @@ pub fn items_of_args(a: &Args, at: &str) -> Vec<Item> {
     one("storage-driver", a.storage_driver.clone());
     one("log-dir", a.log_dir.clone());
     one("log-root", p(&a.log_root));
+    one("signature-policy", p(&a.signature_policy));
     let mut many = |key: &'static str, vs: &[String]| {
         for v in vs {
             out.push(Item {
@@ -489,6 +490,7 @@ pub fn items_of_daemon_json(path: &Path, text: &str) -> Result<(Vec<Item>, Vec<S
             "storage-driver" => "storage-driver",
             "log-dir" => "log-dir",
             "log-root" => "log-root",
+            "signature-policy" => "signature-policy",
             "hosts" => "host",
             "insecure-registries" => "insecure-registry",
             "add-registry" | "add-registries" => "add-registry",

@@ -287,6 +287,52 @@ fn random_id() -> String {
 // ------------------------------------------------------------------ create
 
 /// `POST /containers/create?name=`: the id and docker's warnings.
+/// With a signature policy, a container is made only from an image whose kept
+/// signatures satisfy it, under the name it is run by (the image may have been
+/// loaded, tagged or pulled before the policy was set).
+fn check_policy(e: &Engine, image: &str, manifest: &berth::digest::Digest) -> Result<()> {
+    let Some(policy) = &e.s.policy else {
+        return Ok(());
+    };
+    let named = berth::reference::Reference::parse(image)
+        .ok()
+        .filter(|r| !image.starts_with("sha256:") && r.repository.len() != 64);
+    let Some(r) = named else {
+        return Err(Error::new(
+            berth::error::Kind::Denied,
+            format!(
+                "{image}: a signature policy is set ({}): run images by name, not by id",
+                policy.source
+            ),
+        ));
+    };
+    let mut r = super::images::as_typed(&r);
+    let refs = e.store.refs()?;
+    if r.registry.is_none() {
+        // A short name is the image as an add-registry stored it.
+        let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
+        let suffix = format!("/{}:{tag}", r.repository);
+        if let Some(full) = refs
+            .tags
+            .iter()
+            .find(|(k, m)| *m == manifest && k.ends_with(&suffix))
+            .and_then(|(k, _)| berth::reference::Reference::parse(k).ok())
+        {
+            r = full;
+        }
+    }
+    let identity = berth::signing::Identity::of(&r).tagged_or_latest();
+    let index = refs.images.get(manifest).and_then(|m| m.index.clone());
+    let mut last = None;
+    for top in index.iter().chain([manifest]) {
+        match berth::registry::transfer::check_local(&e.store, policy, &identity, top) {
+            Ok(()) => return Ok(()),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(last.expect("one digest was tried"))
+}
+
 pub fn create(
     e: &Engine,
     name: Option<&str>,
@@ -303,6 +349,7 @@ pub fn create(
             berth::store::local::tagged(&image)
         ))
     })?;
+    check_policy(e, &image, &manifest)?;
     let img = e.store.image(&manifest)?;
     let hc = &body.host_config;
     validate_host_config(hc)?;

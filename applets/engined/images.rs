@@ -326,7 +326,11 @@ pub fn pull(
         let sink = berth::progress::DockerJson::new(&mut *w);
         let mut settings = e.s.registries.clone();
         settings.credentials = auth;
-        match berth::registry::transfer::pull(&e.store, &settings, &r, &sink) {
+        let opts = berth::registry::transfer::PullOptions {
+            policy: e.s.policy.clone(),
+            registries_d: Default::default(),
+        };
+        match berth::registry::transfer::pull_with(&e.store, &settings, &r, &opts, &sink) {
             Ok(p) => {
                 e.events.emit(
                     "image",

@@ -27,7 +27,7 @@ use berth::net::bridge::{BridgeConfig, BridgeNet};
 use berth::net::ipam::Ipv4Cidr;
 use berth::store::local::LocalStore;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
 #[derive(FromArgs)]
@@ -117,6 +117,9 @@ struct Args {
     /// where the containers' log directories are made (default /var/log/berth; logcollect's --log-root)
     #[argh(option)]
     log_root: Option<PathBuf>,
+    /// containers-policy.json that pulls and runs must satisfy (default /etc/containers/policy.json when it exists)
+    #[argh(option)]
+    signature_policy: Option<PathBuf>,
     /// accepted and ignored: berth uses overlay (or a copy where overlay cannot work)
     #[argh(option)]
     storage_driver: Option<String>,
@@ -163,6 +166,8 @@ pub struct Settings {
     pub log_dir_target: Option<String>,
     /// `--log-root`.
     pub log_root: PathBuf,
+    /// `--signature-policy`: images pulled and run must satisfy it.
+    pub policy: Option<berth::signing::Policy>,
 }
 
 /// A container's life as engined follows it: exits seen and removal, for `wait`.
@@ -347,6 +352,7 @@ fn settings(r: &config::Resolved) -> Result<Settings> {
             .value("log-root")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/var/log/berth")),
+        policy: berth::signing::Policy::from_flag(r.value("signature-policy").map(Path::new))?,
     })
 }
 
