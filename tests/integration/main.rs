@@ -20,3 +20,4 @@ mod registry_api;
 mod registry_config;
 mod registry_hardening;
 mod registry_skopeo;
+mod signing;
