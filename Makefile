@@ -61,7 +61,7 @@ bench-logcollect: static
 # Each target runs FUZZ_SECONDS; what it finds new goes to fuzz/corpus/,
 # which `make test` replays. A crash stops here with its input in fuzz/artifacts/.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS = reference digest manifest image_config htpasswd config_yml http_front range json_log challenge tar_extract content_range docker_archive mkimage_recipe
+FUZZ_TARGETS = reference digest manifest image_config htpasswd config_yml http_front range json_log challenge tar_extract content_range docker_archive mkimage_recipe signature signature_policy
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build -O

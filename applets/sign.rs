@@ -41,6 +41,12 @@ struct SignArgs {
     /// sign the image in its registry even when the local store has it
     #[argh(switch)]
     remote: bool,
+    /// standalone: sign this manifest file as IMAGE (with --output), as skopeo standalone-sign does
+    #[argh(option)]
+    manifest: Option<PathBuf>,
+    /// standalone: where the signature goes
+    #[argh(option, short = 'o')]
+    output: Option<PathBuf>,
     /// graph root of the local image store (default /var/lib/berth or BERTH_ROOT)
     #[argh(option, short = 'g')]
     graph: Option<PathBuf>,
@@ -135,6 +141,18 @@ pub fn sign(name: &str, args: &[String]) -> Result<u8> {
         Some(i) => Identity::parse(i)?,
         None => Identity::of(&r).tagged_or_latest(),
     };
+    if let Some(m) = &a.manifest {
+        let out = a
+            .output
+            .as_deref()
+            .ok_or_else(|| Error::usage("sign --manifest FILE needs --output SIGFILE"))?;
+        let bytes = std::fs::read(m).map_err(|e| Error::from(e).context(m.display()))?;
+        berth::oci::Parsed::parse(&bytes, None).map_err(|e| e.context(m.display()))?;
+        let digest = Digest::sha256(&bytes);
+        let sig = sign_image(&key, &identity, &digest)?;
+        berth::fsutil::atomic_write(out, &sig)?;
+        return Ok(0);
+    }
     let store = LocalStore::open(&root_from(a.graph.as_deref()))?;
     if !a.remote
         && let Some(md) = store.resolve(image)?

@@ -26,6 +26,8 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("json_log", json_log),
     ("challenge", challenge),
     ("tar_extract", tar_extract),
+    ("signature", signature),
+    ("signature_policy", signature_policy),
 ];
 
 fn text(data: &[u8]) -> &str {
@@ -165,6 +167,37 @@ pub fn tar_extract(data: &[u8]) {
         b"safe"
     );
     let _ = std::fs::remove_dir_all(&base);
+}
+
+/// A signature as a registry receives it: the OpenPGP envelope (inspected, no
+/// key), the simple-signing payload, and the extension's JSON entry.
+pub fn signature(data: &[u8]) {
+    if let Ok(u) = crate::signing::openpgp::inspect(data) {
+        assert!(u.payload.len() <= 64 * 1024, "payload bound not kept");
+        let _ = crate::signing::Payload::parse(&u.payload);
+    }
+    if let Ok(p) = crate::signing::Payload::parse(data) {
+        // What parses must write back to something that parses the same.
+        assert_eq!(crate::signing::Payload::parse(&p.to_json()).ok(), Some(p));
+    }
+    if let Ok(e) = serde_json::from_slice::<crate::signing::SignatureEntry>(data) {
+        let _ = e.validate(&crate::digest::Digest::sha256(b"m"));
+    }
+}
+
+/// A policy.json, then a decision under it for a fixed image (the input is also
+/// offered as its one signature).
+pub fn signature_policy(data: &[u8]) {
+    if let Ok(p) = crate::signing::Policy::parse(data, "policy.json", None) {
+        let image = crate::signing::Identity::parse("reg.example.org:5000/site/worker:1")
+            .expect("a fixed reference");
+        let _ = p.evaluate(
+            &image,
+            &crate::digest::Digest::sha256(b"m"),
+            &[data.to_vec()],
+            0,
+        );
+    }
 }
 
 /// Replay one target's committed corpus.

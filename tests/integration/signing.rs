@@ -668,6 +668,76 @@ pub(crate) fn standalone_signatures_cross_both_ways() {
         assert!(verified > 0, "no key verifies {}: {why}", s.display());
     }
     assert_eq!(verified, 2, "both berth signatures verify with skopeo");
+
+    // A key that has expired (made in GnuPG's faked past, valid for a day):
+    // its signature, made now, is refused and the reason said.
+    let old_home = d.join("gnupg-old");
+    std::fs::create_dir_all(&old_home).unwrap();
+    std::fs::set_permissions(
+        &old_home,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    ok(
+        gpg_in(
+            &old_home,
+            &[
+                "--faked-system-time",
+                "20200101T000000",
+                "--passphrase",
+                "",
+                "--quick-gen-key",
+                "Old <old@example.org>",
+                "rsa2048",
+                "sign",
+                "1d",
+            ],
+        ),
+        "expiring key",
+    );
+    let old_secret = d.join("old.asc");
+    let exported = ok(
+        gpg_in(
+            &old_home,
+            &["--passphrase", "", "--export-secret-keys", "--armor"],
+        ),
+        "export old key",
+    );
+    std::fs::write(&old_secret, exported).unwrap();
+    let old_ring = d.join("old.gpg");
+    gpg_export(&old_home, &old_ring);
+    let old_sig = d.join("old.sig");
+    ok(
+        berth(&[
+            "sign",
+            "--key",
+            old_secret.to_str().unwrap(),
+            "--manifest",
+            mf.to_str().unwrap(),
+            "--output",
+            old_sig.to_str().unwrap(),
+            "reg.example.org:5000/site/worker:1",
+        ])
+        .output()
+        .unwrap(),
+        "standalone sign with the old key",
+    );
+    let e = failed(
+        berth(&[
+            "verify",
+            "--signature",
+            old_sig.to_str().unwrap(),
+            "--manifest",
+            mf.to_str().unwrap(),
+            "--keyring",
+            old_ring.to_str().unwrap(),
+            "reg.example.org:5000/site/worker:1",
+        ])
+        .output()
+        .unwrap(),
+        "verify with an expired key",
+    );
+    assert!(e.contains("expired"), "{e}");
 }
 
 #[test]
