@@ -12,6 +12,7 @@
 //! driver is built from validated names, digests and upload ids (the driver checks
 //! again and refuses `..`, empty or absolute components).
 
+pub mod gc;
 pub mod local;
 pub mod registry;
 
@@ -61,6 +62,10 @@ pub trait Driver: Send + Sync {
     fn touch(&self, path: &str) -> Result<()>;
     /// Cut a file back to `len` bytes (a failed append is undone this way).
     fn truncate(&self, path: &str, len: u64) -> Result<()>;
+    /// Remove a directory if it is empty (object stores have none: a no-op).
+    fn remove_empty_dir(&self, _path: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Local-directory driver.
@@ -210,9 +215,29 @@ impl Driver for Filesystem {
         let dir = t
             .parent()
             .ok_or_else(|| Error::internal("rename to root"))?;
-        crate::fsutil::create_dir_all_durable(dir)?;
-        fs::rename(&f, &t).with_context(|| format!("rename {} to {}", f.display(), t.display()))?;
+        // The collector removes emptied blob directories: one may go between
+        // our mkdir and our rename, so a vanished parent is made again.
+        let mut tries = 0;
+        loop {
+            crate::fsutil::create_dir_all_durable(dir)?;
+            match fs::rename(&f, &t) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 3 && f.exists() => {
+                    tries += 1;
+                }
+                r => {
+                    r.with_context(|| format!("rename {} to {}", f.display(), t.display()))?;
+                    break;
+                }
+            }
+        }
         crate::fsutil::fsync_dir(dir)
+    }
+
+    fn remove_empty_dir(&self, path: &str) -> Result<()> {
+        let p = self.full(path)?;
+        // Only an empty one: anything that arrived meanwhile stays.
+        let _ = fs::remove_dir(&p);
+        Ok(())
     }
 
     fn delete(&self, path: &str) -> Result<()> {

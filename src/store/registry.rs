@@ -16,10 +16,22 @@
 //! `blobs/`; links and tags are replaced atomically. A kill at any moment leaves
 //! either no blob or a whole, verified one.
 //!
-//! Garbage collection (a later issue) can run beside pushes because every write
-//! that makes a blob reachable (commit, link, manifest put) happens after the blob
-//! file's mtime is refreshed: a sweep that began at time T only deletes unmarked
-//! blobs whose mtime is older than T, and upload sessions never live in `blobs/`.
+//! Garbage collection ([`super::gc`]) runs beside pushes, pulls and deletes, in
+//! this process or another one on the same storage, by one rule that every
+//! path here keeps: **whatever makes a blob reachable, or tells a client that
+//! a blob exists, refreshes the blob's mtime before it returns** — a manifest
+//! PUT for each blob and child manifest it names (before its revision link is
+//! written), a finished upload (its bytes get a fresh mtime before they become
+//! visible), a layer link and a cross-repository mount, a blob HEAD or GET.
+//! The collector takes its epoch T before it marks and removes only unmarked
+//! blobs whose mtime is older than T minus the grace, so anything used since is
+//! spared. A blob leaves in two steps: renamed into `_berth_trash/`, its mtime
+//! checked again there (a refresh that raced the rename brings it back), and
+//! only then deleted. A refresh that finds the blob gone looks in the trash and
+//! renames it back, so a client that saw a blob never has it vanish under a
+//! manifest PUT; a crash mid-sweep leaves blobs in the trash, which the next
+//! lookup or collection restores. Upload sessions live in `_uploads/`, which
+//! the collector never touches.
 
 use super::{BlobReader, Driver};
 use crate::digest::{Algorithm, Digest, Hasher};
@@ -59,6 +71,21 @@ pub struct StoredManifest {
     pub bytes: Vec<u8>,
     pub digest: Digest,
     pub media_type: MediaType,
+}
+
+/// An immutable-tag rule: tags (globs) of repositories (a glob) that never move
+/// to another manifest once pushed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Immutable {
+    pub repository: String,
+    pub tags: Vec<String>,
+}
+
+impl Immutable {
+    pub fn covers(&self, name: &str, tag: &str) -> bool {
+        super::gc::glob_match(&self.repository, name)
+            && self.tags.iter().any(|t| super::gc::glob_match(t, tag))
+    }
 }
 
 /// A signature kept beside a manifest: its id (the part after `DIGEST@`) and blob.
@@ -110,6 +137,7 @@ pub struct RegistryStore {
     repo_locks: (Mutex<std::collections::HashSet<String>>, std::sync::Condvar),
     /// Live repositories (at least one manifest) -> tags; serves the catalog and search.
     catalog: RwLock<BTreeMap<String, Vec<String>>>,
+    immutable: RwLock<Vec<Immutable>>,
 }
 
 fn blob_dir(d: &Digest) -> String {
@@ -122,6 +150,13 @@ fn blob_dir(d: &Digest) -> String {
 }
 fn blob_path(d: &Digest) -> String {
     format!("{}/data", blob_dir(d))
+}
+/// Where the collector parks a blob between its two checks.
+pub(super) fn trash_path(d: &Digest) -> String {
+    format!("{V2}/_berth_trash/{}-{}", d.algorithm().as_str(), d.hex())
+}
+pub(super) fn blob_data_path(d: &Digest) -> String {
+    blob_path(d)
 }
 fn repo_path(name: &str) -> String {
     format!("{V2}/repositories/{name}")
@@ -191,6 +226,7 @@ impl RegistryStore {
             uploads: Mutex::new(HashMap::new()),
             repo_locks: Default::default(),
             catalog: RwLock::new(BTreeMap::new()),
+            immutable: RwLock::new(Vec::new()),
         };
         s.refresh_catalog()?;
         Ok(s)
@@ -198,6 +234,21 @@ impl RegistryStore {
 
     pub fn driver(&self) -> &Arc<dyn Driver> {
         &self.d
+    }
+
+    /// Tags that never move (config `tagpolicy.immutable`).
+    pub fn set_immutable(&self, rules: Vec<Immutable>) {
+        *self.immutable.write().unwrap() = rules;
+    }
+
+    /// The immutable rule covering `name:tag`, if any.
+    pub fn immutable_rule(&self, name: &str, tag: &str) -> Option<Immutable> {
+        self.immutable
+            .read()
+            .unwrap()
+            .iter()
+            .find(|r| r.covers(name, tag))
+            .cloned()
     }
 
     fn read_link(&self, path: &str) -> Result<Option<Digest>> {
@@ -233,8 +284,24 @@ impl RegistryStore {
     pub fn global_blob_size(&self, d: &Digest) -> Result<Option<u64>> {
         match self.d.stat(&blob_path(d)) {
             Ok(s) => Ok(Some(s.size)),
-            Err(e) if e.kind() == Kind::NotFound => Ok(None),
+            Err(e) if e.kind() == Kind::NotFound => {
+                if self.restore_from_trash(d) {
+                    return self.global_blob_size(d);
+                }
+                Ok(None)
+            }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Bring a blob the collector parked back; true if it was there.
+    pub(super) fn restore_from_trash(&self, d: &Digest) -> bool {
+        match self.d.rename(&trash_path(d), &blob_path(d)) {
+            Ok(()) => {
+                log::info!("blob {d} was in use: brought back from the collector's trash");
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -274,14 +341,26 @@ impl RegistryStore {
     /// Make a stored blob part of `name`.
     pub fn link_blob(&self, name: &str, d: &Digest) -> Result<()> {
         validate_name(name)?;
-        self.touch_blob(d);
+        if !self.touch_blob(d)? {
+            return Err(Error::not_found(format!("blob {d} is not in the registry")));
+        }
         self.d.put(&layer_link(name, d), d.to_string().as_bytes())
     }
 
-    // Refresh the blob's mtime so a concurrent sweep (marking since before now) spares it.
-    fn touch_blob(&self, d: &Digest) {
-        if let Err(e) = self.d.touch(&blob_path(d)) {
-            log::debug!("touch {d}: {e}");
+    /// Refresh a blob's mtime (the collector's rule, see the module doc): false
+    /// when the blob is not stored, after looking in the collector's trash.
+    pub fn touch_blob(&self, d: &Digest) -> Result<bool> {
+        match self.d.touch(&blob_path(d)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == Kind::NotFound => {
+                if self.restore_from_trash(d) {
+                    self.d.touch(&blob_path(d))?;
+                    Ok(true)
+                } else {
+                    Ok(false)
+                }
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -506,8 +585,10 @@ impl RegistryStore {
                 format!("upload content has digest {got}, not {expected}"),
             ));
         }
-        if self.global_blob_size(expected)?.is_none() {
-            // The bytes were fsynced by append_upload; rename makes them visible whole.
+        if !self.touch_blob(expected)? {
+            // Fresh before visible: a collection running now spares it. The
+            // bytes were fsynced by append_upload; rename makes them visible whole.
+            self.d.touch(&data)?;
             self.d.rename(&data, &blob_path(expected))?;
         }
         self.d.delete(&dir)?;
@@ -538,7 +619,7 @@ impl RegistryStore {
     /// written, fsynced, then renamed into place.
     fn put_blob_bytes(&self, bytes: &[u8], algo: Algorithm) -> Result<Digest> {
         let d = Digest::of(algo, bytes);
-        if self.global_blob_size(&d)?.is_none() {
+        if !self.touch_blob(&d)? {
             let tmp = format!("{V2}/_tmp/{}", crate::util::uuid4());
             let mut w = self.d.writer(&tmp, false)?;
             w.write_all(bytes)?;
@@ -700,7 +781,8 @@ impl RegistryStore {
         };
         let _repo = self.repo_lock(name);
         for b in parsed.blob_refs() {
-            if self.blob_size(name, &b.digest)?.is_none() {
+            // Checked and refreshed: a collection running now spares it.
+            if self.blob_size(name, &b.digest)?.is_none() || !self.touch_blob(&b.digest)? {
                 return Err(Error::not_found(b.digest.to_string()));
             }
         }
@@ -711,9 +793,25 @@ impl RegistryStore {
             {
                 return Err(Error::not_found(m.digest.to_string()));
             }
+            if !self.touch_blob(&m.digest)? {
+                return Err(Error::not_found(m.digest.to_string()));
+            }
         }
-        let stored = self.put_blob_bytes(bytes, digest.algorithm())?;
-        self.touch_blob(&stored);
+        if let ManifestRef::Tag(t) = r
+            && let Some(rule) = self.immutable_rule(name, t)
+            && let Some(cur) = self.read_link(&format!("{}/{t}/current/link", tags_dir(name)))?
+            && cur != digest
+        {
+            return Err(Error::new(
+                Kind::Conflict,
+                format!(
+                    "tag {t} of {name} is immutable (tagpolicy.immutable: repository {}, tags {}) and points at {cur}; push under a new tag",
+                    rule.repository,
+                    rule.tags.join(",")
+                ),
+            ));
+        }
+        self.put_blob_bytes(bytes, digest.algorithm())?;
         self.d.put(
             &format!("{}/link", revision_dir(name, &digest)),
             digest.to_string().as_bytes(),
@@ -999,6 +1097,110 @@ impl RegistryStore {
             c.remove(name);
         }
         Ok(())
+    }
+
+    // ------------------------------------------------------ for the collector
+
+    /// Every repository with content or sessions.
+    pub(super) fn all_repositories(&self) -> Result<Vec<String>> {
+        self.walk_repositories(false)
+    }
+
+    /// Tags of `name` with when they were last pushed (their current link's mtime).
+    pub fn tag_times(&self, name: &str) -> Result<Vec<(String, SystemTime)>> {
+        let mut out = Vec::new();
+        for t in self.tags(name)?.unwrap_or_default() {
+            if let Ok(st) = self.d.stat(&format!("{}/{t}/current/link", tags_dir(name))) {
+                out.push((t, st.modified));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Manifest revisions of `name` with their link's mtime.
+    pub(super) fn revision_times(&self, name: &str) -> Result<Vec<(Digest, SystemTime)>> {
+        let mut out = Vec::new();
+        let base = format!("{}/_manifests/revisions", repo_path(name));
+        for algo in self.d.list(&base)? {
+            for hex in self.d.list(&format!("{base}/{algo}"))? {
+                let Ok(d) = format!("{algo}:{hex}").parse::<Digest>() else {
+                    continue;
+                };
+                if let Ok(st) = self.d.stat(&format!("{}/link", revision_dir(name, &d))) {
+                    out.push((d, st.modified));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A stored manifest's bytes, checked against its digest.
+    pub(super) fn manifest_bytes(&self, d: &Digest) -> Result<Vec<u8>> {
+        let b = self.read_blob(d)?;
+        if Digest::of(d.algorithm(), &b) != *d {
+            return Err(Error::new(
+                Kind::Digest,
+                format!("stored manifest {d} is corrupt"),
+            ));
+        }
+        Ok(b)
+    }
+
+    /// Every stored blob with its size and mtime.
+    pub(super) fn all_blobs(&self) -> Result<Vec<(Digest, super::Stat)>> {
+        let mut out = Vec::new();
+        let base = format!("{V2}/blobs");
+        for algo in self.d.list(&base)? {
+            for prefix in self.d.list(&format!("{base}/{algo}"))? {
+                for hex in self.d.list(&format!("{base}/{algo}/{prefix}"))? {
+                    let Ok(d) = format!("{algo}:{hex}").parse::<Digest>() else {
+                        continue;
+                    };
+                    if let Ok(st) = self.d.stat(&blob_path(&d)) {
+                        out.push((d, st));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Delete an untagged revision unless, checked again under the repository's
+    /// lock, a tag points at it now or it was pushed since `cutoff`. True if removed.
+    pub(super) fn delete_untagged_revision(
+        &self,
+        name: &str,
+        d: &Digest,
+        cutoff: SystemTime,
+    ) -> Result<bool> {
+        let _repo = self.repo_lock(name);
+        match self.d.stat(&format!("{}/link", revision_dir(name, d))) {
+            Ok(st) if st.modified < cutoff => {}
+            _ => return Ok(false),
+        }
+        for t in self.d.list(&tags_dir(name))? {
+            if self
+                .read_link(&format!("{}/{t}/current/link", tags_dir(name)))?
+                .as_ref()
+                == Some(d)
+            {
+                return Ok(false);
+            }
+        }
+        if let Ok(bytes) = self.read_blob(d)
+            && let Ok(p) = Parsed::parse(&bytes, None)
+            && let Some(s) = p.subject()
+        {
+            self.d.delete(&format!(
+                "{}/{}/{}",
+                referrers_dir(name, &s.digest),
+                d.algorithm().as_str(),
+                d.hex()
+            ))?;
+        }
+        self.d.delete(&revision_dir(name, d))?;
+        self.catalog_update(name)?;
+        Ok(true)
     }
 
     /// Live repositories, sorted.
