@@ -239,7 +239,7 @@ impl Registry {
                 .unwrap_or_else(|| self.put_manifest(req, &name, &r)),
             ("DELETE", Route::Manifest(_, r)) => self
                 .writable()
-                .unwrap_or_else(|| self.delete_manifest(&name, &r)),
+                .unwrap_or_else(|| self.delete_manifest(req, &name, &r)),
             ("GET" | "HEAD", Route::Blob(_, d)) => self.get_blob(req, &name, &d),
             ("DELETE", Route::Blob(_, d)) => self
                 .writable()
@@ -316,6 +316,11 @@ impl Registry {
                 "Content-Range",
                 format!("bytes {first}-{}/{size}", first + len - 1),
             );
+        }
+        // A client that saw the blob may name it in a manifest next: a use
+        // (the collector spares it).
+        if let Err(e) = self.store.touch_blob(&digest) {
+            log::debug!("refresh {digest}: {e}");
         }
         if req.method == "HEAD" {
             return r.stream(Box::new(std::io::empty()), len);
@@ -521,7 +526,9 @@ impl Registry {
             Err(e) if r.contains(':') => {
                 return error(400, "DIGEST_INVALID", e.to_string(), json!({"digest": r}));
             }
-            Err(e) => return error(400, "MANIFEST_INVALID", e.to_string(), json!({"tag": r})),
+            // No manifest can have an invalid tag: unknown, as the distribution
+            // spec's conformance tests and clients expect (a PUT stays 400).
+            Err(e) => return error(404, "MANIFEST_UNKNOWN", e.to_string(), json!({"tag": r})),
         };
         match self.store.get_manifest(name, &mref) {
             Ok(Some(m)) => {
@@ -560,7 +567,7 @@ impl Registry {
             Err(e) if r.contains(':') => {
                 return error(400, "DIGEST_INVALID", e.to_string(), json!({"digest": r}));
             }
-            Err(e) => return error(400, "MANIFEST_INVALID", e.to_string(), json!({"tag": r})),
+            Err(e) => return error(400, "TAG_INVALID", e.to_string(), json!({"tag": r})),
         };
         let max = berth::store::registry::MAX_MANIFEST;
         if req.body_length().is_some_and(|l| l > max as u64) {
@@ -607,12 +614,58 @@ impl Registry {
                 ),
                 Kind::Invalid => error(400, "MANIFEST_INVALID", e.to_string(), json!({})),
                 Kind::Unsupported => error(413, "SIZE_INVALID", e.to_string(), json!({})),
+                Kind::Conflict => {
+                    log::warn!(
+                        "{}: refused {name}:{r}: {e}",
+                        req.user.as_deref().unwrap_or("-")
+                    );
+                    error(400, "TAG_INVALID", e.to_string(), json!({"tag": r}))
+                }
                 _ => internal(&e),
             },
         }
     }
 
-    fn delete_manifest(&self, name: &str, r: &str) -> Response {
+    /// An immutable tag in the way of deleting `r`, unless the request overrides.
+    fn immutable_block(&self, req: &Request, name: &str, r: &ManifestRef) -> Option<Response> {
+        if req.query("override") == Some("immutable") {
+            return None;
+        }
+        let tags: Vec<String> = match r {
+            ManifestRef::Tag(t) => vec![t.clone()],
+            ManifestRef::Digest(d) => self
+                .store
+                .tags(name)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|t| {
+                    self.store
+                        .resolve(name, &ManifestRef::Tag(t.clone()))
+                        .ok()
+                        .flatten()
+                        .as_ref()
+                        == Some(d)
+                })
+                .collect(),
+        };
+        let (tag, rule) = tags
+            .iter()
+            .find_map(|t| self.store.immutable_rule(name, t).map(|r| (t, r)))?;
+        Some(error(
+            403,
+            "DENIED",
+            format!(
+                "tag {tag} of {name} is immutable (tagpolicy.immutable: repository {}, tags {}); to delete it anyway add ?override=immutable",
+                rule.repository,
+                rule.tags.join(",")
+            ),
+            json!({"tag": tag}),
+        ))
+    }
+
+    fn delete_manifest(&self, req: &Request, name: &str, r: &str) -> Response {
         if !self.cfg.delete_enabled {
             return error(
                 405,
@@ -620,6 +673,11 @@ impl Registry {
                 "deletion is disabled (storage.delete.enabled)",
                 json!({}),
             );
+        }
+        if let Ok(m) = ManifestRef::parse(r)
+            && let Some(blocked) = self.immutable_block(req, name, &m)
+        {
+            return blocked;
         }
         let res = match ManifestRef::parse(r) {
             Ok(ManifestRef::Tag(t)) => self.store.delete_tag(name, &t),

@@ -40,6 +40,11 @@ const SUPPORTED: &[&str] = &[
     "http.tls.minimumtls",
     "auth.htpasswd.realm",
     "auth.htpasswd.path",
+    "gc.interval",
+    "gc.grace",
+    "gc.untagged",
+    "tagpolicy.immutable.*",
+    "tagpolicy.retention.*",
 ];
 
 /// Distribution internals with no counterpart in berth: accepted without a word.
@@ -95,6 +100,13 @@ pub struct Purging {
     pub dryrun: bool,
 }
 
+/// The online collector (`gc:`; Distribution ignores the key).
+#[derive(Debug, Clone)]
+pub struct Gc {
+    pub interval: Duration,
+    pub untagged: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub file: String,
@@ -114,6 +126,12 @@ pub struct Config {
     pub headers: Vec<(String, String)>,
     pub tls: Option<berth::tls::ServerSettings>,
     pub htpasswd: Option<(String, PathBuf)>,
+    /// `gc:` present: collect online on this schedule.
+    pub gc: Option<Gc>,
+    /// The collector's grace also when run as a command (`gc.grace`, default 1h).
+    pub gc_grace: Duration,
+    pub immutable: Vec<berth::store::registry::Immutable>,
+    pub retention: Vec<berth::store::gc::Retention>,
     /// Warnings to log once logging is set up.
     pub warnings: Vec<String>,
 }
@@ -347,6 +365,27 @@ impl Config {
             }
             (None, None) => None,
         };
+        let gc_grace = dur("gc.grace", Duration::from_secs(3600))?;
+        if gc_grace < Duration::from_secs(1) {
+            return Err(doc.error(
+                "gc.grace",
+                "must be at least 1s: it must outlast the longest manifest push",
+            ));
+        }
+        let gc = match doc.node("gc") {
+            None => None,
+            Some(_) => {
+                let interval = dur("gc.interval", Duration::from_secs(24 * 3600))?;
+                if interval < Duration::from_secs(1) {
+                    return Err(doc.error("gc.interval", "must be at least 1s"));
+                }
+                Some(Gc {
+                    interval,
+                    untagged: doc.bool("gc.untagged")?.unwrap_or(false),
+                })
+            }
+        };
+        let (immutable, retention) = tag_policies(doc)?;
         if htpasswd.is_some() && tls.is_none() {
             warnings.push(format!(
                 "{}: auth.htpasswd without http.tls sends passwords in clear text",
@@ -370,7 +409,102 @@ impl Config {
             headers,
             tls,
             htpasswd,
+            gc,
+            gc_grace,
+            immutable,
+            retention,
             warnings,
         })
     }
+}
+
+/// `tagpolicy.immutable` and `tagpolicy.retention`: lists of rules, each key
+/// checked, errors at the rule's line.
+fn tag_policies(
+    doc: &Doc,
+) -> Result<(
+    Vec<berth::store::registry::Immutable>,
+    Vec<berth::store::gc::Retention>,
+)> {
+    let rules = |list: &str, allowed: &[&str]| -> Result<usize> {
+        let Some(n) = doc.node(list) else {
+            return Ok(0);
+        };
+        if matches!(n.value, berth::config::Value::Null) {
+            return Ok(0);
+        }
+        let items = n.items();
+        if items.is_empty() {
+            return Err(doc.error(list, "expected a list of rules (- repository: PATTERN …)"));
+        }
+        for (i, item) in items.iter().enumerate() {
+            if item.entries().is_empty() {
+                return Err(doc.error(&format!("{list}.{i}"), "expected a rule (repository: …)"));
+            }
+            for (k, _) in item.entries() {
+                if !allowed.contains(&k.as_str()) {
+                    return Err(doc.error(
+                        &format!("{list}.{i}.{k}"),
+                        format!("unknown key; a rule has {}", allowed.join(", ")),
+                    ));
+                }
+            }
+            if doc.str(&format!("{list}.{i}.repository"))?.is_none() {
+                return Err(doc.error(
+                    &format!("{list}.{i}"),
+                    "repository is missing (a pattern such as sl6-* or test/*)",
+                ));
+            }
+        }
+        Ok(items.len())
+    };
+    let mut immutable = Vec::new();
+    for i in 0..rules("tagpolicy.immutable", &["repository", "tags"])? {
+        let at = format!("tagpolicy.immutable.{i}");
+        let tags = doc.str_list(&format!("{at}.tags"))?;
+        immutable.push(berth::store::registry::Immutable {
+            repository: doc.str(&format!("{at}.repository"))?.unwrap_or_default(),
+            tags: if tags.is_empty() {
+                vec!["*".into()]
+            } else {
+                tags
+            },
+        });
+    }
+    let mut retention = Vec::new();
+    for i in 0..rules(
+        "tagpolicy.retention",
+        &["repository", "keep", "maxage", "except"],
+    )? {
+        let at = format!("tagpolicy.retention.{i}");
+        let keep = match doc.int(&format!("{at}.keep"))? {
+            None => None,
+            Some(k) if k >= 0 => Some(k as usize),
+            Some(k) => {
+                return Err(doc.error(
+                    &format!("{at}.keep"),
+                    format!("expected 0 or more, got {k}"),
+                ));
+            }
+        };
+        let max_age = match doc.str(&format!("{at}.maxage"))? {
+            None => None,
+            Some(s) => Some(parse_duration(&s).ok_or_else(|| {
+                doc.error(
+                    &format!("{at}.maxage"),
+                    format!("expected a duration like 720h, got {s:?}"),
+                )
+            })?),
+        };
+        if keep.is_none() && max_age.is_none() {
+            return Err(doc.error(&at, "a retention rule needs keep, maxage or both"));
+        }
+        retention.push(berth::store::gc::Retention {
+            repository: doc.str(&format!("{at}.repository"))?.unwrap_or_default(),
+            keep,
+            max_age,
+            except: doc.str_list(&format!("{at}.except"))?,
+        });
+    }
+    Ok((immutable, retention))
 }

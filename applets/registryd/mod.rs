@@ -20,10 +20,18 @@ use std::sync::Arc;
 ///
 /// registryd CONFIG or registryd serve CONFIG. REGISTRY_<SECTION>_<KEY>
 /// environment variables override the file (REGISTRY_HTTP_ADDR=127.0.0.1:5000).
+/// registryd garbage-collect [--dry-run] [--delete-untagged] CONFIG collects
+/// unreferenced blobs (safe while registries serve the same storage).
 struct Args {
     /// check the configuration and exit
     #[argh(switch)]
     check: bool,
+    /// garbage-collect: say what would be removed, remove nothing
+    #[argh(switch, short = 'd')]
+    dry_run: bool,
+    /// garbage-collect: also remove manifests no tag, index or kept subject refers to
+    #[argh(switch, short = 'm')]
+    delete_untagged: bool,
     /// worker threads kept ready (default 64; more start while all are busy)
     #[argh(option, default = "64")]
     workers: usize,
@@ -37,16 +45,39 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
         Ok(a) => a,
         Err(code) => return Ok(code),
     };
-    let file = match a.rest.as_slice() {
-        [f] if f != "serve" => PathBuf::from(f),
-        [s, f] if s == "serve" => PathBuf::from(f),
+    // Distribution's order (`garbage-collect --dry-run CONFIG`): the greedy
+    // positionals took the flags after the subcommand.
+    let mut a = a;
+    if a.rest.first().is_some_and(|s| s == "garbage-collect") {
+        let mut rest = Vec::new();
+        for w in std::mem::take(&mut a.rest) {
+            match w.as_str() {
+                "--dry-run" | "-d" => a.dry_run = true,
+                "--delete-untagged" | "-m" => a.delete_untagged = true,
+                _ => rest.push(w),
+            }
+        }
+        a.rest = rest;
+    }
+    let (file, collect) = match a.rest.as_slice() {
+        [f] if f != "serve" && f != "garbage-collect" => (PathBuf::from(f), false),
+        [s, f] if s == "serve" => (PathBuf::from(f), false),
+        [s, f] if s == "garbage-collect" => (PathBuf::from(f), true),
         _ => {
             return Err(Error::usage(
-                "usage: registryd [serve] CONFIG  (see registryd --help)",
+                "usage: registryd [serve] CONFIG, or registryd garbage-collect [--dry-run] [--delete-untagged] CONFIG  (see registryd --help)",
             ));
         }
     };
+    if (a.dry_run || a.delete_untagged) && !collect {
+        return Err(Error::usage(
+            "--dry-run and --delete-untagged go with garbage-collect",
+        ));
+    }
     let cfg = config::Config::load(&file)?;
+    if collect {
+        return garbage_collect(&cfg, a.dry_run, a.delete_untagged);
+    }
     // Check everything that can fail before anything is served.
     let tls = cfg
         .tls
@@ -77,8 +108,18 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
     })?;
     let driver: Arc<dyn Driver> = Arc::new(fs);
     let store = Arc::new(RegistryStore::open(driver)?);
+    store.set_immutable(cfg.immutable.clone());
+    // What a collection killed mid-sweep left aside comes back first.
+    match berth::store::gc::restore_trash(&store) {
+        Ok(0) => {}
+        Ok(n) => log::warn!("{n} blobs an interrupted garbage collection set aside are back"),
+        Err(e) => log::error!("restoring the collector's trash: {e}"),
+    }
     if cfg.purging.enabled {
         spawn_purger(store.clone(), cfg.purging.clone());
+    }
+    if let Some(g) = &cfg.gc {
+        spawn_collector(store.clone(), cfg.clone(), g.clone());
     }
     spawn_catalog_refresh(store.clone());
     let listen = match cfg.net {
@@ -118,6 +159,93 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
     );
     server.wait();
     Ok(0)
+}
+
+/// One collector at a time per storage, across processes.
+fn gc_lock(cfg: &config::Config, wait: bool) -> Result<Option<berth::fsutil::Lock>> {
+    berth::fsutil::flock(&cfg.root.join(".berth-gc.lock"), true, wait)
+}
+
+/// Where the last collection's report is kept (the page shows it).
+pub fn report_path(cfg: &config::Config) -> PathBuf {
+    cfg.root.join(".berth-gc-report.json")
+}
+
+fn gc_options(cfg: &config::Config, dry_run: bool, untagged: bool) -> berth::store::gc::Options {
+    berth::store::gc::Options {
+        dry_run,
+        delete_untagged: untagged,
+        grace: cfg.gc_grace,
+        retention: cfg.retention.clone(),
+    }
+}
+
+fn save_report(cfg: &config::Config, r: &berth::store::gc::Report) {
+    if let Ok(b) = serde_json::to_vec_pretty(r)
+        && let Err(e) = berth::fsutil::atomic_write(&report_path(cfg), &b)
+    {
+        log::warn!("saving the collection report: {e}");
+    }
+}
+
+/// `registryd garbage-collect`: Distribution's command, safe beside live registries.
+fn garbage_collect(cfg: &config::Config, dry_run: bool, untagged: bool) -> Result<u8> {
+    let fs = Filesystem::new(&cfg.root)?;
+    let store = RegistryStore::open(Arc::new(fs))?;
+    store.set_immutable(cfg.immutable.clone());
+    // A dry run changes nothing, so it needs no lock (nor leaves a lock file).
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(gc_lock(cfg, false)?.ok_or_else(|| {
+            Error::new(
+                Kind::Conflict,
+                format!(
+                    "a garbage collection is running on {} already (lock {})",
+                    cfg.root.display(),
+                    cfg.root.join(".berth-gc.lock").display()
+                ),
+            )
+        })?)
+    };
+    let opts = gc_options(cfg, dry_run, untagged);
+    let report = berth::store::gc::collect(&store, &opts, &mut |l| println!("{l}"))?;
+    if !dry_run {
+        save_report(cfg, &report);
+    }
+    Ok(0)
+}
+
+/// The online collector: on the configured interval, skipping a round another
+/// process (a `garbage-collect`, another replica) is running.
+fn spawn_collector(store: Arc<RegistryStore>, cfg: config::Config, g: config::Gc) {
+    let spawned = std::thread::Builder::new()
+        .name("gc".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(g.interval);
+                let lock = match gc_lock(&cfg, false) {
+                    Ok(Some(l)) => l,
+                    Ok(None) => {
+                        log::info!("garbage collection: another collector is running; skipped");
+                        continue;
+                    }
+                    Err(e) => {
+                        log::error!("garbage collection: {e}");
+                        continue;
+                    }
+                };
+                let opts = gc_options(&cfg, false, g.untagged);
+                match berth::store::gc::collect(&store, &opts, &mut |l| log::info!("gc: {l}")) {
+                    Ok(r) => save_report(&cfg, &r),
+                    Err(e) => log::error!("garbage collection: {e}"),
+                }
+                drop(lock);
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the garbage collector: {e}");
+    }
 }
 
 /// Re-read the catalog from storage every ten minutes: it heals anything a race
