@@ -18,6 +18,7 @@ mod mkimage;
 mod oldkernel;
 mod registry_api;
 mod registry_config;
+mod registry_gc;
 mod registry_hardening;
 mod registry_skopeo;
 mod signing;
