@@ -19,6 +19,7 @@ pub struct Registry {
     cfg: Config,
     auth: Option<Htpasswd>,
     throttle: Throttle,
+    totals: super::page::TotalsCache,
 }
 
 /// The endpoint a path names.
@@ -34,6 +35,8 @@ enum Route {
     Referrers(String, String),
     Signatures(String, String),
     Lookaside(String),
+    Home,
+    RepoPage(String),
     Ping,
     Search,
     NotFound,
@@ -60,6 +63,12 @@ fn route(path: &str) -> Route {
     }
     if let Some(rest) = path.strip_prefix("/sigstore/") {
         return Route::Lookaside(rest.into());
+    }
+    if path == "/" || path == "/ui" || path == "/ui/" {
+        return Route::Home;
+    }
+    if let Some(name) = path.strip_prefix("/ui/") {
+        return Route::RepoPage(name.trim_end_matches('/').into());
     }
     let Some(rest) = path.strip_prefix("/v2/") else {
         return Route::NotFound;
@@ -116,11 +125,20 @@ impl Registry {
             cfg,
             auth,
             throttle: Throttle::default(),
+            totals: Default::default(),
         }
     }
 
     pub(super) fn store(&self) -> &RegistryStore {
         &self.store
+    }
+
+    pub(super) fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub(super) fn totals_cache(&self) -> &super::page::TotalsCache {
+        &self.totals
     }
 
     fn url(&self, path: &str) -> String {
@@ -217,7 +235,8 @@ impl Registry {
             | Route::UploadStart(n)
             | Route::Upload(n, _)
             | Route::Referrers(n, _)
-            | Route::Signatures(n, _) => {
+            | Route::Signatures(n, _)
+            | Route::RepoPage(n) => {
                 if let Err(e) = validate_name(n) {
                     return error(400, "NAME_INVALID", e.to_string(), json!({"name": n}));
                 }
@@ -261,6 +280,8 @@ impl Registry {
                 .writable()
                 .unwrap_or_else(|| self.put_signature(req, &name, &d)),
             ("GET" | "HEAD", Route::Lookaside(rest)) => self.lookaside(req, &rest),
+            ("GET", Route::Home) => self.home(req),
+            ("GET", Route::RepoPage(_)) => self.repo_page(&name),
             _ => error(
                 405,
                 "UNSUPPORTED",

@@ -5,6 +5,7 @@
 
 mod api;
 mod config;
+mod page;
 mod signatures;
 
 use argh::FromArgs;

@@ -20,5 +20,6 @@ mod registry_api;
 mod registry_config;
 mod registry_gc;
 mod registry_hardening;
+mod registry_page;
 mod registry_skopeo;
 mod signing;
