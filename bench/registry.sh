@@ -8,8 +8,13 @@
 #   - peak RSS of each server
 # Absolute numbers wander on a shared machine; the ratios are the result.
 # Usage: bench/registry.sh [SIZE_MIB]   (default 512)
+#        bench/registry.sh gc [MANIFESTS]   garbage collection only (default 500
+#   manifests, 4 blobs each, half of them untagged): berth's collector run
+#   beside a serving registryd vs Distribution's offline garbage-collect, both
+#   with --delete-untagged on copies of the same tree: time and bytes freed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = gc ]; then GC_MANIFESTS=${2:-500}; set -- 512; fi
 SIZE_MIB=${1:-512}
 BERTH=${BERTH:-$PWD/dist/berth}
 [ -x "$BERTH" ] || { echo "build first: make static" >&2; exit 1; }
@@ -20,6 +25,70 @@ done
 . bench/lib.sh
 make_pki
 cd "$W"
+
+if [ -n "${GC_MANIFESTS:-}" ]; then
+	command -v docker-registry >/dev/null || { echo "missing docker-registry" >&2; exit 1; }
+	# The tree, written straight in Distribution's layout: each manifest has a
+	# config and two layers of its own plus one base layer all share; every
+	# other image loses its tag. Everything is two hours old (past the grace).
+	python3 - "$W/gc-src/docker/registry/v2" "$GC_MANIFESTS" <<'PY'
+import hashlib, json, os, sys, time
+root, n = sys.argv[1], int(sys.argv[2])
+def blob(data):
+    h = hashlib.sha256(data).hexdigest()
+    d = os.path.join(root, "blobs/sha256", h[:2], h)
+    os.makedirs(d, exist_ok=True)
+    open(os.path.join(d, "data"), "wb").write(data)
+    return "sha256:" + h, len(data)
+def link(path, digest):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    open(path, "w").write(digest)
+base = blob(os.urandom(64 * 1024))
+for i in range(n):
+    repo = os.path.join(root, "repositories", "bench", "r%d" % (i % 25))
+    layers = [base] + [blob(os.urandom(16 * 1024)) for _ in range(2)]
+    cfg = blob(json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": {"i": str(i)}},
+                           "rootfs": {"type": "layers", "diff_ids": []}}).encode())
+    m = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+         "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": cfg[0], "size": cfg[1]},
+         "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": d, "size": s} for d, s in layers]}
+    md, _ = blob(json.dumps(m).encode())
+    for d, _ in layers + [cfg]:
+        link(os.path.join(repo, "_layers/sha256", d[7:], "link"), d)
+    link(os.path.join(repo, "_manifests/revisions/sha256", md[7:], "link"), md)
+    if i % 2 == 0:
+        link(os.path.join(repo, "_manifests/tags/t%d/current/link" % i), md)
+        link(os.path.join(repo, "_manifests/tags/t%d/index/sha256" % i, md[7:], "link"), md)
+old = time.time() - 7200
+for dp, _, fs in os.walk(root):
+    for f in fs:
+        os.utime(os.path.join(dp, f), (old, old))
+PY
+	cp -a gc-src berth-gc; cp -a gc-src dist-gc
+	for who in berth dist; do
+		printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:%s\ngc:\n  interval: 1000h\n  grace: 1s\n  untagged: true\n' \
+			"$W/$who-gc" "$(port)" >"$who-gc.yml"
+	done
+	blobs() { find "$1/docker/registry/v2/blobs" -name data | wc -l; }
+	bytes() { find "$1/docker/registry/v2/blobs" -name data -printf '%s\n' | awk '{s+=$1} END {print s+0}'; }
+	B0=$(bytes berth-gc); N0=$(blobs berth-gc)
+	sync; t0=$(now)
+	docker-registry garbage-collect --delete-untagged dist-gc.yml >dist-gc.log 2>&1
+	t1=$(now); DT=$(secs $t0 $t1)
+	# berth's collector runs beside the registry it collects (online).
+	"$BERTH" registryd berth-gc.yml >berth-gc.log 2>&1 & PIDS+=($!)
+	for _ in $(seq 100); do curl -s "http://$(awk '/addr:/ {print $2}' berth-gc.yml)/v2/" -o /dev/null && break; sleep 0.1; done
+	sync; t0=$(now)
+	"$BERTH" registryd garbage-collect --delete-untagged berth-gc.yml >berth-gc.out
+	t1=$(now); BT=$(secs $t0 $t1)
+	BF=$((B0 - $(bytes berth-gc))); DF=$((B0 - $(bytes dist-gc)))
+	printf '\n%s manifests, %s blobs (%s bytes), half untagged, %s\n' "$GC_MANIFESTS" "$N0" "$B0" "$(date -u +%Y-%m-%d)"
+	printf '| %-28s | %12s | %12s | %-14s |\n' measure berth distribution ratio
+	printf '| %-28s | %12s | %12s | %-14s |\n' "collection time (s)" "$BT" "$DT" "$(python3 -c "print(f'{$DT/$BT:.2f}x faster' if $BT else 'n/a')")"
+	printf '| %-28s | %12s | %12s | %-14s |\n' "bytes freed" "$BF" "$DF" "$([ "$BF" = "$DF" ] && echo same || echo DIFFERENT)"
+	printf '| %-28s | %12s | %12s | %-14s |\n' "blobs left" "$(blobs berth-gc)" "$(blobs dist-gc)" ""
+	exit 0
+fi
 USER=bench PASS=bench-pass-1
 echo "$PASS" | "$BERTH" htpasswd -c -i htpasswd "$USER" 2>/dev/null
 AUTH=$(printf '%s:%s' "$USER" "$PASS" | base64)
