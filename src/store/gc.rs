@@ -424,6 +424,6 @@ mod tests {
             .map(|(t, _)| t)
             .collect();
         gone.sort();
-        assert_eq!(gone, vec!["a", "latest", "v1"]);
+        assert_eq!(gone, vec!["a", "b", "latest", "v1"]);
     }
 }
