@@ -12,10 +12,14 @@
 #   manifests, 4 blobs each, half of them untagged): berth's collector run
 #   beside a serving registryd vs Distribution's offline garbage-collect, both
 #   with --delete-untagged on copies of the same tree: time and bytes freed.
+#        bench/registry.sh conns [N]   N concurrent pullers (default 256), one TLS
+#   connection each: the servers' peak RSS and what a connection costs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = gc ]; then GC_MANIFESTS=${2:-500}; set -- 512; fi
+if [ "${1:-}" = conns ]; then CONN_CLIENTS=${2:-256}; set -- 512; fi
 SIZE_MIB=${1:-512}
+GETS=${GETS:-16}   # parallel blob GETs
 BERTH=${BERTH:-$PWD/dist/berth}
 [ -x "$BERTH" ] || { echo "build first: make static" >&2; exit 1; }
 for t in skopeo docker-registry wrk curl openssl; do
@@ -115,6 +119,46 @@ auth:
     path: $W/htpasswd
 EOF
 }
+if [ -n "${CONN_CLIENTS:-}" ]; then
+	# N pullers at once, one TLS connection each with basic auth, each reading a
+	# 16 MiB blob at 1 MiB/s (worker nodes on a busy network), so all N are open
+	# together; the servers' peak RSS is the measure.
+	BP=$(port); DP=$(port)
+	config berth "$BP"; config dist "$DP"
+	"$BERTH" registryd berth.yml >berth.log 2>&1 & PIDS+=($!); BPID=$!
+	docker-registry serve dist.yml >dist.log 2>&1 & PIDS+=($!); DPID=$!
+	wait_https "$BP"; wait_https "$DP"
+	head -c $((16 * 1024 * 1024)) /dev/urandom >blob16
+	BD=$(sha256sum blob16 | cut -d' ' -f1)
+	for p in $BP $DP; do
+		loc=$(curl -sf --cacert ca.crt -H "Authorization: Basic $AUTH" -X POST -D - -o /dev/null \
+			"https://localhost:$p/v2/bench/conns/blobs/uploads/" | awk 'tolower($1)=="location:" {print $2}' | tr -d '\r')
+		case $loc in /*) loc="https://localhost:$p$loc" ;; esac
+		case $loc in *\?*) sep='&' ;; *) sep='?' ;; esac
+		curl -sf --cacert ca.crt -H "Authorization: Basic $AUTH" -X PUT --data-binary @blob16 \
+			-H "Content-Type: application/octet-stream" "$loc${sep}digest=sha256:$BD" -o /dev/null
+	done
+	base_b=$(awk '/VmRSS/ {printf "%.1f", $2/1024}' /proc/$BPID/status)
+	base_d=$(awk '/VmRSS/ {printf "%.1f", $2/1024}' /proc/$DPID/status)
+	pull_all() { # PORT
+		local pids=() j
+		for _ in $(seq "$CONN_CLIENTS"); do
+			curl -sf --cacert ca.crt -H "Authorization: Basic $AUTH" --limit-rate 1M -o /dev/null \
+				"https://localhost:$1/v2/bench/conns/blobs/sha256:$BD" &
+			pids+=($!)
+		done
+		for j in "${pids[@]}"; do wait "$j" || { echo "a puller failed on port $1 (berth $BP, distribution $DP)" >&2; tail -5 berth.log dist.log >&2; exit 1; }; done
+	}
+	pull_all "$BP"; pull_all "$DP"
+	peak_b=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' /proc/$BPID/status)
+	peak_d=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' /proc/$DPID/status)
+	printf '\n%s concurrent pullers (TLS, basic auth, 16 MiB at 1 MiB/s each), %s\n' "$CONN_CLIENTS" "$(date -u +%Y-%m-%d)"
+	printf '| %-30s | %8s | %12s | %-18s |\n' measure berth distribution ratio
+	printf '| %-30s | %8s | %12s | %-18s |\n' "idle RSS (MiB)" "$base_b" "$base_d" ""
+	printf '| %-30s | %8s | %12s | %-18s |\n' "peak RSS (MiB)" "$peak_b" "$peak_d" "$(python3 -c "print(f'{$peak_b/$peak_d:.2f} (target <= 0.33)')")"
+	printf '| %-30s | %8s | %12s | %-18s |\n' "per connection (KiB)" "$(python3 -c "print(f'{($peak_b-$base_b)*1024/$CONN_CLIENTS:.0f}')")" "$(python3 -c "print(f'{($peak_d-$base_d)*1024/$CONN_CLIENTS:.0f}')")" ""
+	exit 0
+fi
 BP=$(port); DP=$(port)
 config berth "$BP"; config dist "$DP"
 "$BERTH" registryd berth.yml >berth.log 2>&1 & PIDS+=($!); BPID=$!
@@ -154,12 +198,12 @@ measure() { # measure WHO PORT ROUND: push, pull, 16 parallel GETs of image ROUN
 	cmp -s out/blobs/sha256/$LD img$n/blobs/sha256/$LD || { echo "$who: pulled layer differs" >&2; exit 1; }
 	rm -rf out; sync
 	t0=$(now)
-	for _ in $(seq 16); do
+	for _ in $(seq "$GETS"); do
 		curl -s --cacert ca.crt -H "Authorization: Basic $AUTH" -o /dev/null "https://localhost:$p/v2/bench/img$n/blobs/sha256:$LD" &
 		pids+=($!)
 	done
 	for j in "${pids[@]}"; do wait "$j"; done
-	t1=$(now); R[$who.get16]+=" $(python3 -c "print(f'{16 * $SIZE_MIB / ($t1 - $t0):.0f}')")"
+	t1=$(now); R[$who.get16]+=" $(python3 -c "print(f'{$GETS * $SIZE_MIB / ($t1 - $t0):.0f}')")"
 }
 
 # Two rounds in opposite order, each with its own image; the best of each is kept,
@@ -187,7 +231,7 @@ printf '|%s|%s|%s|%s|\n' "------------------------------------" "------------" "
 row() { printf '| %-34s | %10s | %12s | %-22s |\n' "$1" "$2" "$3" "$4"; }
 row "skopeo push (s, lower is better)" "${R[berth.push]}" "${R[dist.push]}" "$(ratio ${R[dist.push]} ${R[berth.push]})x faster"
 row "skopeo pull (s, lower is better)" "${R[berth.pull]}" "${R[dist.pull]}" "$(ratio ${R[dist.pull]} ${R[berth.pull]})x faster"
-row "16 parallel blob GETs (MiB/s)" "${R[berth.get16]}" "${R[dist.get16]}" "$(ratio ${R[berth.get16]} ${R[dist.get16]})x (target >= 1.2)"
+row "$GETS parallel blob GETs (MiB/s)" "${R[berth.get16]}" "${R[dist.get16]}" "$(ratio ${R[berth.get16]} ${R[dist.get16]})x (target >= 1.2)"
 row "manifest GET, 32 conns (req/s)" "${R[berth.rps]}" "${R[dist.rps]}" "$(ratio ${R[berth.rps]} ${R[dist.rps]})x (target >= 5)"
 row "manifest GET p99 (ms)" "${R[berth.p99]}" "${R[dist.p99]}" "target <= 50 ms"
 row "peak RSS (MiB)" "${R[berth.rss]}" "${R[dist.rss]}" "$(ratio ${R[berth.rss]} ${R[dist.rss]}) (target <= 0.33)"

@@ -133,11 +133,11 @@ impl Registry {
             if let AnyManifest::Image(im) = &img.manifest {
                 row.size += im.config.size + im.layers.iter().map(|l| l.size).sum::<u64>();
                 if let Some(cfg) = self.config_of(name, &im.config.digest) {
-                    if row.platforms.is_empty() || matches!(parsed.manifest, AnyManifest::Image(_))
+                    if (row.platforms.is_empty()
+                        || matches!(parsed.manifest, AnyManifest::Image(_)))
+                        && !cfg.os.is_empty()
                     {
-                        if !cfg.os.is_empty() {
-                            row.platforms = vec![format!("{}/{}", cfg.os, cfg.architecture)];
-                        }
+                        row.platforms = vec![format!("{}/{}", cfg.os, cfg.architecture)];
                     }
                     if row.created.is_none() {
                         row.created = cfg.created.clone();

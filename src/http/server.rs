@@ -749,7 +749,7 @@ fn serve_one(rq: tiny_http::Request, pool: &Pool) {
             off_pool(
                 "http-stream",
                 Box::new(move || {
-                    let res = stream_direct(rq, status, &headers, r, n, close);
+                    let res = stream_direct(rq, status, &headers, r, n, close, conn);
                     log_line(status, n, &res);
                 }),
             );
@@ -765,7 +765,7 @@ fn serve_one(rq: tiny_http::Request, pool: &Pool) {
             } else {
                 (reader, n)
             };
-            let res = stream_direct(rq, status, &headers, reader, n, true);
+            let res = stream_direct(rq, status, &headers, reader, n, true, None);
             log_line(status, n, &res);
         }
         body => {
@@ -848,14 +848,17 @@ fn stream_chunked(
 /// Bodies at least this long are streamed by [`stream_direct`].
 const STREAM_DIRECT: u64 = 256 * 1024;
 
-/// Write the response head ourselves and copy the body in 256 KiB pieces.
+/// Write the response head ourselves and send the body: handed to the front
+/// when the connection is the front's (the bytes go from the reader to the
+/// client without crossing the relay), else copied in 128 KiB pieces.
 fn stream_direct(
     rq: tiny_http::Request,
     status: u16,
     headers: &[tiny_http::Header],
-    mut body: Box<dyn Read + Send>,
+    body: Box<dyn Read + Send>,
     len: u64,
     close: bool,
+    conn: Option<u64>,
 ) -> io::Result<()> {
     use std::io::Write;
     let mut head = format!(
@@ -871,10 +874,33 @@ fn stream_direct(
     if close {
         head.push_str("Connection: close\r\n");
     }
+    let (handed, mut body) = match conn.filter(|_| len > 0) {
+        Some(id) => {
+            let token = crate::util::uuid4();
+            match front::hand_body(id, &token, body, len) {
+                Ok(rx) => {
+                    head.push_str(&format!("{}: {token}\r\n", front::DIRECT_HEADER));
+                    (Some(rx), Box::new(io::empty()) as Box<dyn Read + Send>)
+                }
+                Err(body) => (None, body),
+            }
+        }
+        None => (None, body),
+    };
     head.push_str(&format!("Content-Length: {len}\r\n\r\n"));
     let mut w = rq.into_writer();
     w.write_all(head.as_bytes())?;
-    let mut buf = vec![0u8; 256 * 1024];
+    if let Some(rx) = handed {
+        w.flush()?;
+        // The front sends the body; nothing more is written here until it did.
+        return rx.recv().unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the connection closed before the body went out",
+            ))
+        });
+    }
+    let mut buf = vec![0u8; 128 * 1024];
     let mut left = len;
     while left > 0 {
         let want = buf.len().min(left as usize);
