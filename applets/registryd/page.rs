@@ -221,7 +221,50 @@ impl Registry {
         if repos.is_empty() {
             b.push_str("<tr><td colspan=\"3\" class=\"muted\">no repositories</td></tr>");
         }
-        b.push_str("</tbody></table><h2>Last garbage collection</h2>");
+        b.push_str("</tbody></table><h2>Tag policies</h2><ul id=\"policies\">");
+        let cfg = self.config();
+        for r in &cfg.immutable {
+            let _ = write!(
+                b,
+                "<li>immutable: tags {} of {}</li>",
+                esc(&r.tags.join(", ")),
+                esc(&r.repository)
+            );
+        }
+        for r in &cfg.retention {
+            let mut what = Vec::new();
+            if let Some(k) = r.keep {
+                what.push(format!("the newest {k} tags"));
+            }
+            if let Some(a) = r.max_age {
+                what.push(format!("tags younger than {}h", a.as_secs() / 3600));
+            }
+            let except = if r.except.is_empty() {
+                String::new()
+            } else {
+                format!(", and always {}", r.except.join(", "))
+            };
+            let _ = write!(
+                b,
+                "<li>retention: {} keeps {}{}</li>",
+                esc(&r.repository),
+                esc(&what.join(" that are ")),
+                esc(&except)
+            );
+        }
+        match &cfg.gc {
+            Some(g) => {
+                let _ = write!(
+                    b,
+                    "<li>collection every {}h, grace {}s, untagged manifests {}</li>",
+                    g.interval.as_secs() / 3600,
+                    cfg.gc_grace.as_secs(),
+                    if g.untagged { "removed" } else { "kept" }
+                );
+            }
+            None => b.push_str("<li>no scheduled collection (gc: in config.yml)</li>"),
+        }
+        b.push_str("</ul><h2>Last garbage collection</h2>");
         match std::fs::read(super::report_path(self.config()))
             .ok()
             .and_then(|d| serde_json::from_slice::<berth::store::gc::Report>(&d).ok())

@@ -39,6 +39,7 @@ pub(crate) fn the_page_in_chromium() {
     let r = Registryd::start(RegOpts {
         tls: false,
         auth: false,
+        extra: "tagpolicy:\n  immutable:\n    - repository: site/*\n      tags: [\"1.*\"]\n  retention:\n    - repository: grid/*\n      keep: 3\n      except: [latest]\n".into(),
         ..RegOpts::default()
     });
     let env = Env::new();
@@ -72,6 +73,12 @@ pub(crate) fn the_page_in_chromium() {
     let home = chromium(profile.path(), &format!("http://{host}/"), None);
     assert!(home.contains("id=\"repositories\""), "{home}");
     for want in ["site/worker", "grid/tools", "/ui/site%2Fworker"] {
+        assert!(home.contains(want), "{want} not on the page: {home}");
+    }
+    for want in [
+        "immutable: tags 1.* of site/*",
+        "retention: grid/* keeps the newest 3 tags, and always latest",
+    ] {
         assert!(home.contains(want), "{want} not on the page: {home}");
     }
     let found = chromium(profile.path(), &format!("http://{host}/?q=work"), None);
