@@ -322,15 +322,7 @@ fn check_policy(e: &Engine, image: &str, manifest: &berth::digest::Digest) -> Re
         }
     }
     let identity = berth::signing::Identity::of(&r).tagged_or_latest();
-    let index = refs.images.get(manifest).and_then(|m| m.index.clone());
-    let mut last = None;
-    for top in index.iter().chain([manifest]) {
-        match berth::registry::transfer::check_local(&e.store, policy, &identity, top) {
-            Ok(()) => return Ok(()),
-            Err(err) => last = Some(err),
-        }
-    }
-    Err(last.expect("one digest was tried"))
+    berth::registry::transfer::check_local(&e.store, policy, &identity, manifest)
 }
 
 pub fn create(

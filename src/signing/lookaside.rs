@@ -121,19 +121,7 @@ impl RegistriesD {
 
     /// The section for an image: most specific docker scope, default-docker, built-in.
     pub fn section_for(&self, image: &Identity) -> Section {
-        let mut scopes = Vec::new();
-        if image.tag.is_some() || image.digest.is_some() {
-            scopes.push(image.to_string());
-        }
-        let mut repo = image.repository.as_str();
-        loop {
-            scopes.push(repo.to_string());
-            match repo.rfind('/') {
-                Some(i) => repo = &repo[..i],
-                None => break,
-            }
-        }
-        for s in scopes {
+        for s in image.scopes() {
             if let Some(sec) = self.docker.get(&s) {
                 return sec.clone();
             }

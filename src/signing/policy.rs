@@ -65,6 +65,25 @@ impl Identity {
     pub fn host(&self) -> &str {
         self.repository.split('/').next().unwrap_or("")
     }
+
+    /// Scopes naming this image, most specific first: the reference itself
+    /// (with its tag or digest), the repository, each enclosing namespace, the
+    /// host — how policy.json and registries.d both look an image up.
+    pub fn scopes(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.tag.is_some() || self.digest.is_some() {
+            out.push(self.to_string());
+        }
+        let mut repo = self.repository.as_str();
+        loop {
+            out.push(repo.to_string());
+            match repo.rfind('/') {
+                Some(i) => repo = &repo[..i],
+                None => break,
+            }
+        }
+        out
+    }
 }
 
 impl std::fmt::Display for Identity {
@@ -395,18 +414,7 @@ pub fn identity_matches(rule: &IdentityRule, image: &Identity, claimed: &Identit
 
 /// Scopes to try for an image, most specific first (the transport default last).
 fn docker_scopes(image: &Identity) -> Vec<String> {
-    let mut out = Vec::new();
-    if image.tag.is_some() || image.digest.is_some() {
-        out.push(image.to_string());
-    }
-    let mut repo = image.repository.as_str();
-    loop {
-        out.push(repo.to_string());
-        match repo.rfind('/') {
-            Some(i) => repo = &repo[..i],
-            None => break,
-        }
-    }
+    let mut out = image.scopes();
     // *.example.com matches every subdomain (never the port).
     let host = image.host();
     if !host.contains(':') {

@@ -859,16 +859,24 @@ impl RegistryStore {
         Ok(true)
     }
 
-    /// Delete a manifest revision and every tag pointing at it. False if unknown.
-    pub fn delete_manifest(&self, name: &str, d: &Digest) -> Result<bool> {
-        validate_name(name)?;
-        let _repo = self.repo_lock(name);
-        if self
-            .resolve(name, &ManifestRef::Digest(d.clone()))?
-            .is_none()
-        {
-            return Ok(false);
+    /// Tags of `name` whose current link names `d`.
+    fn tags_at(&self, name: &str, d: &Digest) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for t in self.d.list(&tags_dir(name))? {
+            if self
+                .read_link(&format!("{}/{t}/current/link", tags_dir(name)))?
+                .as_ref()
+                == Some(d)
+            {
+                out.push(t);
+            }
         }
+        Ok(out)
+    }
+
+    /// Remove revision `d` of `name` with its signatures and its referrer entry
+    /// (the caller holds the repository's lock).
+    fn remove_revision(&self, name: &str, d: &Digest) -> Result<()> {
         if let Ok(bytes) = self.read_blob(d)
             && let Ok(p) = Parsed::parse(&bytes, None)
             && let Some(s) = p.subject()
@@ -880,17 +888,24 @@ impl RegistryStore {
                 d.hex()
             ))?;
         }
-        for t in self.d.list(&tags_dir(name))? {
-            if self
-                .read_link(&format!("{}/{t}/current/link", tags_dir(name)))?
-                .as_ref()
-                == Some(d)
-            {
-                self.d.delete(&format!("{}/{t}", tags_dir(name)))?;
-            }
-        }
         self.d.delete(&revision_dir(name, d))?;
-        self.catalog_update(name)?;
+        self.catalog_update(name)
+    }
+
+    /// Delete a manifest revision and every tag pointing at it. False if unknown.
+    pub fn delete_manifest(&self, name: &str, d: &Digest) -> Result<bool> {
+        validate_name(name)?;
+        let _repo = self.repo_lock(name);
+        if self
+            .resolve(name, &ManifestRef::Digest(d.clone()))?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        for t in self.tags_at(name, d)? {
+            self.d.delete(&format!("{}/{t}", tags_dir(name)))?;
+        }
+        self.remove_revision(name, d)?;
         Ok(true)
     }
 
@@ -1178,28 +1193,10 @@ impl RegistryStore {
             Ok(st) if st.modified < cutoff => {}
             _ => return Ok(false),
         }
-        for t in self.d.list(&tags_dir(name))? {
-            if self
-                .read_link(&format!("{}/{t}/current/link", tags_dir(name)))?
-                .as_ref()
-                == Some(d)
-            {
-                return Ok(false);
-            }
+        if !self.tags_at(name, d)?.is_empty() {
+            return Ok(false);
         }
-        if let Ok(bytes) = self.read_blob(d)
-            && let Ok(p) = Parsed::parse(&bytes, None)
-            && let Some(s) = p.subject()
-        {
-            self.d.delete(&format!(
-                "{}/{}/{}",
-                referrers_dir(name, &s.digest),
-                d.algorithm().as_str(),
-                d.hex()
-            ))?;
-        }
-        self.d.delete(&revision_dir(name, d))?;
-        self.catalog_update(name)?;
+        self.remove_revision(name, d)?;
         Ok(true)
     }
 
