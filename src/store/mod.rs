@@ -12,8 +12,11 @@
 //! driver is built from validated names, digests and upload ids (the driver checks
 //! again and refuses `..`, empty or absolute components).
 
+#[doc(hidden)]
+pub mod conformance;
 pub mod gc;
 pub mod local;
+pub mod memory;
 pub mod registry;
 
 use crate::error::{Context, Error, Result};

@@ -1,0 +1,198 @@
+//! The [`Driver`] contract as a test suite, run against every driver (the
+//! filesystem's and the in-memory one here; an object-store driver joins with
+//! one more call), as Distribution keeps one suite for its drivers. Then the
+//! registry store itself, on the driver: an upload, a manifest, a signature, a
+//! delete and a collection, so a driver is judged by what the registry needs.
+
+use super::gc;
+use super::registry::{ManifestRef, RegistryStore};
+use super::{Driver, Stat};
+use crate::digest::Digest;
+use crate::error::Kind;
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn read_all(d: &dyn Driver, path: &str, offset: u64) -> (Vec<u8>, u64) {
+    let (mut r, size) = d.reader(path, offset).expect("reader");
+    let mut v = Vec::new();
+    r.read_to_end(&mut v).expect("read");
+    (v, size)
+}
+
+/// Everything the stores rely on a driver for. Panics on the first breach.
+pub fn driver_contract(d: &dyn Driver) {
+    // get/put, replace
+    d.put("/c/a/file", b"one").unwrap();
+    assert_eq!(d.get("/c/a/file").unwrap(), b"one");
+    d.put("/c/a/file", b"two!").unwrap();
+    assert_eq!(d.get("/c/a/file").unwrap(), b"two!");
+    assert_eq!(d.get("/c/a/none").unwrap_err().kind(), Kind::NotFound);
+    // reader at an offset, with the whole size
+    let (tail, size) = read_all(d, "/c/a/file", 1);
+    assert_eq!((tail.as_slice(), size), (&b"wo!"[..], 4));
+    // writer: create, append, size, commit
+    {
+        let mut w = d.writer("/c/up/data", false).unwrap();
+        w.write_all(b"abc").unwrap();
+        w.commit().unwrap();
+        assert_eq!(w.size(), 3);
+    }
+    {
+        let mut w = d.writer("/c/up/data", true).unwrap();
+        assert_eq!(w.size(), 3);
+        w.write_all(b"def").unwrap();
+        w.commit().unwrap();
+        assert_eq!(w.size(), 6);
+    }
+    assert_eq!(d.get("/c/up/data").unwrap(), b"abcdef");
+    // truncate undoes a failed append
+    d.truncate("/c/up/data", 3).unwrap();
+    assert_eq!(d.get("/c/up/data").unwrap(), b"abc");
+    // a new writer without append starts empty
+    {
+        let mut w = d.writer("/c/up/data", false).unwrap();
+        w.write_all(b"x").unwrap();
+        w.commit().unwrap();
+    }
+    assert_eq!(d.get("/c/up/data").unwrap(), b"x");
+    // stat: files and directories, missing
+    let s: Stat = d.stat("/c/a/file").unwrap();
+    assert!(!s.is_dir && s.size == 4);
+    assert!(d.stat("/c/a").unwrap().is_dir);
+    assert_eq!(d.stat("/c/nothing").unwrap_err().kind(), Kind::NotFound);
+    // list: direct children only, files and directories, missing is empty
+    d.put("/c/a/sub/deep", b"").unwrap();
+    let mut l = d.list("/c/a").unwrap();
+    l.sort();
+    assert_eq!(l, vec!["file", "sub"]);
+    assert!(d.list("/c/missing").unwrap().is_empty());
+    // rename: a file (over another), a directory; creates the target's parents
+    d.put("/c/r/target", b"old").unwrap();
+    d.rename("/c/a/file", "/c/r/target").unwrap();
+    assert_eq!(d.get("/c/r/target").unwrap(), b"two!");
+    assert_eq!(d.get("/c/a/file").unwrap_err().kind(), Kind::NotFound);
+    d.rename("/c/a", "/c/moved/here").unwrap();
+    assert_eq!(d.get("/c/moved/here/sub/deep").unwrap(), b"");
+    assert!(d.rename("/c/none", "/c/x").is_err());
+    // touch refreshes the mtime; a missing file is NotFound
+    let before = d.stat("/c/r/target").unwrap().modified;
+    std::thread::sleep(Duration::from_millis(20));
+    d.touch("/c/r/target").unwrap();
+    assert!(d.stat("/c/r/target").unwrap().modified > before);
+    assert_eq!(d.touch("/c/none").unwrap_err().kind(), Kind::NotFound);
+    // delete: files and trees, missing is fine
+    d.delete("/c/moved").unwrap();
+    assert_eq!(
+        d.get("/c/moved/here/sub/deep").unwrap_err().kind(),
+        Kind::NotFound
+    );
+    d.delete("/c/never").unwrap();
+    // a removed empty directory does not break a later rename into it
+    d.put("/c/e/dir/f", b"1").unwrap();
+    d.delete("/c/e/dir/f").unwrap();
+    d.remove_empty_dir("/c/e/dir").unwrap();
+    d.put("/c/src", b"2").unwrap();
+    d.rename("/c/src", "/c/e/dir/f").unwrap();
+    assert_eq!(d.get("/c/e/dir/f").unwrap(), b"2");
+    // paths that could leave the root are refused
+    for bad in ["relative", "/c/../x", "/c//x", "/c/./x"] {
+        assert!(d.get(bad).is_err(), "{bad}");
+        assert!(d.put(bad, b"").is_err(), "{bad}");
+    }
+    d.delete("/c").unwrap();
+}
+
+/// The registry store on the driver: upload, manifest, signature, delete and a
+/// collection that frees exactly what the deleted image alone held.
+pub fn registry_contract(d: Arc<dyn Driver>) {
+    let s = RegistryStore::open(d).unwrap();
+    let upload = |name: &str, data: &[u8]| {
+        let id = s.start_upload(name).unwrap();
+        let mid = data.len() / 2;
+        s.append_upload(name, &id, None, &mut &data[..mid], None)
+            .unwrap();
+        s.append_upload(name, &id, Some(mid as u64), &mut &data[mid..], None)
+            .unwrap();
+        s.finish_upload(name, &id, &Digest::sha256(data)).unwrap();
+        Digest::sha256(data)
+    };
+    let base = upload("c/app", b"base layer bytes");
+    let own = upload("c/app", b"layer of v1 only");
+    let cfg = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let cd = upload("c/app", cfg);
+    let manifest = |layers: &[&Digest]| {
+        let l: Vec<String> = layers
+            .iter()
+            .map(|d| format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":16}}"#))
+            .collect();
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":{}}},"layers":[{}]}}"#,
+            cfg.len(),
+            l.join(",")
+        )
+    };
+    let m1 = manifest(&[&base, &own]);
+    let m2 = manifest(&[&base]);
+    let p1 = s
+        .put_manifest("c/app", &ManifestRef::Tag("v1".into()), m1.as_bytes(), None)
+        .unwrap();
+    s.put_manifest("c/app", &ManifestRef::Tag("v2".into()), m2.as_bytes(), None)
+        .unwrap();
+    let got = s
+        .get_manifest("c/app", &ManifestRef::Tag("v1".into()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.bytes, m1.as_bytes());
+    assert_eq!(s.tags("c/app").unwrap().unwrap(), vec!["v1", "v2"]);
+    assert!(s.put_signature("c/app", &p1.digest, "id1", b"sig").unwrap());
+    assert!(!s.put_signature("c/app", &p1.digest, "id2", b"sig").unwrap());
+    assert_eq!(s.signatures("c/app", &p1.digest).unwrap().unwrap().len(), 1);
+    assert!(s.delete_manifest("c/app", &p1.digest).unwrap());
+    assert!(s.signatures("c/app", &p1.digest).unwrap().is_none());
+    // Nothing is older than the grace: a collection now takes nothing.
+    let opts = |grace| gc::Options {
+        grace,
+        ..gc::Options::default()
+    };
+    let r = gc::collect(&s, &opts(Duration::from_secs(3600)), &mut |_| {}).unwrap();
+    assert_eq!(r.blobs_removed, 0);
+    assert!(r.blobs_spared >= 2, "{r:?}");
+    // Once past it, exactly v1's own layer and its manifest go.
+    std::thread::sleep(Duration::from_millis(30));
+    let r = gc::collect(&s, &opts(Duration::from_millis(10)), &mut |_| {}).unwrap();
+    assert_eq!(r.blobs_removed, 2, "{r:?}");
+    assert!(s.global_blob_size(&own).unwrap().is_none());
+    assert!(s.global_blob_size(&base).unwrap().is_some());
+    assert!(s.global_blob_size(&cd).unwrap().is_some());
+    assert!(
+        s.get_manifest("c/app", &ManifestRef::Tag("v2".into()))
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fs() -> (Arc<dyn Driver>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("berth-conf-{}", crate::util::uuid4()));
+        (Arc::new(super::super::Filesystem::new(&dir).unwrap()), dir)
+    }
+
+    #[test]
+    fn filesystem_keeps_the_contract() {
+        let (d, dir) = fs();
+        driver_contract(d.as_ref());
+        registry_contract(d);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn memory_keeps_the_contract() {
+        let d = Arc::new(super::super::memory::Memory::new());
+        driver_contract(d.as_ref());
+        registry_contract(d);
+    }
+}
