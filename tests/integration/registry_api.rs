@@ -1175,3 +1175,43 @@ fn a_password_guesser_is_throttled() {
     assert_eq!(r.client().get(&r.url("/v2/")).status, 429);
     assert_eq!(failed(), 20);
 }
+
+/// Bodies large enough to be handed to the front (which then sends them
+/// itself, past the relay), over TLS and plain HTTP, full and ranged, several
+/// on one kept-alive connection with small answers between them: every byte
+/// in order, every answer after them intact.
+#[test]
+pub(crate) fn large_bodies_on_a_kept_alive_connection() {
+    for tls in [true, false] {
+        let r = Registryd::start(RegOpts {
+            tls,
+            ..RegOpts::default()
+        });
+        let c = r.client();
+        let mut data = vec![0u8; 3 * 1024 * 1024 + 17];
+        berth::util::random_bytes(&mut data);
+        let d = push_blob(&r, &c, "big/blob", &data);
+        let url = r.url(&format!("/v2/big/blob/blobs/{d}"));
+        for round in 0..3 {
+            let full = c.get(&url);
+            assert_eq!(full.status, 200, "tls {tls} round {round}");
+            assert!(
+                full.body == data,
+                "tls {tls} round {round}: the body differs"
+            );
+            let part = c.req("GET", &url, &[("Range", "bytes=1000-2999999")], None);
+            assert_eq!(part.status, 206);
+            assert!(
+                part.body == data[1000..3_000_000],
+                "tls {tls}: the range differs"
+            );
+            let head = c.req("HEAD", &url, &[], None);
+            assert_eq!(
+                head.header("Content-Length"),
+                Some(data.len().to_string().as_str())
+            );
+            let base = c.get(&r.url("/v2/"));
+            assert_eq!((base.status, base.text()), (200, "{}".to_string()));
+        }
+    }
+}
