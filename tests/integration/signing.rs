@@ -738,6 +738,44 @@ pub(crate) fn standalone_signatures_cross_both_ways() {
         "verify with an expired key",
     );
     assert!(e.contains("expired"), "{e}");
+
+    // A revoked key: GnuPG's own revocation certificate imported, the ring
+    // exported again; a signature made with the key is refused as revoked.
+    let rev = old_home.join("openpgp-revocs.d");
+    let cert = std::fs::read_dir(&rev)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    // GnuPG guards the certificate against a careless import with a leading ':'.
+    let text = std::fs::read_to_string(&cert)
+        .unwrap()
+        .replace(":-----BEGIN", "-----BEGIN");
+    let armed = d.join("revoke.asc");
+    std::fs::write(&armed, text).unwrap();
+    ok(
+        gpg_in(&old_home, &["--import", armed.to_str().unwrap()]),
+        "import the revocation",
+    );
+    let revoked_ring = d.join("revoked.gpg");
+    gpg_export(&old_home, &revoked_ring);
+    let e = failed(
+        berth(&[
+            "verify",
+            "--signature",
+            old_sig.to_str().unwrap(),
+            "--manifest",
+            mf.to_str().unwrap(),
+            "--keyring",
+            revoked_ring.to_str().unwrap(),
+            "reg.example.org:5000/site/worker:1",
+        ])
+        .output()
+        .unwrap(),
+        "verify with a revoked key",
+    );
+    assert!(e.contains("revoked"), "{e}");
 }
 
 #[test]
