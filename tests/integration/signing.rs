@@ -611,6 +611,28 @@ pub(crate) fn standalone_signatures_cross_both_ways() {
         .map(|e| e.path())
         .collect();
     assert_eq!(sigs.len(), 2, "two keys, two signatures");
+    // On a terminal the passphrase is asked for (here through script's pty);
+    // the key unlocks and, having signed already, adds nothing.
+    need("script");
+    let mut c = Command::new("script");
+    c.args(["-qec"])
+        .arg(format!(
+            "{} sign --key {} reg.example.org:5000/site/worker:1",
+            bin().display(),
+            gpg_secret.display()
+        ))
+        .arg("/dev/null")
+        .env("BERTH_ROOT", &env.root)
+        .env_remove("BERTH_SIGN_PASSPHRASE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"grid-signing\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    let out = ok(o, "sign with the passphrase typed at the prompt");
+    assert!(out.contains("Passphrase for"), "{out}");
+    assert!(out.contains("already"), "{out}");
     let mf = d.join("local-manifest.json");
     std::fs::copy(
         env.root
