@@ -132,6 +132,13 @@ pub fn registry_contract(d: Arc<dyn Driver>) {
             l.join(",")
         )
     };
+    // An old schema 1 manifest (a 2017 registry has them): its layers stay.
+    let old_layer = upload("c/old", b"a schema 1 layer");
+    let s1 = format!(
+        r#"{{"schemaVersion":1,"name":"c/old","tag":"v0","architecture":"amd64","fsLayers":[{{"blobSum":"{old_layer}"}}],"history":[{{"v1Compatibility":"{{}}"}}]}}"#
+    );
+    s.put_manifest("c/old", &ManifestRef::Tag("v0".into()), s1.as_bytes(), None)
+        .unwrap();
     let m1 = manifest(&[&base, &own]);
     let m2 = manifest(&[&base]);
     let p1 = s
@@ -165,6 +172,10 @@ pub fn registry_contract(d: Arc<dyn Driver>) {
     assert!(s.global_blob_size(&own).unwrap().is_none());
     assert!(s.global_blob_size(&base).unwrap().is_some());
     assert!(s.global_blob_size(&cd).unwrap().is_some());
+    assert!(
+        s.global_blob_size(&old_layer).unwrap().is_some(),
+        "a schema 1 layer was collected"
+    );
     assert!(
         s.get_manifest("c/app", &ManifestRef::Tag("v2".into()))
             .unwrap()

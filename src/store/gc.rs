@@ -23,7 +23,7 @@
 use super::registry::{ManifestRef, RegistryStore, blob_data_path, trash_path};
 use crate::digest::Digest;
 use crate::error::{Error, Kind, Result};
-use crate::oci::Parsed;
+use crate::oci::{AnyManifest, Parsed};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
@@ -253,8 +253,7 @@ pub fn collect(store: &RegistryStore, opts: &Options, say: &mut dyn FnMut(&str))
                 )
             })?;
             marked.insert(d.clone());
-            marked.extend(p.blob_refs().iter().map(|b| b.digest.clone()));
-            marked.extend(p.manifest_refs().iter().map(|m| m.digest.clone()));
+            marked.extend(needs(p));
         }
         for d in doomed {
             if opts.dry_run || store.delete_untagged_revision(&repo, &d, cutoff)? {
@@ -264,7 +263,7 @@ pub fn collect(store: &RegistryStore, opts: &Options, say: &mut dyn FnMut(&str))
                 // It came back into use while we looked: keep what it names.
                 if let Some((Some(p), _)) = st.revisions.get(&d) {
                     marked.insert(d.clone());
-                    marked.extend(p.blob_refs().iter().map(|b| b.digest.clone()));
+                    marked.extend(needs(p));
                 }
             }
         }
@@ -335,6 +334,17 @@ pub fn collect(store: &RegistryStore, opts: &Options, say: &mut dyn FnMut(&str))
         report.blobs_spared,
     ));
     Ok(report)
+}
+
+/// Every blob a manifest needs kept: config and layers, the manifests an index
+/// lists, and the layers of an old schema 1 manifest (sites still have them).
+fn needs(p: &Parsed) -> Vec<Digest> {
+    let mut v: Vec<Digest> = p.blob_refs().iter().map(|b| b.digest.clone()).collect();
+    v.extend(p.manifest_refs().iter().map(|m| m.digest.clone()));
+    if let AnyManifest::Schema1 { layers } = &p.manifest {
+        v.extend(layers.iter().cloned());
+    }
+    v
 }
 
 fn repo_state(store: &RegistryStore, repo: &str, removed: &BTreeSet<String>) -> Result<RepoState> {
