@@ -31,6 +31,22 @@ fn failed(o: Output, what: &str) -> String {
     format!("{}{}", stderr(&o), stdout(&o))
 }
 
+/// `berth verify` of one standalone signature, as skopeo standalone-verify.
+fn standalone_verify(sig: &Path, manifest: &Path, ring: &Path, reference: &str) -> Output {
+    berth(&[
+        "verify",
+        "--signature",
+        sig.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--keyring",
+        ring.to_str().unwrap(),
+        reference,
+    ])
+    .output()
+    .unwrap()
+}
+
 /// A berth key pair made by `berth sign --generate-key`: (secret, public).
 fn berth_key(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     let key = dir.join(format!("{name}.asc"));
@@ -488,35 +504,13 @@ pub(crate) fn standalone_signatures_cross_both_ways() {
         "skopeo standalone-sign",
     );
     let out = ok(
-        berth(&[
-            "verify",
-            "--signature",
-            sig.to_str().unwrap(),
-            "--manifest",
-            manifest.to_str().unwrap(),
-            "--keyring",
-            ring.to_str().unwrap(),
-            reference,
-        ])
-        .output()
-        .unwrap(),
+        standalone_verify(&sig, &manifest, &ring, reference),
         "berth verify of a skopeo signature",
     );
     assert!(out.contains(&fpr) && out.contains(&digest), "{out}");
     // Against another identity it fails.
     failed(
-        berth(&[
-            "verify",
-            "--signature",
-            sig.to_str().unwrap(),
-            "--manifest",
-            manifest.to_str().unwrap(),
-            "--keyring",
-            ring.to_str().unwrap(),
-            "reg.example.org:5000/site/other:1",
-        ])
-        .output()
-        .unwrap(),
+        standalone_verify(&sig, &manifest, &ring, "reg.example.org:5000/site/other:1"),
         "berth verify with the wrong identity",
     );
 
@@ -745,18 +739,12 @@ pub(crate) fn standalone_signatures_cross_both_ways() {
         "standalone sign with the old key",
     );
     let e = failed(
-        berth(&[
-            "verify",
-            "--signature",
-            old_sig.to_str().unwrap(),
-            "--manifest",
-            mf.to_str().unwrap(),
-            "--keyring",
-            old_ring.to_str().unwrap(),
+        standalone_verify(
+            &old_sig,
+            &mf,
+            &old_ring,
             "reg.example.org:5000/site/worker:1",
-        ])
-        .output()
-        .unwrap(),
+        ),
         "verify with an expired key",
     );
     assert!(e.contains("expired"), "{e}");
@@ -783,18 +771,12 @@ pub(crate) fn standalone_signatures_cross_both_ways() {
     let revoked_ring = d.join("revoked.gpg");
     gpg_export(&old_home, &revoked_ring);
     let e = failed(
-        berth(&[
-            "verify",
-            "--signature",
-            old_sig.to_str().unwrap(),
-            "--manifest",
-            mf.to_str().unwrap(),
-            "--keyring",
-            revoked_ring.to_str().unwrap(),
+        standalone_verify(
+            &old_sig,
+            &mf,
+            &revoked_ring,
             "reg.example.org:5000/site/worker:1",
-        ])
-        .output()
-        .unwrap(),
+        ),
         "verify with a revoked key",
     );
     assert!(e.contains("revoked"), "{e}");
