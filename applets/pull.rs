@@ -59,11 +59,7 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
     let progress = Terminal::new(a.quiet);
     let opts = transfer::PullOptions {
         policy: berth::signing::Policy::from_flag(a.policy.as_deref())?,
-        registries_d: berth::signing::lookaside::RegistriesD::load(
-            a.registries_d
-                .as_deref()
-                .unwrap_or(std::path::Path::new(berth::signing::lookaside::DEFAULT_DIR)),
-        )?,
+        registries_d: berth::signing::lookaside::RegistriesD::from_flag(a.registries_d.as_deref())?,
     };
     let pulled = transfer::pull_with(&store, &settings, &r, &opts, &progress)?;
     println!("{}", pulled.reference);

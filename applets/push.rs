@@ -92,11 +92,7 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
     let opts = PushOptions {
         chunk_size: a.chunk_size.as_deref().map(parse_size).transpose()?,
         sign_key,
-        registries_d: berth::signing::lookaside::RegistriesD::load(
-            a.registries_d
-                .as_deref()
-                .unwrap_or(std::path::Path::new(berth::signing::lookaside::DEFAULT_DIR)),
-        )?,
+        registries_d: berth::signing::lookaside::RegistriesD::from_flag(a.registries_d.as_deref())?,
     };
     let local = berth::store::local::tagged(&format!(
         "{}:{}",

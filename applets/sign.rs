@@ -17,7 +17,7 @@ use berth::error::{Error, Kind, Result};
 use berth::reference::Reference;
 use berth::registry::transfer::sign_image;
 use berth::registry::{Registry, Settings, signatures};
-use berth::signing::lookaside::{self, RegistriesD};
+use berth::signing::lookaside::RegistriesD;
 use berth::signing::policy::check_signature;
 use berth::signing::{Identity, Keyring, Payload, Policy, SigningKey, openpgp};
 use berth::store::local::{LocalStore, root_from};
@@ -62,10 +62,6 @@ struct SignArgs {
     /// image ([HOST[:PORT]/]NAME[:TAG|@DIGEST]), or NAME EMAIL with --generate-key
     #[argh(positional)]
     args: Vec<String>,
-}
-
-fn registries_d(flag: Option<&Path>) -> Result<RegistriesD> {
-    RegistriesD::load(flag.unwrap_or(Path::new(lookaside::DEFAULT_DIR)))
 }
 
 /// Whether `sigs` hold one by `key` over `digest` as `identity` already.
@@ -186,7 +182,7 @@ pub fn sign(name: &str, args: &[String]) -> Result<u8> {
     }
     let settings =
         Settings::load(a.config.as_deref())?.with_flags(&[], &[], &a.insecure_registry)?;
-    let regd = registries_d(a.registries_d.as_deref())?;
+    let regd = RegistriesD::from_flag(a.registries_d.as_deref())?;
     let host = r.registry_or_default();
     let repo = r.api_repository();
     let reg = Registry::new(host, &settings)?;
@@ -308,7 +304,7 @@ pub fn verify(name: &str, args: &[String]) -> Result<u8> {
             whence = "registry";
             let settings =
                 Settings::load(a.config.as_deref())?.with_flags(&[], &[], &a.insecure_registry)?;
-            let regd = registries_d(a.registries_d.as_deref())?;
+            let regd = RegistriesD::from_flag(a.registries_d.as_deref())?;
             let reg = Registry::new(r.registry_or_default(), &settings)?;
             let repo = r.api_repository();
             let top = reg.manifest(&repo, &r.api_reference())?.ok_or_else(|| {

@@ -103,3 +103,13 @@ fn short_target(t: &str) -> &str {
 pub fn init_cli() {
     init(log::LevelFilter::Warn, Format::Text, &[]);
 }
+
+/// Logging for a daemon with a `-D/--debug` switch: info, or debug with it.
+pub fn init_daemon(debug: bool) {
+    let level = if debug {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Info
+    };
+    init(level, Format::Text, &[]);
+}

@@ -419,15 +419,7 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
         Ok(a) => a,
         Err(code) => return Ok(code),
     };
-    berth::log::init(
-        if a.debug {
-            log::LevelFilter::Debug
-        } else {
-            log::LevelFilter::Info
-        },
-        berth::log::Format::Text,
-        &[],
-    );
+    berth::log::init_daemon(a.debug);
     let (resolved, warnings) = config::gather(&a)?;
     for w in &warnings {
         log::warn!("{w}");

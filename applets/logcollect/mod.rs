@@ -120,15 +120,7 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
         Ok(a) => a,
         Err(code) => return Ok(code),
     };
-    berth::log::init(
-        if a.debug {
-            log::LevelFilter::Debug
-        } else {
-            log::LevelFilter::Info
-        },
-        berth::log::Format::Text,
-        &[],
-    );
+    berth::log::init_daemon(a.debug);
     let flags = config::Flags {
         graph: a.graph.clone(),
         log_root: a.log_root.clone(),

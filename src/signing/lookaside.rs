@@ -119,6 +119,11 @@ impl RegistriesD {
         Ok(out)
     }
 
+    /// The directory a `--registries-d` flag names, else the system one.
+    pub fn from_flag(flag: Option<&Path>) -> Result<RegistriesD> {
+        RegistriesD::load(flag.unwrap_or(Path::new(DEFAULT_DIR)))
+    }
+
     /// The section for an image: most specific docker scope, default-docker, built-in.
     pub fn section_for(&self, image: &Identity) -> Section {
         for s in image.scopes() {
