@@ -69,12 +69,12 @@ pub(crate) fn inspect(e: &Engined, what: &str) -> serde_json::Value {
 pub(crate) fn assert_nothing_left(e: &Engined, id: &str) {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(id), "a mount of {id} is left:\n{mounts}");
-    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
-    assert!(
-        !stdout(&links).contains(&format!("veth{}", &id[..7])),
-        "the veth of {id} is left: {}",
-        stdout(&links)
-    );
+    // The kernel frees a veth pair with its namespace, asynchronously: poll.
+    let veth = format!("veth{}", &id[..7]);
+    wait_for(&format!("the veth of {id} to go"), || {
+        let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+        (!stdout(&links).contains(&veth)).then_some(())
+    });
     let mut left = Vec::new();
     if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
         for h in rd.flatten() {
