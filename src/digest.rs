@@ -6,6 +6,9 @@
 //! stores content verifies it through [`Hasher`] before the content becomes visible.
 
 use crate::error::{Error, Result};
+
+mod resumable;
+pub use resumable::ResumableSha256;
 use sha2::Digest as _;
 use std::fmt;
 use std::io::{self, Read, Write};
