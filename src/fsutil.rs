@@ -46,6 +46,14 @@ pub fn temp_path(target: &Path) -> PathBuf {
     target.with_file_name(format!(".{name}.tmp-{}", crate::digest::to_hex(&r)))
 }
 
+/// True for a name [`temp_path`] made (`.NAME.tmp-` and 12 hex digits): a write
+/// in flight or one a crash left, never content.
+pub fn is_temp_name(n: &str) -> bool {
+    n.starts_with('.')
+        && n.rsplit_once(".tmp-")
+            .is_some_and(|(_, h)| h.len() == 12 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// fsync a directory so a rename or create inside it survives a crash.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir)

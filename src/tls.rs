@@ -163,3 +163,27 @@ pub fn is_unknown_ca(e: &dyn std::error::Error) -> bool {
     }
     false
 }
+
+/// The system's CA bundle for ureq agents (registry client, S3 driver).
+pub fn ureq_system_roots() -> Vec<ureq::tls::Certificate<'static>> {
+    // Debian, then RHEL/SL: whichever exists.
+    for p in [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/ca-bundle.pem",
+        "/etc/pki/tls/cacert.pem",
+    ] {
+        if let Ok(pem) = std::fs::read(p) {
+            let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+                .filter_map(|i| match i {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if !certs.is_empty() {
+                return certs;
+            }
+        }
+    }
+    Vec::new()
+}

@@ -146,6 +146,29 @@ pub fn http_date(secs: i64) -> String {
     )
 }
 
+/// Parse an IMF-fixdate (`Sat, 28 Nov 2026 07:46:58 GMT`) to unix time.
+pub fn parse_http_date(s: &str) -> Option<i64> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let rest = s.split_once(", ")?.1;
+    let f: Vec<&str> = rest.split(' ').collect();
+    if f.len() != 5 || f[4] != "GMT" {
+        return None;
+    }
+    let d: u32 = f[0].parse().ok()?;
+    let mo = MONTHS.iter().position(|m| *m == f[1])? as u32 + 1;
+    let y: i64 = f[2].parse().ok()?;
+    let t: Vec<i64> = f[3]
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    if t.len() != 3 || !(1..=31).contains(&d) {
+        return None;
+    }
+    Some(days_from_civil(y, mo, d) * 86_400 + t[0] * 3600 + t[1] * 60 + t[2])
+}
+
 /// Parse an RFC 3339 timestamp (fractional seconds and offsets accepted) to unix time.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();

@@ -72,29 +72,6 @@ pub struct Registry {
     insecure: bool,
 }
 
-fn system_roots() -> Vec<ureq::tls::Certificate<'static>> {
-    // Debian, then RHEL/SL: whichever exists.
-    for p in [
-        "/etc/ssl/certs/ca-certificates.crt",
-        "/etc/pki/tls/certs/ca-bundle.crt",
-        "/etc/ssl/ca-bundle.pem",
-        "/etc/pki/tls/cacert.pem",
-    ] {
-        if let Ok(pem) = std::fs::read(p) {
-            let certs: Vec<_> = ureq::tls::parse_pem(&pem)
-                .filter_map(|i| match i {
-                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                    _ => None,
-                })
-                .collect();
-            if !certs.is_empty() {
-                return certs;
-            }
-        }
-    }
-    Vec::new()
-}
-
 /// Certificates and client identity from `certs.d/HOST` (`*.crt` CAs, a
 /// `*.cert` + `*.key` pair), as docker reads them.
 fn certs_d(
@@ -150,7 +127,7 @@ fn certs_d(
 pub fn tls_for(host: &str, settings: &Settings) -> Result<ureq::tls::TlsConfig> {
     crate::tls::provider();
     let (mut roots, client) = certs_d(&settings.certs_dir(host))?;
-    roots.extend(system_roots());
+    roots.extend(crate::tls::ureq_system_roots());
     Ok(ureq::tls::TlsConfig::builder()
         .provider(ureq::tls::TlsProvider::Rustls)
         .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))

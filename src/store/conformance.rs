@@ -9,7 +9,7 @@ use super::registry::{ManifestRef, RegistryStore};
 use super::{Driver, Stat};
 use crate::digest::Digest;
 use crate::error::Kind;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +20,21 @@ fn read_all(d: &dyn Driver, path: &str, offset: u64) -> (Vec<u8>, u64) {
     (v, size)
 }
 
+/// A body that breaks: a client gone mid-chunk.
+struct Failing;
+
+impl Read for Failing {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "client went away",
+        ))
+    }
+}
+
 /// Everything the stores rely on a driver for. Panics on the first breach.
-pub fn driver_contract(d: &dyn Driver) {
+/// `tick` is the driver's timestamp resolution (S3 keeps whole seconds).
+pub fn driver_contract(d: &dyn Driver, tick: Duration) {
     // get/put, replace
     d.put("/c/a/file", b"one").unwrap();
     assert_eq!(d.get("/c/a/file").unwrap(), b"one");
@@ -31,31 +44,43 @@ pub fn driver_contract(d: &dyn Driver) {
     // reader at an offset, with the whole size
     let (tail, size) = read_all(d, "/c/a/file", 1);
     assert_eq!((tail.as_slice(), size), (&b"wo!"[..], 4));
-    // writer: create, append, size, commit
-    {
-        let mut w = d.writer("/c/up/data", false).unwrap();
-        w.write_all(b"abc").unwrap();
-        w.commit().unwrap();
-        assert_eq!(w.size(), 3);
-    }
-    {
-        let mut w = d.writer("/c/up/data", true).unwrap();
-        assert_eq!(w.size(), 3);
-        w.write_all(b"def").unwrap();
-        w.commit().unwrap();
-        assert_eq!(w.size(), 6);
-    }
+    // staged files: start empty, append at the right size only, seal
+    d.stage("/c/up/data").unwrap();
+    assert_eq!(d.staged_size("/c/up/data").unwrap(), 0);
+    assert_eq!(d.append("/c/up/data", 0, &mut &b"abc"[..]).unwrap(), 3);
+    let wrong = d.append("/c/up/data", 1, &mut &b"zz"[..]).unwrap_err();
+    assert_eq!(wrong.kind(), Kind::Conflict);
+    // a body that fails midway adds nothing
+    let mut failing = (&b"xyz"[..]).chain(Failing);
+    assert!(d.append("/c/up/data", 3, &mut failing).is_err());
+    assert_eq!(d.staged_size("/c/up/data").unwrap(), 3);
+    assert_eq!(d.append("/c/up/data", 3, &mut &b"def"[..]).unwrap(), 3);
+    assert_eq!(d.staged_size("/c/up/data").unwrap(), 6);
+    d.seal("/c/up/data").unwrap();
     assert_eq!(d.get("/c/up/data").unwrap(), b"abcdef");
-    // truncate undoes a failed append
-    d.truncate("/c/up/data", 3).unwrap();
-    assert_eq!(d.get("/c/up/data").unwrap(), b"abc");
-    // a new writer without append starts empty
-    {
-        let mut w = d.writer("/c/up/data", false).unwrap();
-        w.write_all(b"x").unwrap();
-        w.commit().unwrap();
+    // a staged file longer than one part of an object store, in odd chunks
+    let big: Vec<u8> = (0..(6u32 << 20) + 7).map(|i| (i % 251) as u8).collect();
+    d.stage("/c/up/big").unwrap();
+    let mut at = 0u64;
+    for piece in big.chunks(1_500_001) {
+        at += d.append("/c/up/big", at, &mut &piece[..]).unwrap();
     }
-    assert_eq!(d.get("/c/up/data").unwrap(), b"x");
+    assert_eq!(d.staged_size("/c/up/big").unwrap(), big.len() as u64);
+    d.seal("/c/up/big").unwrap();
+    let (whole, size) = read_all(d, "/c/up/big", 0);
+    assert!(
+        whole == big && size == big.len() as u64,
+        "staged bytes differ"
+    );
+    let (tail, _) = read_all(d, "/c/up/big", big.len() as u64 - 3);
+    assert_eq!(tail, &big[big.len() - 3..]);
+    d.stage("/c/up/empty").unwrap();
+    d.seal("/c/up/empty").unwrap();
+    assert_eq!(d.get("/c/up/empty").unwrap(), b"");
+    // create_new: only where nothing is
+    assert!(d.create_new("/c/lease", b"mine").unwrap());
+    assert!(!d.create_new("/c/lease", b"yours").unwrap());
+    assert_eq!(d.get("/c/lease").unwrap(), b"mine");
     // stat: files and directories, missing
     let s: Stat = d.stat("/c/a/file").unwrap();
     assert!(!s.is_dir && s.size == 4);
@@ -66,25 +91,28 @@ pub fn driver_contract(d: &dyn Driver) {
     let mut l = d.list("/c/a").unwrap();
     l.sort();
     assert_eq!(l, vec!["file", "sub"]);
+    // nothing is hidden: a dotfile is listed
+    d.put("/c/dot/.hidden", b"").unwrap();
+    assert_eq!(d.list("/c/dot").unwrap(), vec![".hidden"]);
     assert!(d.list("/c/missing").unwrap().is_empty());
-    // rename: a file (over another), a directory; creates the target's parents
+    // rename: a file (over another), creating the target's parents
     d.put("/c/r/target", b"old").unwrap();
     d.rename("/c/a/file", "/c/r/target").unwrap();
     assert_eq!(d.get("/c/r/target").unwrap(), b"two!");
     assert_eq!(d.get("/c/a/file").unwrap_err().kind(), Kind::NotFound);
-    d.rename("/c/a", "/c/moved/here").unwrap();
-    assert_eq!(d.get("/c/moved/here/sub/deep").unwrap(), b"");
+    d.rename("/c/up/big", "/c/moved/here/big").unwrap();
+    assert_eq!(d.stat("/c/moved/here/big").unwrap().size, big.len() as u64);
     assert!(d.rename("/c/none", "/c/x").is_err());
     // touch refreshes the mtime; a missing file is NotFound
     let before = d.stat("/c/r/target").unwrap().modified;
-    std::thread::sleep(Duration::from_millis(20));
+    std::thread::sleep(tick);
     d.touch("/c/r/target").unwrap();
     assert!(d.stat("/c/r/target").unwrap().modified > before);
     assert_eq!(d.touch("/c/none").unwrap_err().kind(), Kind::NotFound);
     // delete: files and trees, missing is fine
     d.delete("/c/moved").unwrap();
     assert_eq!(
-        d.get("/c/moved/here/sub/deep").unwrap_err().kind(),
+        d.get("/c/moved/here/big").unwrap_err().kind(),
         Kind::NotFound
     );
     d.delete("/c/never").unwrap();
@@ -105,7 +133,7 @@ pub fn driver_contract(d: &dyn Driver) {
 
 /// The registry store on the driver: upload, manifest, signature, delete and a
 /// collection that frees exactly what the deleted image alone held.
-pub fn registry_contract(d: Arc<dyn Driver>) {
+pub fn registry_contract(d: Arc<dyn Driver>, tick: Duration) {
     let s = RegistryStore::open(d).unwrap();
     let upload = |name: &str, data: &[u8]| {
         let id = s.start_upload(name).unwrap();
@@ -166,8 +194,8 @@ pub fn registry_contract(d: Arc<dyn Driver>) {
     assert_eq!(r.blobs_removed, 0);
     assert!(r.blobs_spared >= 2, "{r:?}");
     // Once past it, exactly v1's own layer and its manifest go.
-    std::thread::sleep(Duration::from_millis(30));
-    let r = gc::collect(&s, &opts(Duration::from_millis(10)), &mut |_| {}).unwrap();
+    std::thread::sleep(tick * 3);
+    let r = gc::collect(&s, &opts(tick), &mut |_| {}).unwrap();
     assert_eq!(r.blobs_removed, 2, "{r:?}");
     assert!(s.global_blob_size(&own).unwrap().is_none());
     assert!(s.global_blob_size(&base).unwrap().is_some());
@@ -195,15 +223,15 @@ mod tests {
     #[test]
     fn filesystem_keeps_the_contract() {
         let (d, dir) = fs();
-        driver_contract(d.as_ref());
-        registry_contract(d);
+        driver_contract(d.as_ref(), Duration::from_millis(20));
+        registry_contract(d, Duration::from_millis(10));
         let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn memory_keeps_the_contract() {
         let d = Arc::new(super::super::memory::Memory::new());
-        driver_contract(d.as_ref());
-        registry_contract(d);
+        driver_contract(d.as_ref(), Duration::from_millis(20));
+        registry_contract(d, Duration::from_millis(10));
     }
 }

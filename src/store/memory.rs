@@ -3,10 +3,10 @@
 //! the [`Driver`] contract honest beside [`super::Filesystem`] (directories
 //! are only prefixes here, as in an object store).
 
-use super::{BlobReader, Driver, FileWriter, Stat};
+use super::{BlobReader, Driver, Stat};
 use crate::error::{Error, Kind, Result};
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -24,7 +24,7 @@ fn not_found(path: &str) -> Error {
 
 /// The same checks as the filesystem driver: absolute, no empty, `.` or `..`
 /// component, no NUL.
-fn check(path: &str) -> Result<String> {
+pub(crate) fn check_path(path: &str) -> Result<String> {
     let rel = path
         .strip_prefix('/')
         .ok_or_else(|| Error::internal(format!("storage path {path:?} is not absolute")))?;
@@ -53,40 +53,9 @@ impl Memory {
     }
 }
 
-struct MemWriter {
-    files: Files,
-    path: String,
-    size: u64,
-}
-
-impl Write for MemWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut f = self.files.lock().unwrap();
-        let e = f
-            .entry(self.path.clone())
-            .or_insert_with(|| (Vec::new(), SystemTime::now()));
-        e.0.extend_from_slice(buf);
-        e.1 = SystemTime::now();
-        self.size = e.0.len() as u64;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl FileWriter for MemWriter {
-    fn size(&self) -> u64 {
-        self.size
-    }
-    fn commit(&mut self) -> Result<()> {
-        Ok(())
-    }
-}
-
 impl Driver for Memory {
     fn get(&self, path: &str) -> Result<Vec<u8>> {
-        let p = check(path)?;
+        let p = check_path(path)?;
         self.files
             .lock()
             .unwrap()
@@ -96,7 +65,7 @@ impl Driver for Memory {
     }
 
     fn put(&self, path: &str, data: &[u8]) -> Result<()> {
-        let p = check(path)?;
+        let p = check_path(path)?;
         self.files
             .lock()
             .unwrap()
@@ -111,25 +80,18 @@ impl Driver for Memory {
         Ok((Box::new(io::Cursor::new(data[start..].to_vec())), size))
     }
 
-    fn writer(&self, path: &str, append: bool) -> Result<Box<dyn FileWriter>> {
-        let p = check(path)?;
+    fn create_new(&self, path: &str, data: &[u8]) -> Result<bool> {
+        let p = check_path(path)?;
         let mut f = self.files.lock().unwrap();
-        let e = f
-            .entry(p.clone())
-            .or_insert_with(|| (Vec::new(), SystemTime::now()));
-        if !append {
-            e.0.clear();
+        if f.contains_key(&p) {
+            return Ok(false);
         }
-        let size = e.0.len() as u64;
-        Ok(Box::new(MemWriter {
-            files: self.files.clone(),
-            path: p,
-            size,
-        }))
+        f.insert(p, (data.to_vec(), SystemTime::now()));
+        Ok(true)
     }
 
     fn stat(&self, path: &str) -> Result<Stat> {
-        let p = check(path)?;
+        let p = check_path(path)?;
         let f = self.files.lock().unwrap();
         if let Some((d, t)) = f.get(&p) {
             return Ok(Stat {
@@ -150,7 +112,7 @@ impl Driver for Memory {
     }
 
     fn list(&self, path: &str) -> Result<Vec<String>> {
-        let p = check(path)?;
+        let p = check_path(path)?;
         let prefix = format!("{p}/");
         let f = self.files.lock().unwrap();
         let mut out: Vec<String> = Vec::new();
@@ -159,8 +121,7 @@ impl Driver for Memory {
                 break;
             };
             let child = rest.split('/').next().unwrap_or(rest);
-            // Hidden names stay hidden, as on the filesystem.
-            if !child.starts_with('.') && out.last().is_none_or(|l| l != child) {
+            if out.last().is_none_or(|l| l != child) {
                 out.push(child.to_string());
             }
         }
@@ -168,7 +129,7 @@ impl Driver for Memory {
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<()> {
-        let (f, t) = (check(from)?, check(to)?);
+        let (f, t) = (check_path(from)?, check_path(to)?);
         let mut files = self.files.lock().unwrap();
         if let Some(e) = files.remove(&f) {
             files.insert(t, e);
@@ -191,7 +152,7 @@ impl Driver for Memory {
     }
 
     fn delete(&self, path: &str) -> Result<()> {
-        let p = check(path)?;
+        let p = check_path(path)?;
         let mut files = self.files.lock().unwrap();
         files.remove(&p);
         let prefix = format!("{p}/");
@@ -207,18 +168,41 @@ impl Driver for Memory {
     }
 
     fn touch(&self, path: &str) -> Result<()> {
-        let p = check(path)?;
+        let p = check_path(path)?;
         let mut f = self.files.lock().unwrap();
         let e = f.get_mut(&p).ok_or_else(|| not_found(path))?;
         e.1 = SystemTime::now();
         Ok(())
     }
 
-    fn truncate(&self, path: &str, len: u64) -> Result<()> {
-        let p = check(path)?;
+    fn stage(&self, path: &str) -> Result<()> {
+        self.put(path, b"")
+    }
+
+    fn staged_size(&self, path: &str) -> Result<u64> {
+        Ok(self.stat(path)?.size)
+    }
+
+    fn append(&self, path: &str, at: u64, body: &mut dyn Read) -> Result<u64> {
+        let size = self.staged_size(path)?;
+        if size != at {
+            return Err(Error::new(
+                Kind::Conflict,
+                format!("{path} holds {size} bytes, not {at}"),
+            ));
+        }
+        // Read whole first: a body that fails midway adds nothing.
+        let mut more = Vec::new();
+        body.read_to_end(&mut more)
+            .map_err(|e| Error::with_source(Kind::Network, "reading upload body", e))?;
         let mut f = self.files.lock().unwrap();
-        let e = f.get_mut(&p).ok_or_else(|| not_found(path))?;
-        e.0.truncate(len as usize);
-        Ok(())
+        let e = f.get_mut(path).ok_or_else(|| not_found(path))?;
+        e.0.extend_from_slice(&more);
+        e.1 = SystemTime::now();
+        Ok(more.len() as u64)
+    }
+
+    fn seal(&self, path: &str) -> Result<()> {
+        self.stat(path).map(|_| ())
     }
 }

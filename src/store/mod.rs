@@ -1,29 +1,31 @@
 //! Storage: a small driver interface and the content-addressed stores built on it.
 //!
-//! [`Driver`] is the only thing that touches the disk (get/put/reader/writer/stat/
-//! list/rename/delete on slash-separated paths), so an object-store driver can come
-//! later for sites that outgrow one disk. [`Filesystem`] is the driver for a local
-//! directory. [`registry::RegistryStore`] lays repositories out on a driver exactly
+//! [`Driver`] is the only thing that touches storage (get/put/reader/stat/list/
+//! rename/delete and staged files on slash-separated paths). [`Filesystem`] is the
+//! driver for a local directory, [`s3::S3`] the one for a bucket that registry
+//! replicas on several hosts share, [`memory::Memory`] the one for unit tests. [`registry::RegistryStore`] lays repositories out on a driver exactly
 //! as Docker Distribution does (`docker/registry/v2/...`), so berth can serve a
 //! directory Distribution filled, and Distribution can serve one berth filled.
 //!
-//! Two rules hold everywhere: content becomes visible only by an atomic rename after
-//! its digest was checked and its bytes were fsynced; and every path handed to a
+//! Two rules hold everywhere: content becomes visible only by an atomic rename
+//! (or server-side copy) after its digest was checked and its bytes were durable; and every path handed to a
 //! driver is built from validated names, digests and upload ids (the driver checks
 //! again and refuses `..`, empty or absolute components).
 
 #[doc(hidden)]
 pub mod conformance;
 pub mod gc;
+pub mod lease;
 pub mod local;
 pub mod memory;
 pub mod registry;
+pub mod s3;
 
 use crate::error::{Context, Error, Result};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// What `stat` reports.
 #[derive(Debug, Clone, Copy)]
@@ -33,41 +35,60 @@ pub struct Stat {
     pub is_dir: bool,
 }
 
-/// A writer that makes its bytes durable on `commit`.
-pub trait FileWriter: Write + Send {
-    /// Bytes in the file now (including what was there before an append).
-    fn size(&self) -> u64;
-    /// Flush and fsync: after this returns the bytes survive a crash.
-    fn commit(&mut self) -> Result<()>;
-}
-
 /// A readable blob with its total size.
 pub type BlobReader = Box<dyn Read + Send>;
 
 /// The storage driver interface (paths are `/`-separated and start with `/`).
+///
+/// Shaped so an object store fits as well as a disk: no append to ordinary
+/// files, no truncate, no directory renames. Bytes that grow (an upload
+/// session's) are a *staged* file: started empty, appended to at a known size,
+/// then sealed into an ordinary file; the filesystem appends to a file, S3
+/// collects multipart-upload parts.
 pub trait Driver: Send + Sync {
     /// Whole content of a small file.
     fn get(&self, path: &str) -> Result<Vec<u8>>;
     /// Atomically replace a small file, creating parents.
     fn put(&self, path: &str, data: &[u8]) -> Result<()>;
+    /// Create a small file only if nothing is at `path`: false when something
+    /// is (locks and leases shared by processes on other hosts).
+    fn create_new(&self, path: &str, data: &[u8]) -> Result<bool>;
     /// A reader positioned at `offset`, and the file's total size.
     fn reader(&self, path: &str, offset: u64) -> Result<(BlobReader, u64)>;
-    /// A writer that creates the file or appends to it.
-    fn writer(&self, path: &str, append: bool) -> Result<Box<dyn FileWriter>>;
     fn stat(&self, path: &str) -> Result<Stat>;
-    /// Names of the direct children of a directory (empty if it does not exist).
+    /// Names of the direct children of a directory (empty if it does not
+    /// exist). Nothing is hidden: a dotfile is a name like any other.
     fn list(&self, path: &str) -> Result<Vec<String>>;
-    /// Atomically move a file or directory, creating the target's parents.
+    /// Move a file, creating the target's parents: the target appears whole or
+    /// not at all (an object store copies, then deletes the source).
     fn rename(&self, from: &str, to: &str) -> Result<()>;
     /// Delete a file or a directory tree (no error if missing).
     fn delete(&self, path: &str) -> Result<()>;
     /// Set a file's modification time to now (garbage collection's lease).
     fn touch(&self, path: &str) -> Result<()>;
-    /// Cut a file back to `len` bytes (a failed append is undone this way).
-    fn truncate(&self, path: &str, len: u64) -> Result<()>;
     /// Remove a directory if it is empty (object stores have none: a no-op).
     fn remove_empty_dir(&self, _path: &str) -> Result<()> {
         Ok(())
+    }
+    /// Start an empty staged file (replacing one at `path`).
+    fn stage(&self, path: &str) -> Result<()>;
+    /// Bytes a staged file holds (NotFound when there is none).
+    fn staged_size(&self, path: &str) -> Result<u64>;
+    /// Append all `body` yields to the staged file at `path`, which must hold
+    /// `at` bytes (Conflict otherwise), durably; returns the bytes added. When
+    /// it fails, the staged file holds its `at` bytes again.
+    fn append(&self, path: &str, at: u64, body: &mut dyn Read) -> Result<u64>;
+    /// Turn a staged file into an ordinary file at the same path.
+    fn seal(&self, path: &str) -> Result<()>;
+    /// A URL a client may fetch the file from itself for `ttl` (a presigned
+    /// URL), or None when the driver has no such thing.
+    fn redirect_url(&self, _path: &str, _ttl: Duration) -> Result<Option<String>> {
+        Ok(None)
+    }
+    /// True when processes on other hosts may share this storage (replicas on
+    /// one bucket): in-process state is then only a cache.
+    fn shared(&self) -> bool {
+        false
     }
 }
 
@@ -106,33 +127,6 @@ impl Filesystem {
     }
 }
 
-struct FsWriter {
-    file: io::BufWriter<File>,
-    size: u64,
-}
-
-impl Write for FsWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.size += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
-    }
-}
-
-impl FileWriter for FsWriter {
-    fn size(&self) -> u64 {
-        self.size
-    }
-    fn commit(&mut self) -> Result<()> {
-        self.file.flush()?;
-        self.file.get_ref().sync_data()?;
-        Ok(())
-    }
-}
-
 fn not_found_is_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
     match r {
         Ok(v) => Ok(Some(v)),
@@ -165,23 +159,29 @@ impl Driver for Filesystem {
         Ok((Box::new(f), size))
     }
 
-    fn writer(&self, path: &str, append: bool) -> Result<Box<dyn FileWriter>> {
+    fn create_new(&self, path: &str, data: &[u8]) -> Result<bool> {
         let p = self.full(path)?;
-        if let Some(dir) = p.parent() {
-            crate::fsutil::create_dir_all_durable(dir)?;
+        let dir = p
+            .parent()
+            .ok_or_else(|| Error::internal("create at root"))?;
+        crate::fsutil::create_dir_all_durable(dir)?;
+        // Written whole aside, then linked: a reader never sees half of it.
+        let tmp = crate::fsutil::temp_path(&p);
+        let res = (|| -> Result<bool> {
+            let mut f = File::create(&tmp).with_context(|| tmp.display().to_string())?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            match fs::hard_link(&tmp, &p) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(Error::from(e).context(p.display())),
+            }
+        })();
+        let _ = fs::remove_file(&tmp);
+        if matches!(res, Ok(true)) {
+            crate::fsutil::fsync_dir(dir)?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(append)
-            .write(true)
-            .truncate(!append)
-            .open(&p)
-            .with_context(|| p.display().to_string())?;
-        let size = file.metadata()?.len();
-        Ok(Box::new(FsWriter {
-            file: io::BufWriter::with_capacity(1 << 20, file),
-            size,
-        }))
+        res
     }
 
     fn stat(&self, path: &str) -> Result<Stat> {
@@ -204,8 +204,9 @@ impl Driver for Filesystem {
         let mut out = Vec::new();
         for e in rd {
             let e = e?;
+            // Only our own half-written temp files are left out.
             if let Some(n) = e.file_name().to_str()
-                && !n.starts_with('.')
+                && !crate::fsutil::is_temp_name(n)
             {
                 out.push(n.to_string());
             }
@@ -264,15 +265,69 @@ impl Driver for Filesystem {
             .with_context(|| format!("touch {}", p.display()))
     }
 
-    fn truncate(&self, path: &str, len: u64) -> Result<()> {
+    fn stage(&self, path: &str) -> Result<()> {
         let p = self.full(path)?;
-        let f = OpenOptions::new()
-            .write(true)
+        let dir = p.parent().ok_or_else(|| Error::internal("stage at root"))?;
+        crate::fsutil::create_dir_all_durable(dir)?;
+        File::create(&p)
+            .and_then(|f| f.sync_all())
+            .with_context(|| p.display().to_string())?;
+        crate::fsutil::fsync_dir(dir)
+    }
+
+    fn staged_size(&self, path: &str) -> Result<u64> {
+        Ok(self.stat(path)?.size)
+    }
+
+    fn append(&self, path: &str, at: u64, body: &mut dyn Read) -> Result<u64> {
+        let p = self.full(path)?;
+        let mut f = OpenOptions::new()
+            .append(true)
             .open(&p)
             .with_context(|| p.display().to_string())?;
-        f.set_len(len)?;
-        f.sync_data()
-            .with_context(|| format!("truncate {}", p.display()))
+        let size = f.metadata()?.len();
+        if size != at {
+            return Err(Error::new(
+                crate::error::Kind::Conflict,
+                format!("{path} holds {size} bytes, not {at}"),
+            ));
+        }
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut added = 0u64;
+        let res = (|| -> Result<()> {
+            loop {
+                let n = match body.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        return Err(Error::with_source(
+                            crate::error::Kind::Network,
+                            "reading upload body",
+                            e,
+                        ));
+                    }
+                };
+                f.write_all(&buf[..n])
+                    .with_context(|| format!("write {}", p.display()))?;
+                added += n as u64;
+            }
+            f.sync_data()
+                .with_context(|| format!("fsync {}", p.display()))
+        })();
+        if let Err(e) = res {
+            // Back to the last good size: the session stays consistent.
+            if let Err(t) = f.set_len(at).and_then(|_| f.sync_data()) {
+                log::warn!("{}: cannot cut back to {at} bytes: {t}", p.display());
+            }
+            return Err(e);
+        }
+        Ok(added)
+    }
+
+    fn seal(&self, path: &str) -> Result<()> {
+        // The appended bytes were fsynced: the file is whole already.
+        self.stat(path).map(|_| ())
     }
 }
 
@@ -293,15 +348,12 @@ mod tests {
         assert_eq!(d.get("/a/b/c").unwrap(), b"x");
         assert_eq!(d.list("/a/b").unwrap(), vec!["c".to_string()]);
         assert!(d.list("/missing").unwrap().is_empty());
-        let mut w = d.writer("/a/u", false).unwrap();
-        w.write_all(b"12").unwrap();
-        w.commit().unwrap();
-        drop(w);
-        let mut w = d.writer("/a/u", true).unwrap();
-        assert_eq!(w.size(), 2);
-        w.write_all(b"3").unwrap();
-        w.commit().unwrap();
-        drop(w);
+        d.stage("/a/u").unwrap();
+        assert_eq!(d.append("/a/u", 0, &mut &b"12"[..]).unwrap(), 2);
+        let late = d.append("/a/u", 3, &mut &b"x"[..]).unwrap_err();
+        assert_eq!(late.kind(), crate::error::Kind::Conflict);
+        assert_eq!(d.append("/a/u", 2, &mut &b"3"[..]).unwrap(), 1);
+        d.seal("/a/u").unwrap();
         let (mut r, size) = d.reader("/a/u", 1).unwrap();
         let mut s = String::new();
         r.read_to_string(&mut s).unwrap();

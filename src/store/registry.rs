@@ -34,16 +34,18 @@
 //! the collector never touches.
 
 use super::{BlobReader, Driver};
-use crate::digest::{Algorithm, Digest, Hasher};
+use crate::digest::{Algorithm, Digest, ResumableSha256};
 use crate::error::{Error, Kind, Result};
 use crate::oci::{Descriptor, Index, MediaType, Parsed};
 use crate::reference::{validate_name, validate_tag};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 const V2: &str = "/docker/registry/v2";
+/// berth: moved by every catalog change on shared storage.
+const CATALOG_MARK: &str = "/docker/registry/v2/_berth_catalog_mark";
 
 /// Largest manifest accepted (the spec asks for at least 4 MB).
 pub const MAX_MANIFEST: usize = 4 * 1024 * 1024;
@@ -99,7 +101,7 @@ pub struct PutManifest {
 }
 
 struct UploadState {
-    hasher: Hasher,
+    hasher: ResumableSha256,
     offset: u64,
     /// Finished, cancelled or purged: a PATCH that waited for the lock must not
     /// bring the session back.
@@ -114,7 +116,7 @@ struct Session {
 }
 
 impl Session {
-    fn new(hasher: Hasher, offset: u64) -> Arc<Session> {
+    fn new(hasher: ResumableSha256, offset: u64) -> Arc<Session> {
         Arc::new(Session {
             state: Mutex::new(UploadState {
                 hasher,
@@ -123,6 +125,49 @@ impl Session {
             }),
             offset: std::sync::atomic::AtomicU64::new(offset),
         })
+    }
+}
+
+/// An upload body on its way to the driver: hashed and counted as it passes,
+/// held to the length the client declared. Its own faults are kept in `err`, so
+/// they are told rather than the driver's I/O error they cause.
+struct Feed<'a> {
+    inner: &'a mut dyn Read,
+    hasher: ResumableSha256,
+    n: u64,
+    declared: Option<u64>,
+    err: Option<Error>,
+}
+
+impl Read for Feed<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = match self.inner.read(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Err(e),
+            Err(e) => {
+                let msg = e.to_string();
+                self.err = Some(Error::with_source(Kind::Network, "reading upload body", e));
+                return Err(std::io::Error::other(msg));
+            }
+        };
+        self.n += n as u64;
+        if let Some(len) = self.declared
+            && (self.n > len || (n == 0 && self.n != len))
+        {
+            let e = Error::new(
+                Kind::Invalid,
+                format!(
+                    "chunk is {}{} bytes, Content-Length/Content-Range said {len}",
+                    if self.n > len { "over " } else { "" },
+                    if self.n > len { len } else { self.n }
+                ),
+            );
+            let msg = e.to_string();
+            self.err = Some(e);
+            return Err(std::io::Error::other(msg));
+        }
+        self.hasher.update(&buf[..n]);
+        Ok(n)
     }
 }
 
@@ -137,6 +182,8 @@ pub struct RegistryStore {
     repo_locks: (Mutex<std::collections::HashSet<String>>, std::sync::Condvar),
     /// Live repositories (at least one manifest) -> tags; serves the catalog and search.
     catalog: RwLock<BTreeMap<String, Vec<String>>>,
+    /// The change mark of shared storage as of the last catalog read.
+    catalog_seen: Mutex<Option<Vec<u8>>>,
     immutable: RwLock<Vec<Immutable>>,
 }
 
@@ -191,6 +238,10 @@ fn tags_dir(name: &str) -> String {
 fn upload_dir(name: &str, id: &str) -> String {
     format!("{}/_uploads/{id}", repo_path(name))
 }
+/// Distribution's place for a session's saved hash state at `offset` bytes.
+fn hashstate_path(name: &str, id: &str, offset: u64) -> String {
+    format!("{}/hashstates/sha256/{offset}", upload_dir(name, id))
+}
 fn referrers_dir(name: &str, subject: &Digest) -> String {
     format!(
         "{}/_referrers/{}/{}",
@@ -226,6 +277,7 @@ impl RegistryStore {
             uploads: Mutex::new(HashMap::new()),
             repo_locks: Default::default(),
             catalog: RwLock::new(BTreeMap::new()),
+            catalog_seen: Mutex::new(None),
             immutable: RwLock::new(Vec::new()),
         };
         s.refresh_catalog()?;
@@ -333,6 +385,12 @@ impl RegistryStore {
         }
     }
 
+    /// A URL the client may fetch blob `d` from itself for `ttl` (object
+    /// storage's presigned URL); None when the driver serves no such URLs.
+    pub fn blob_redirect(&self, d: &Digest, ttl: Duration) -> Result<Option<String>> {
+        self.d.redirect_url(&blob_path(d), ttl)
+    }
+
     /// Bytes of a blob stored anywhere (manifests, configs): small reads only.
     fn read_blob(&self, d: &Digest) -> Result<Vec<u8>> {
         self.d.get(&blob_path(d))
@@ -397,15 +455,59 @@ impl RegistryStore {
             &format!("{dir}/startedat"),
             crate::util::rfc3339(crate::util::now_unix()).as_bytes(),
         )?;
-        let mut w = self.d.writer(&format!("{dir}/data"), false)?;
-        w.commit()?;
+        self.d.stage(&format!("{dir}/data"))?;
         self.uploads.lock().unwrap().insert(
             (name.to_string(), id.clone()),
-            Session::new(Hasher::new(Algorithm::Sha256), 0),
+            Session::new(ResumableSha256::new(), 0),
         );
         Ok(id)
     }
 
+    /// The hash of a session's first `size` bytes: the state saved beside it
+    /// (by this process, a replica, or Distribution), else the bytes hashed
+    /// again where the driver can read a staged file.
+    fn load_hash(&self, name: &str, id: &str, size: u64) -> Result<ResumableSha256> {
+        if size == 0 {
+            return Ok(ResumableSha256::new());
+        }
+        match self.d.get(&hashstate_path(name, id, size)) {
+            Ok(b) => {
+                if let Some(h) = ResumableSha256::restore(&b)
+                    && h.len() == size
+                {
+                    return Ok(h);
+                }
+                log::warn!("upload {id}: saved hash state at {size} is unusable; hashing again");
+            }
+            Err(e) if e.kind() == Kind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let data = format!("{}/data", upload_dir(name, id));
+        let mut hasher = ResumableSha256::new();
+        let (mut r, _) = self.d.reader(&data, 0).map_err(|e| {
+            Error::internal(format!(
+                "upload {id} cannot be resumed: no hash state at {size} bytes and its bytes are unreadable ({e})"
+            ))
+        })?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = r.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        if hasher.len() != size {
+            return Err(Error::internal(format!(
+                "upload {id} changed while it was read ({size} then {} bytes)",
+                hasher.len()
+            )));
+        }
+        Ok(hasher)
+    }
+
+    /// The session's state, in step with storage: another replica (or a
+    /// process before a restart) may have moved it on.
     fn upload_state(&self, name: &str, id: &str) -> Result<Arc<Session>> {
         validate_name(name)?;
         if !valid_upload_id(id) {
@@ -415,41 +517,42 @@ impl RegistryStore {
         if let Some(s) = self.uploads.lock().unwrap().get(&key) {
             return Ok(s.clone());
         }
-        // Not in memory: a session from before a restart, or none. A session is
-        // taken out of the map only after its file is gone (finished, cancelled,
-        // purged), so whatever is rebuilt here can never share a file with a
-        // session still writing.
-        let data = format!("{}/data", upload_dir(name, id));
-        let size = match self.d.stat(&data) {
-            Ok(s) => s.size,
-            Err(e) if e.kind() == Kind::NotFound => {
-                return Err(Error::not_found(format!("upload {id} unknown")));
-            }
-            Err(e) => return Err(e),
-        };
-        // A session from before a restart: rebuild the hash state from the bytes.
-        let mut hasher = Hasher::new(Algorithm::Sha256);
-        let (mut r, _) = self.d.reader(&data, 0)?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut offset = 0u64;
-        loop {
-            let n = r.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            offset += n as u64;
-        }
-        if offset != size {
-            return Err(Error::internal(format!(
-                "upload {id} changed while it was read ({size} then {offset} bytes)"
-            )));
-        }
+        // Not in memory: a session from before a restart, another replica's,
+        // or none. A session is taken out of the map only after its file is
+        // gone (finished, cancelled, purged), so whatever is rebuilt here can
+        // never share a file with a session still writing here.
+        let size = self.staged_size(name, id)?;
+        let hasher = self.load_hash(name, id, size)?;
         let mut map = self.uploads.lock().unwrap();
         Ok(map
             .entry(key)
-            .or_insert_with(|| Session::new(hasher, offset))
+            .or_insert_with(|| Session::new(hasher, size))
             .clone())
+    }
+
+    fn staged_size(&self, name: &str, id: &str) -> Result<u64> {
+        match self
+            .d
+            .staged_size(&format!("{}/data", upload_dir(name, id)))
+        {
+            Ok(s) => Ok(s),
+            Err(e) if e.kind() == Kind::NotFound => Err(Self::gone(id)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Catch a session up with storage when a replica appended meanwhile
+    /// (the caller holds the session's lock).
+    fn sync_session(&self, name: &str, id: &str, st: &mut UploadState) -> Result<()> {
+        if !self.d.shared() {
+            return Ok(());
+        }
+        let size = self.staged_size(name, id)?;
+        if size != st.offset {
+            st.hasher = self.load_hash(name, id, size)?;
+            st.offset = size;
+        }
+        Ok(())
     }
 
     fn gone(id: &str) -> Error {
@@ -459,7 +562,17 @@ impl RegistryStore {
     /// Bytes received so far in a session (without waiting for a chunk in flight).
     pub fn upload_offset(&self, name: &str, id: &str) -> Result<u64> {
         let st = self.upload_state(name, id)?;
-        Ok(st.offset.load(std::sync::atomic::Ordering::Acquire))
+        let local = st.offset.load(std::sync::atomic::Ordering::Acquire);
+        if self.d.shared()
+            && let Ok(mut g) = st.state.try_lock()
+        {
+            // No chunk in flight here: storage has the truth.
+            self.sync_session(name, id, &mut g)?;
+            st.offset
+                .store(g.offset, std::sync::atomic::Ordering::Release);
+            return Ok(g.offset);
+        }
+        Ok(local)
     }
 
     /// Append a chunk. `start` is where the client says it begins (Content-Range);
@@ -478,6 +591,7 @@ impl RegistryStore {
         if st.closed {
             return Err(Self::gone(id));
         }
+        self.sync_session(name, id, &mut st)?;
         if let Some(s) = start
             && s != st.offset
         {
@@ -487,61 +601,45 @@ impl RegistryStore {
             ));
         }
         let data = format!("{}/data", upload_dir(name, id));
-        if !self.exists(&data)? {
-            return Err(Self::gone(id));
+        let mut feed = Feed {
+            inner: body,
+            hasher: st.hasher.clone(),
+            n: 0,
+            declared: declared_len,
+            err: None,
+        };
+        let res = self.d.append(&data, st.offset, &mut feed);
+        if let Some(e) = feed.err.take() {
+            // The driver rolled back; the body's own fault is the one to tell.
+            return Err(e);
         }
-        let mut w = self.d.writer(&data, true)?;
-        if w.size() != st.offset {
-            return Err(Error::internal(format!(
-                "upload {id} has {} bytes on disk, {} expected",
-                w.size(),
-                st.offset
-            )));
-        }
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut hasher = st.hasher.clone();
-        let mut n_total = 0u64;
-        let res = (|| -> Result<()> {
-            loop {
-                let n = match body.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        return Err(Error::with_source(Kind::Network, "reading upload body", e));
-                    }
-                };
-                w.write_all(&buf[..n])?;
-                hasher.update(&buf[..n]);
-                n_total += n as u64;
-            }
-            if let Some(len) = declared_len
-                && len != n_total
-            {
-                return Err(Error::new(
-                    Kind::Invalid,
-                    format!("chunk is {n_total} bytes, Content-Length/Content-Range said {len}"),
-                ));
-            }
-            w.commit()
-        })();
         match res {
-            Ok(()) => {
-                st.hasher = hasher;
-                st.offset += n_total;
+            Ok(added) => {
+                debug_assert_eq!(added, feed.n);
+                let before = st.offset;
+                st.hasher = feed.hasher;
+                st.offset += added;
                 session
                     .offset
                     .store(st.offset, std::sync::atomic::Ordering::Release);
+                // Saved for whoever takes the session up next (a replica, or
+                // this registry after a restart).
+                if added > 0 {
+                    match self
+                        .d
+                        .put(&hashstate_path(name, id, st.offset), &st.hasher.save())
+                    {
+                        Ok(()) if before > 0 => {
+                            let _ = self.d.delete(&hashstate_path(name, id, before));
+                        }
+                        Ok(()) => {}
+                        Err(e) => log::warn!("upload {id}: saving the hash state: {e}"),
+                    }
+                }
                 Ok(st.offset)
             }
-            Err(e) => {
-                // Keep the session consistent: cut back to the last good offset.
-                drop(w);
-                if let Err(t) = self.d.truncate(&data, st.offset) {
-                    log::warn!("upload {id}: cannot cut back to {} bytes: {t}", st.offset);
-                }
-                Err(e)
-            }
+            Err(e) if e.kind() == Kind::NotFound => Err(Self::gone(id)),
+            Err(e) => Err(e),
         }
     }
 
@@ -554,11 +652,14 @@ impl RegistryStore {
         if st.closed {
             return Err(Self::gone(id));
         }
+        self.sync_session(name, id, &mut st)?;
         let dir = upload_dir(name, id);
         let data = format!("{dir}/data");
         let got = if expected.algorithm() == Algorithm::Sha256 {
             st.hasher.clone().finish()
         } else {
+            // Other algorithms: hash the sealed bytes (still under the upload).
+            self.d.seal(&data)?;
             let (mut r, _) = self.d.reader(&data, 0)?;
             let mut h = expected.hasher();
             let mut buf = vec![0u8; 1 << 20];
@@ -573,7 +674,7 @@ impl RegistryStore {
         };
         let size = st.offset;
         // Closed first, under the lock every writer of this session holds: no
-        // append is running now and none will start, so the file renamed below
+        // append is running now and none will start, so the file moved below
         // has no writer left, and the blob never changes once visible.
         st.closed = true;
         let key = (name.to_string(), id.to_string());
@@ -586,8 +687,11 @@ impl RegistryStore {
             ));
         }
         if !self.touch_blob(expected)? {
+            if expected.algorithm() == Algorithm::Sha256 {
+                self.d.seal(&data)?;
+            }
             // Fresh before visible: a collection running now spares it. The
-            // bytes were fsynced by append_upload; rename makes them visible whole.
+            // bytes are durable; the move makes them visible whole.
             self.d.touch(&data)?;
             self.d.rename(&data, &blob_path(expected))?;
         }
@@ -616,16 +720,11 @@ impl RegistryStore {
     }
 
     /// Store a small blob given whole (manifests) under its digest of `algo`:
-    /// written, fsynced, then renamed into place.
+    /// a driver's put is atomic, so it appears whole or not at all.
     fn put_blob_bytes(&self, bytes: &[u8], algo: Algorithm) -> Result<Digest> {
         let d = Digest::of(algo, bytes);
         if !self.touch_blob(&d)? {
-            let tmp = format!("{V2}/_tmp/{}", crate::util::uuid4());
-            let mut w = self.d.writer(&tmp, false)?;
-            w.write_all(bytes)?;
-            w.commit()?;
-            drop(w);
-            self.d.rename(&tmp, &blob_path(&d))?;
+            self.d.put(&blob_path(&d), bytes)?;
         }
         Ok(d)
     }
@@ -731,17 +830,29 @@ impl RegistryStore {
         }))
     }
 
-    /// Held while a repository's manifests and tags change.
-    fn repo_lock(&self, name: &str) -> RepoGuard<'_> {
+    /// Held while a repository's manifests and tags change: in this process,
+    /// and on shared storage across replicas too (a lease in the bucket).
+    fn repo_lock(&self, name: &str) -> Result<RepoGuard<'_>> {
         let mut busy = self.repo_locks.0.lock().unwrap();
         while busy.contains(name) {
             busy = self.repo_locks.1.wait(busy).unwrap();
         }
         busy.insert(name.to_string());
-        RepoGuard {
+        drop(busy);
+        let mut guard = RepoGuard {
             busy: &self.repo_locks,
             name: name.to_string(),
+            lease: None,
+        };
+        if self.d.shared() {
+            guard.lease = Some(super::lease::Lease::acquire(
+                &self.d,
+                &format!("{V2}/_berth_locks/repositories/{name}/_lock"),
+                Duration::from_secs(30),
+                Duration::from_secs(60),
+            )?);
         }
+        Ok(guard)
     }
 
     /// Store a manifest under a tag or its digest after checking it: valid JSON of
@@ -779,7 +890,7 @@ impl RegistryStore {
             }
             ManifestRef::Tag(_) => Digest::sha256(bytes),
         };
-        let _repo = self.repo_lock(name);
+        let _repo = self.repo_lock(name)?;
         for b in parsed.blob_refs() {
             // Checked and refreshed: a collection running now spares it.
             if self.blob_size(name, &b.digest)?.is_none() || !self.touch_blob(&b.digest)? {
@@ -849,7 +960,7 @@ impl RegistryStore {
     pub fn delete_tag(&self, name: &str, tag: &str) -> Result<bool> {
         validate_name(name)?;
         validate_tag(tag)?;
-        let _repo = self.repo_lock(name);
+        let _repo = self.repo_lock(name)?;
         let td = format!("{}/{tag}", tags_dir(name));
         if !self.exists(&td)? {
             return Ok(false);
@@ -895,7 +1006,7 @@ impl RegistryStore {
     /// Delete a manifest revision and every tag pointing at it. False if unknown.
     pub fn delete_manifest(&self, name: &str, d: &Digest) -> Result<bool> {
         validate_name(name)?;
-        let _repo = self.repo_lock(name);
+        let _repo = self.repo_lock(name)?;
         if self
             .resolve(name, &ManifestRef::Digest(d.clone()))?
             .is_none()
@@ -949,7 +1060,7 @@ impl RegistryStore {
         {
             return Err(Error::invalid(format!("invalid signature id {id:?}")));
         }
-        let _repo = self.repo_lock(name);
+        let _repo = self.repo_lock(name)?;
         let Some(existing) = self.signatures(name, d)? else {
             return Err(Error::not_found(format!("manifest {d} is not in {name}")));
         };
@@ -1111,7 +1222,34 @@ impl RegistryStore {
         } else {
             c.remove(name);
         }
+        drop(c);
+        if self.d.shared() {
+            // Tell the replicas: they re-read the catalog when the mark moves.
+            let mark = crate::util::uuid4().into_bytes();
+            self.d.put(CATALOG_MARK, &mark)?;
+            *self.catalog_seen.lock().unwrap() = Some(mark);
+        }
         Ok(())
+    }
+
+    /// On shared storage, re-read the catalog if another replica changed it
+    /// since we last looked (one small GET); true when it was re-read.
+    pub fn refresh_if_changed(&self) -> Result<bool> {
+        if !self.d.shared() {
+            return Ok(false);
+        }
+        let mark = match self.d.get(CATALOG_MARK) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == Kind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        if *self.catalog_seen.lock().unwrap() == mark {
+            return Ok(false);
+        }
+        // Seen first: a change made while we read is caught next time.
+        *self.catalog_seen.lock().unwrap() = mark;
+        self.refresh_catalog()?;
+        Ok(true)
     }
 
     // ------------------------------------------------------ for the collector
@@ -1188,7 +1326,7 @@ impl RegistryStore {
         d: &Digest,
         cutoff: SystemTime,
     ) -> Result<bool> {
-        let _repo = self.repo_lock(name);
+        let _repo = self.repo_lock(name)?;
         match self.d.stat(&format!("{}/link", revision_dir(name, d))) {
             Ok(st) if st.modified < cutoff => {}
             _ => return Ok(false),
@@ -1220,10 +1358,12 @@ impl RegistryStore {
 struct RepoGuard<'a> {
     busy: &'a (Mutex<std::collections::HashSet<String>>, std::sync::Condvar),
     name: String,
+    lease: Option<super::lease::Lease>,
 }
 
 impl Drop for RepoGuard<'_> {
     fn drop(&mut self) {
+        drop(self.lease.take());
         self.busy.0.lock().unwrap().remove(&self.name);
         self.busy.1.notify_all();
     }
