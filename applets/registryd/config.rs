@@ -23,6 +23,23 @@ const SUPPORTED: &[&str] = &[
     "log.accesslog.disabled",
     "loglevel",
     "storage.filesystem.rootdirectory",
+    "storage.s3.accesskey",
+    "storage.s3.secretkey",
+    "storage.s3.region",
+    "storage.s3.regionendpoint",
+    "storage.s3.bucket",
+    "storage.s3.rootdirectory",
+    "storage.s3.secure",
+    "storage.s3.skipverify",
+    "storage.s3.v4auth",
+    "storage.s3.chunksize",
+    "storage.s3.multipartcopythresholdsize",
+    "storage.s3.multipartcopychunksize",
+    "storage.s3.multipartcopymaxconcurrency",
+    "storage.s3.forcepathstyle",
+    "storage.s3.storageclass",
+    "storage.s3.encrypt",
+    "storage.redirect.disable",
     "storage.delete.enabled",
     "storage.maintenance.uploadpurging.enabled",
     "storage.maintenance.uploadpurging.age",
@@ -51,7 +68,6 @@ const SUPPORTED: &[&str] = &[
 const QUIET: &[&str] = &[
     "storage.cache.*",
     "storage.filesystem.maxthreads",
-    "storage.redirect.*",
     "storage.tag.*",
     "http.secret",
     "http.draintimeout",
@@ -72,6 +88,22 @@ const ENV_KEYS: &[&str] = &[
     "log.formatter",
     "log.accesslog.disabled",
     "storage.filesystem.rootdirectory",
+    "storage.s3.accesskey",
+    "storage.s3.secretkey",
+    "storage.s3.region",
+    "storage.s3.regionendpoint",
+    "storage.s3.bucket",
+    "storage.s3.rootdirectory",
+    "storage.s3.secure",
+    "storage.s3.skipverify",
+    "storage.s3.v4auth",
+    "storage.s3.chunksize",
+    "storage.s3.multipartcopythresholdsize",
+    "storage.s3.multipartcopychunksize",
+    "storage.s3.multipartcopymaxconcurrency",
+    "storage.s3.forcepathstyle",
+    "storage.s3.storageclass",
+    "storage.redirect.disable",
     "storage.delete.enabled",
     "storage.maintenance.readonly.enabled",
     "http.addr",
@@ -107,6 +139,23 @@ pub struct Gc {
     pub untagged: bool,
 }
 
+/// Where the registry keeps its data.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    Filesystem(PathBuf),
+    S3(berth::store::s3::Settings),
+}
+
+impl Storage {
+    /// For logs and errors: never the credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            Storage::Filesystem(p) => p.display().to_string(),
+            Storage::S3(s) => format!("s3://{}/{} at {}", s.bucket, s.root, s.endpoint),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub file: String,
@@ -114,7 +163,10 @@ pub struct Config {
     pub format: Format,
     pub fields: Vec<(String, String)>,
     pub access_log: bool,
-    pub root: PathBuf,
+    pub storage: Storage,
+    /// Blob GETs answered with a presigned URL of the object store
+    /// (`storage.redirect.disable: false`, Distribution's default).
+    pub redirect: bool,
     pub delete_enabled: bool,
     pub read_only: bool,
     pub purging: Purging,
@@ -189,6 +241,7 @@ impl Config {
             for (k, _) in storage.entries() {
                 if ![
                     "filesystem",
+                    "s3",
                     "delete",
                     "maintenance",
                     "cache",
@@ -199,7 +252,7 @@ impl Config {
                 {
                     return Err(doc.error(
                         &format!("storage.{k}"),
-                        "storage driver not supported by berth; use storage.filesystem",
+                        "storage driver not supported by berth; use storage.filesystem or storage.s3",
                     ));
                 }
             }
@@ -237,9 +290,8 @@ impl Config {
             .transpose()?
             .unwrap_or_default();
         let access_log = !doc.bool("log.accesslog.disabled")?.unwrap_or(false);
-        let root = resolve_path(doc, "storage.filesystem.rootdirectory")?.ok_or_else(|| {
-            Error::config(format!("{}: storage.filesystem.rootdirectory: not set; say where the registry keeps its data", doc.file))
-        })?;
+        let storage = storage(doc)?;
+        let redirect = !doc.bool("storage.redirect.disable")?.unwrap_or(false);
         let delete_enabled = doc.bool("storage.delete.enabled")?.unwrap_or(false);
         let read_only = doc
             .bool("storage.maintenance.readonly.enabled")?
@@ -398,7 +450,8 @@ impl Config {
             format,
             fields,
             access_log,
-            root,
+            storage,
+            redirect,
             delete_enabled,
             read_only,
             purging,
@@ -416,6 +469,108 @@ impl Config {
             warnings,
         })
     }
+}
+
+/// `storage.filesystem` or `storage.s3` (Distribution's keys and defaults),
+/// exactly one of them.
+fn storage(doc: &Doc) -> Result<Storage> {
+    let fs = resolve_path(doc, "storage.filesystem.rootdirectory")?;
+    if doc.node("storage.s3").is_none() {
+        return fs.map(Storage::Filesystem).ok_or_else(|| {
+            Error::config(format!(
+                "{}: storage.filesystem.rootdirectory: not set; say where the registry keeps its data",
+                doc.file
+            ))
+        });
+    }
+    if doc.node("storage.filesystem").is_some() {
+        return Err(doc.error(
+            "storage.s3",
+            "storage.filesystem is set too; a registry has one storage driver",
+        ));
+    }
+    let need = |k: &str| -> Result<String> {
+        doc.str(&format!("storage.s3.{k}"))?
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                doc.error(
+                    "storage.s3",
+                    format!(
+                        "storage.s3.{k} is not set (or REGISTRY_STORAGE_S3_{} in the environment)",
+                        k.to_ascii_uppercase()
+                    ),
+                )
+            })
+    };
+    let size = |k: &str, default: u64, min: u64| -> Result<u64> {
+        let p = format!("storage.s3.{k}");
+        match doc.int(&p)? {
+            None => Ok(default),
+            Some(v) if v >= min as i64 => Ok(v as u64),
+            Some(v) => Err(doc.error(&p, format!("expected at least {min}, got {v}"))),
+        }
+    };
+    if doc.bool("storage.s3.v4auth")? == Some(false) {
+        return Err(doc.error(
+            "storage.s3.v4auth",
+            "signature version 2 is not offered; remove v4auth or set it to true",
+        ));
+    }
+    if doc.bool("storage.s3.encrypt")? == Some(true) {
+        return Err(doc.error(
+            "storage.s3.encrypt",
+            "server-side encryption is not supported by berth's S3 driver; set encrypt: false",
+        ));
+    }
+    // Only what the file says: stray AWS_* variables meant for other tools
+    // never reach the driver.
+    let credentials = berth::store::s3::sigv4::Credentials {
+        access_key: need("accesskey")?,
+        secret_key: need("secretkey")?,
+        region: need("region")?,
+    };
+    let mut s = berth::store::s3::Settings::new(credentials, &need("bucket")?);
+    let secure = doc.bool("storage.s3.secure")?.unwrap_or(true);
+    let endpoint = doc
+        .str("storage.s3.regionendpoint")?
+        .filter(|e| !e.is_empty());
+    if let Some(e) = &endpoint {
+        let e = e.trim_end_matches('/');
+        s.endpoint = if e.contains("://") {
+            e.to_string()
+        } else if secure {
+            format!("https://{e}")
+        } else {
+            format!("http://{e}")
+        };
+    } else if !secure {
+        s.endpoint = s.endpoint.replacen("https://", "http://", 1);
+    }
+    s.root = doc
+        .str("storage.s3.rootdirectory")?
+        .unwrap_or_default()
+        .trim_matches('/')
+        .to_string();
+    // Distribution forces path style whenever an endpoint is given.
+    s.path_style = doc
+        .bool("storage.s3.forcepathstyle")?
+        .unwrap_or(endpoint.is_some());
+    s.skip_verify = doc.bool("storage.s3.skipverify")?.unwrap_or(false);
+    s.chunk_size = size("chunksize", 10 << 20, berth::store::s3::MIN_PART as u64)? as usize;
+    s.copy_threshold = size("multipartcopythresholdsize", 32 << 20, 0)?;
+    s.copy_chunk = size(
+        "multipartcopychunksize",
+        32 << 20,
+        berth::store::s3::MIN_PART as u64,
+    )?;
+    s.copy_concurrency = size("multipartcopymaxconcurrency", 100, 1)? as usize;
+    s.storage_class = match doc.str("storage.s3.storageclass")?.as_deref() {
+        None => Some("STANDARD".into()),
+        Some("NONE") => None,
+        Some(c) => Some(c.to_string()),
+    };
+    berth::store::s3::S3::new(s.clone()).map_err(|e| doc.error("storage.s3", e.message()))?;
+    Ok(Storage::S3(s))
 }
 
 /// `tagpolicy.immutable` and `tagpolicy.retention`: lists of rules, each key

@@ -1,6 +1,7 @@
 //! `registryd [serve] CONFIG`: the site's private registry. Reads Distribution's
 //! config.yml, serves the OCI distribution API v1.1 and Docker's registry API v2
-//! (plus `/v1/search`) from a Distribution-layout filesystem store, over TLS with
+//! (plus `/v1/search`) from a Distribution-layout store on a directory or an S3
+//! bucket (replicas may share one), over TLS with
 //! htpasswd users when configured.
 
 mod api;
@@ -101,13 +102,7 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
     for w in &cfg.warnings {
         log::warn!("{w}");
     }
-    let fs = Filesystem::new(&cfg.root).map_err(|e| {
-        Error::new(
-            Kind::Config,
-            format!("{}: storage.filesystem.rootdirectory: {e}", cfg.file),
-        )
-    })?;
-    let driver: Arc<dyn Driver> = Arc::new(fs);
+    let driver = open_driver(&cfg)?;
     let store = Arc::new(RegistryStore::open(driver)?);
     store.set_immutable(cfg.immutable.clone());
     // What a collection killed mid-sweep left aside comes back first.
@@ -145,7 +140,7 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|| cfg.addr.clone()),
-        cfg.root.display(),
+        cfg.storage.describe(),
         store.repositories().len(),
         if cfg.delete_enabled {
             "enabled"
@@ -162,15 +157,90 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
     Ok(0)
 }
 
-/// One collector at a time per storage, across processes.
-fn gc_lock(cfg: &config::Config, wait: bool) -> Result<Option<berth::fsutil::Lock>> {
-    berth::fsutil::flock(&cfg.root.join(".berth-gc.lock"), true, wait)
+/// The configured storage's driver: a directory, or a bucket (created on
+/// first start when the gateway has none).
+fn open_driver(cfg: &config::Config) -> Result<Arc<dyn Driver>> {
+    match &cfg.storage {
+        config::Storage::Filesystem(root) => {
+            let fs = Filesystem::new(root).map_err(|e| {
+                Error::new(
+                    Kind::Config,
+                    format!("{}: storage.filesystem.rootdirectory: {e}", cfg.file),
+                )
+            })?;
+            Ok(Arc::new(fs))
+        }
+        config::Storage::S3(settings) => {
+            let s3 = berth::store::s3::S3::new(settings.clone())
+                .map_err(|e| Error::config(format!("{}: storage.s3: {e}", cfg.file)))?;
+            s3.ensure_bucket().map_err(|e| {
+                e.context(format!(
+                    "{}: storage.s3 ({})",
+                    cfg.file,
+                    cfg.storage.describe()
+                ))
+            })?;
+            Ok(Arc::new(s3))
+        }
+    }
 }
 
-/// Where the last collection's report is kept (the page shows it).
-pub fn report_path(cfg: &config::Config) -> PathBuf {
-    cfg.root.join(".berth-gc-report.json")
+/// Where a collector's lease lives on shared storage.
+const GC_LEASE: &str = "/docker/registry/v2/_berth_locks/gc";
+
+/// The right to collect: a lock file beside a directory store, a lease in
+/// the bucket (kept renewed while held) on shared storage.
+enum GcHold {
+    File(#[allow(dead_code)] berth::fsutil::Lock),
+    Lease(std::sync::mpsc::Sender<()>),
 }
+
+impl Drop for GcHold {
+    fn drop(&mut self) {
+        if let GcHold::Lease(stop) = self {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// One collector at a time per storage, across processes and replicas:
+/// None when another one is running.
+fn gc_hold(cfg: &config::Config, d: &Arc<dyn Driver>) -> Result<Option<GcHold>> {
+    match &cfg.storage {
+        config::Storage::Filesystem(root) => {
+            Ok(berth::fsutil::flock(&root.join(".berth-gc.lock"), true, false)?.map(GcHold::File))
+        }
+        config::Storage::S3(_) => {
+            let ttl = std::time::Duration::from_secs(60);
+            let Some(lease) = berth::store::lease::Lease::try_acquire(d, GC_LEASE, ttl)? else {
+                return Ok(None);
+            };
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            std::thread::Builder::new()
+                .name("gc-lease".into())
+                .spawn(move || {
+                    // Renewed at a third of its life; dropped (released) on stop.
+                    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                        rx.recv_timeout(ttl / 3)
+                    {
+                        match lease.renew() {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                log::error!("garbage collection: the collector's lease was lost");
+                                break;
+                            }
+                            Err(e) => log::warn!("garbage collection: renewing the lease: {e}"),
+                        }
+                    }
+                })?;
+            Ok(Some(GcHold::Lease(tx)))
+        }
+    }
+}
+
+/// Where the last collection's report is kept (the page shows it): beside the
+/// data, in the directory or the bucket.
+pub const REPORT: &str = "/.berth-gc-report.json";
 
 fn gc_options(cfg: &config::Config, dry_run: bool, untagged: bool) -> berth::store::gc::Options {
     berth::store::gc::Options {
@@ -181,9 +251,9 @@ fn gc_options(cfg: &config::Config, dry_run: bool, untagged: bool) -> berth::sto
     }
 }
 
-fn save_report(cfg: &config::Config, r: &berth::store::gc::Report) {
+fn save_report(d: &Arc<dyn Driver>, r: &berth::store::gc::Report) {
     if let Ok(b) = serde_json::to_vec_pretty(r)
-        && let Err(e) = berth::fsutil::atomic_write(&report_path(cfg), &b)
+        && let Err(e) = d.put(REPORT, &b)
     {
         log::warn!("saving the collection report: {e}");
     }
@@ -191,20 +261,19 @@ fn save_report(cfg: &config::Config, r: &berth::store::gc::Report) {
 
 /// `registryd garbage-collect`: Distribution's command, safe beside live registries.
 fn garbage_collect(cfg: &config::Config, dry_run: bool, untagged: bool) -> Result<u8> {
-    let fs = Filesystem::new(&cfg.root)?;
-    let store = RegistryStore::open(Arc::new(fs))?;
+    let driver = open_driver(cfg)?;
+    let store = RegistryStore::open(driver.clone())?;
     store.set_immutable(cfg.immutable.clone());
     // A dry run changes nothing, so it needs no lock (nor leaves a lock file).
-    let _lock = if dry_run {
+    let _hold = if dry_run {
         None
     } else {
-        Some(gc_lock(cfg, false)?.ok_or_else(|| {
+        Some(gc_hold(cfg, &driver)?.ok_or_else(|| {
             Error::new(
                 Kind::Conflict,
                 format!(
-                    "a garbage collection is running on {} already (lock {})",
-                    cfg.root.display(),
-                    cfg.root.join(".berth-gc.lock").display()
+                    "a garbage collection is running on {} already",
+                    cfg.storage.describe()
                 ),
             )
         })?)
@@ -212,7 +281,7 @@ fn garbage_collect(cfg: &config::Config, dry_run: bool, untagged: bool) -> Resul
     let opts = gc_options(cfg, dry_run, untagged);
     let report = berth::store::gc::collect(&store, &opts, &mut |l| println!("{l}"))?;
     if !dry_run {
-        save_report(cfg, &report);
+        save_report(&driver, &report);
     }
     Ok(0)
 }
@@ -225,8 +294,8 @@ fn spawn_collector(store: Arc<RegistryStore>, cfg: config::Config, g: config::Gc
         .spawn(move || {
             loop {
                 std::thread::sleep(g.interval);
-                let lock = match gc_lock(&cfg, false) {
-                    Ok(Some(l)) => l,
+                let hold = match gc_hold(&cfg, store.driver()) {
+                    Ok(Some(h)) => h,
                     Ok(None) => {
                         log::info!("garbage collection: another collector is running; skipped");
                         continue;
@@ -238,10 +307,10 @@ fn spawn_collector(store: Arc<RegistryStore>, cfg: config::Config, g: config::Gc
                 };
                 let opts = gc_options(&cfg, false, g.untagged);
                 match berth::store::gc::collect(&store, &opts, &mut |l| log::info!("gc: {l}")) {
-                    Ok(r) => save_report(&cfg, &r),
+                    Ok(r) => save_report(store.driver(), &r),
                     Err(e) => log::error!("garbage collection: {e}"),
                 }
-                drop(lock);
+                drop(hold);
             }
         });
     if let Err(e) = spawned {
@@ -250,14 +319,26 @@ fn spawn_collector(store: Arc<RegistryStore>, cfg: config::Config, g: config::Gc
 }
 
 /// Re-read the catalog from storage every ten minutes: it heals anything a race
-/// left stale and picks up what another process wrote to the same storage.
+/// left stale and picks up what another process wrote to the same storage
+/// (sooner on shared storage, see below).
 fn spawn_catalog_refresh(store: Arc<RegistryStore>) {
     let spawned = std::thread::Builder::new()
         .name("catalog-refresh".into())
         .spawn(move || {
+            // On shared storage a small change mark is polled every two
+            // seconds, so a push on one replica is listed by the others soon.
+            let tick = if store.driver().shared() { 2 } else { 600 };
+            let mut since_full = 0;
             loop {
-                std::thread::sleep(std::time::Duration::from_secs(600));
-                if let Err(e) = store.refresh_catalog() {
+                std::thread::sleep(std::time::Duration::from_secs(tick));
+                since_full += tick;
+                let r = if since_full >= 600 {
+                    since_full = 0;
+                    store.refresh_catalog()
+                } else {
+                    store.refresh_if_changed().map(|_| ())
+                };
+                if let Err(e) = r {
                     log::error!("catalog refresh: {e}");
                 }
             }

@@ -265,7 +265,10 @@ impl Registry {
             None => b.push_str("<li>no scheduled collection (gc: in config.yml)</li>"),
         }
         b.push_str("</ul><h2>Last garbage collection</h2>");
-        match std::fs::read(super::report_path(self.config()))
+        match self
+            .store()
+            .driver()
+            .get(super::REPORT)
             .ok()
             .and_then(|d| serde_json::from_slice::<berth::store::gc::Report>(&d).ok())
         {
