@@ -202,6 +202,8 @@ pub struct RegOpts {
     pub env: Vec<(String, String)>,
     /// Flags for registryd before the config file.
     pub args: Vec<String>,
+    /// The storage driver's YAML (under `storage:`) instead of a directory.
+    pub storage: Option<String>,
 }
 
 impl Default for RegOpts {
@@ -214,6 +216,7 @@ impl Default for RegOpts {
             extra: String::new(),
             env: Vec::new(),
             args: Vec::new(),
+            storage: None,
         }
     }
 }
@@ -237,9 +240,12 @@ impl Registryd {
         let dir = TempDir::new("reg");
         let root = dir.join("data");
         let port = free_port();
+        let driver = o
+            .storage
+            .clone()
+            .unwrap_or_else(|| format!("  filesystem:\n    rootdirectory: {}\n", root.display()));
         let mut y = format!(
-            "version: 0.1\nlog:\n  level: debug\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            root.display(),
+            "version: 0.1\nlog:\n  level: debug\n  formatter: text\nstorage:\n{driver}  delete:\n    enabled: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
             o.delete
         );
         if o.tls {
@@ -291,6 +297,13 @@ impl Registryd {
             need("docker-registry");
             let mut c = Command::new("docker-registry");
             c.args(["serve", self.config.to_str().unwrap()]);
+            // Its S3 driver reads AWS_* (and panics on a stray AWS_CA_BUNDLE):
+            // it gets only what its config says.
+            for (k, _) in std::env::vars() {
+                if k.starts_with("AWS_") {
+                    c.env_remove(k);
+                }
+            }
             c
         } else {
             let mut c = berth(&["registryd"]);

@@ -22,4 +22,5 @@ mod registry_gc;
 mod registry_hardening;
 mod registry_page;
 mod registry_skopeo;
+mod s3;
 mod signing;

@@ -52,7 +52,12 @@ fn auth_challenge_and_failures() {
 
 #[test]
 fn blobs_monolithic_range_head_and_delete() {
-    let r = Registryd::start(RegOpts::default());
+    blobs_monolithic_range_head_and_delete_on(RegOpts::default());
+}
+
+/// The workflow on any storage (the S3 tests run it on a bucket).
+pub(crate) fn blobs_monolithic_range_head_and_delete_on(o: RegOpts) {
+    let r = Registryd::start(o);
     let c = r.client();
     let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     let d = digest(&data);
@@ -119,7 +124,12 @@ fn blobs_monolithic_range_head_and_delete() {
 
 #[test]
 fn uploads_chunked_out_of_order_status_and_cancel() {
-    let r = Registryd::start(RegOpts::default());
+    uploads_chunked_out_of_order_status_and_cancel_on(RegOpts::default());
+}
+
+/// The workflow on any storage (the S3 tests run it on a bucket).
+pub(crate) fn uploads_chunked_out_of_order_status_and_cancel_on(o: RegOpts) {
+    let r = Registryd::start(o);
     let c = r.client();
     let start = c.req(
         "POST",
@@ -308,7 +318,12 @@ fn bad_names_never_reach_the_filesystem() {
 
 #[test]
 fn manifests_by_tag_and_digest_of_every_kind() {
-    let r = Registryd::start(RegOpts::default());
+    manifests_by_tag_and_digest_of_every_kind_on(RegOpts::default());
+}
+
+/// The workflow on any storage (the S3 tests run it on a bucket).
+pub(crate) fn manifests_by_tag_and_digest_of_every_kind_on(o: RegOpts) {
+    let r = Registryd::start(o);
     let c = r.client();
     let cfg = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
     let cfg_d = push_blob(&r, &c, "img", cfg);
@@ -493,7 +508,12 @@ fn manifests_by_tag_and_digest_of_every_kind() {
 
 #[test]
 fn manifest_errors() {
-    let r = Registryd::start(RegOpts::default());
+    manifest_errors_on(RegOpts::default());
+}
+
+/// The workflow on any storage (the S3 tests run it on a bucket).
+pub(crate) fn manifest_errors_on(o: RegOpts) {
+    let r = Registryd::start(o);
     let c = r.client();
     let cfg_d = push_blob(&r, &c, "m", b"{}");
     let missing = digest(b"never pushed");
@@ -561,7 +581,12 @@ fn manifest_errors() {
 
 #[test]
 fn cross_repository_mount() {
-    let r = Registryd::start(RegOpts::default());
+    cross_repository_mount_on(RegOpts::default());
+}
+
+/// The workflow on any storage (the S3 tests run it on a bucket).
+pub(crate) fn cross_repository_mount_on(o: RegOpts) {
+    let r = Registryd::start(o);
     let c = r.client();
     let d = push_blob(&r, &c, "src/repo", b"shared layer");
     let m = c.req(
@@ -596,7 +621,12 @@ fn cross_repository_mount() {
 
 #[test]
 fn tag_and_catalog_paging() {
-    let r = Registryd::start(RegOpts::default());
+    tag_and_catalog_paging_on(RegOpts::default());
+}
+
+/// The workflow on any storage (the S3 tests run it on a bucket).
+pub(crate) fn tag_and_catalog_paging_on(o: RegOpts) {
+    let r = Registryd::start(o);
     let c = r.client();
     let cfg_d = push_blob(&r, &c, "p/one", b"{}");
     let m = manifest_json(OCI_MANIFEST, (OCI_CONFIG, &cfg_d, 2), &[], "");
@@ -656,7 +686,12 @@ fn tag_and_catalog_paging() {
 
 #[test]
 fn referrers_api() {
-    let r = Registryd::start(RegOpts::default());
+    referrers_api_on(RegOpts::default());
+}
+
+/// The workflow on any storage (the S3 tests run it on a bucket).
+pub(crate) fn referrers_api_on(o: RegOpts) {
+    let r = Registryd::start(o);
     let c = r.client();
     let cfg_d = push_blob(&r, &c, "ref", b"{}");
     let subject = manifest_json(OCI_MANIFEST, (OCI_CONFIG, &cfg_d, 2), &[], "");

@@ -129,7 +129,13 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 pub(crate) fn skopeo_round_trips_oci_and_schema2() {
-    let r = Registryd::start(RegOpts::default());
+    skopeo_round_trips_oci_and_schema2_on(RegOpts::default());
+}
+
+/// The round trip on any storage (the S3 tests run it on a bucket).
+pub(crate) fn skopeo_round_trips_oci_and_schema2_on(o: RegOpts) {
+    let on_disk = o.storage.is_none();
+    let r = Registryd::start(o);
     let d = TempDir::new("skopeo");
     let creds = format!("{USER}:{PASS}");
     let certs = pki().ca_dir.display().to_string();
@@ -290,7 +296,10 @@ pub(crate) fn skopeo_round_trips_oci_and_schema2() {
         &format!("docker://{host}/site/docker-img:v1"),
     ]);
     assert!(!gone.status.success());
-    assert_blobs_intact(&r.root);
+    if on_disk {
+        // On a bucket the S3 tests check every blob object instead.
+        assert_blobs_intact(&r.root);
+    }
 }
 
 #[test]
