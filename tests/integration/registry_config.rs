@@ -250,3 +250,63 @@ fn nothing_is_served_on_a_bad_config() {
     assert!(stderr(&o).contains("log.formatter"));
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+#[test]
+fn s3_settings_are_read_as_distribution_writes_them() {
+    let s3 = |body: &str| {
+        format!("version: 0.1\nstorage:\n  s3:\n{body}http:\n  addr: 127.0.0.1:5000\n")
+    };
+    let full = "    accesskey: AK\n    secretkey: very-secret-key\n    region: us-east-1\n    regionendpoint: http://127.0.0.1:1\n    bucket: registry\n    rootdirectory: /site\n";
+    let (code, out, err) = check(&s3(full));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("configuration OK"));
+    assert!(!err.contains("very-secret-key") && !out.contains("very-secret-key"));
+    // What is missing is named, with the variable that can supply it.
+    let (code, _, err) = check(&s3(&full.replace("    secretkey: very-secret-key\n", "")));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("storage.s3.secretkey is not set (or REGISTRY_STORAGE_S3_SECRETKEY"),
+        "{err}"
+    );
+    let (code, _, err) = check(&s3(&format!("{full}    v4auth: false\n")));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("config.yml:10: storage.s3.v4auth: signature version 2"),
+        "{err}"
+    );
+    let (code, _, err) = check(&s3(&format!("{full}    chunksize: 1000\n")));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("storage.s3.chunksize: expected at least 5242880"),
+        "{err}"
+    );
+    let (code, _, err) = check(&s3(&full.replace("bucket: registry", "bucket: Bad_Bucket")));
+    assert_eq!(code, 2);
+    assert!(err.contains("Bad_Bucket"), "{err}");
+    let (code, _, err) = check(&format!(
+        "{}  filesystem:\n    rootdirectory: /x\n",
+        s3(full).replace("http:\n  addr: 127.0.0.1:5000\n", "")
+    ));
+    assert_eq!(code, 2);
+    assert!(err.contains("a registry has one storage driver"), "{err}");
+    // REGISTRY_STORAGE_S3_* fill in and override; AWS_* never count.
+    let d = TempDir::new("s3env");
+    let f = d.join("c.yml");
+    std::fs::write(
+        &f,
+        s3(&full.replace("    secretkey: very-secret-key\n", "")),
+    )
+    .unwrap();
+    let o = berth(&["registryd", "--check", f.to_str().unwrap()])
+        .env("AWS_SECRET_ACCESS_KEY", "from-aws")
+        .env("AWS_CA_BUNDLE", "/nonexistent/ca.pem")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "AWS_* must not supply the key");
+    let o = berth(&["registryd", "--check", f.to_str().unwrap()])
+        .env("REGISTRY_STORAGE_S3_SECRETKEY", "from-env")
+        .env("AWS_CA_BUNDLE", "/nonexistent/ca.pem")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}

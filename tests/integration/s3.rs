@@ -215,7 +215,14 @@ fn skopeo_round_trips_through_presigned_redirects_and_distribution_reads_the_buc
 #[test]
 fn blob_gets_redirect_to_presigned_urls_unless_disabled() {
     let rgw = rgw();
-    let r = Registryd::start(rgw.opts("redirect", true));
+    // The secret from the environment, over a wrong one in the file.
+    let mut o = rgw.opts("redirect", true);
+    o.storage = o
+        .storage
+        .map(|y| y.replace(&format!("secretkey: {SECRET}"), "secretkey: wrong"));
+    o.env
+        .push(("REGISTRY_STORAGE_S3_SECRETKEY".into(), SECRET.into()));
+    let r = Registryd::start(o);
     let c = r.client();
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 256) as u8).collect();
     let d = push_blob(&r, &c, "site/redir", &data);
