@@ -229,6 +229,50 @@ mod tests {
     }
 
     #[test]
+    fn shared_memory_keeps_the_registry_contract() {
+        // The paths a bucket takes: leases, markers, saved hash states.
+        let d = Arc::new(super::super::memory::Memory::new_shared());
+        registry_contract(d.clone(), Duration::from_millis(10));
+        assert!(
+            d.list("/docker/registry/v2/_berth_locks/repositories/c/app")
+                .unwrap()
+                .is_empty(),
+            "a repository lease was left behind"
+        );
+    }
+
+    #[test]
+    fn replicas_continue_each_others_uploads_on_shared_storage() {
+        let d: Arc<dyn Driver> = Arc::new(super::super::memory::Memory::new_shared());
+        let (a, b) = (
+            RegistryStore::open(d.clone()).unwrap(),
+            RegistryStore::open(d.clone()).unwrap(),
+        );
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let id = a.start_upload("r/x").unwrap();
+        a.append_upload("r/x", &id, Some(0), &mut &data[..3000], None)
+            .unwrap();
+        // B has never seen the session: it takes it up from storage.
+        assert_eq!(b.upload_offset("r/x", &id).unwrap(), 3000);
+        b.append_upload("r/x", &id, Some(3000), &mut &data[3000..7000], None)
+            .unwrap();
+        // A's memory is behind: it catches up rather than refusing or forking.
+        assert_eq!(a.upload_offset("r/x", &id).unwrap(), 7000);
+        let stale = a.append_upload("r/x", &id, Some(3000), &mut &b"zz"[..], None);
+        assert_eq!(stale.unwrap_err().kind(), Kind::Conflict);
+        a.append_upload("r/x", &id, Some(7000), &mut &data[7000..], None)
+            .unwrap();
+        assert_eq!(
+            b.finish_upload("r/x", &id, &Digest::sha256(&data)).unwrap(),
+            data.len() as u64
+        );
+        assert_eq!(
+            a.global_blob_size(&Digest::sha256(&data)).unwrap(),
+            Some(data.len() as u64)
+        );
+    }
+
+    #[test]
     fn memory_keeps_the_contract() {
         let d = Arc::new(super::super::memory::Memory::new());
         driver_contract(d.as_ref(), Duration::from_millis(20));

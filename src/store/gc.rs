@@ -269,6 +269,7 @@ pub fn collect(store: &RegistryStore, opts: &Options, say: &mut dyn FnMut(&str))
         }
     }
     // Sweep.
+    let shared = store.driver().shared();
     let mut parked: Vec<(Digest, u64)> = Vec::new();
     for (d, stat) in store.all_blobs()? {
         if marked.contains(&d) {
@@ -289,16 +290,60 @@ pub fn collect(store: &RegistryStore, opts: &Options, say: &mut dyn FnMut(&str))
             continue;
         }
         let driver = store.driver();
-        if let Err(e) = driver.rename(&blob_data_path(&d), &trash_path(&d)) {
-            if e.kind() != Kind::NotFound {
-                return Err(e.context(format!("moving blob {d} aside")));
+        // On shared storage a move is a copy and a delete: a use landing
+        // between the two would be lost. A marker announces the move first;
+        // a use that sees it waits for it and looks again (see
+        // RegistryStore::touch_blob), and a use before it shows in the stat
+        // just below.
+        let marker = shared.then(|| doomed_path(&d));
+        if let Some(m) = &marker {
+            driver.put(m, crate::util::now_unix().to_string().as_bytes())?;
+            match driver.stat(&blob_data_path(&d)) {
+                Ok(s) if s.modified < cutoff => {}
+                Ok(_) => {
+                    driver.delete(m)?;
+                    report.blobs_spared += 1;
+                    report.blobs_kept += 1;
+                    report.bytes_kept += stat.size;
+                    continue;
+                }
+                Err(e) if e.kind() == Kind::NotFound => {
+                    driver.delete(m)?;
+                    continue;
+                }
+                Err(e) => return Err(e),
             }
-            continue;
         }
-        // A use between our stat and the rename refreshed it: it stays.
-        let again = driver.stat(&trash_path(&d))?;
-        if again.modified >= cutoff {
-            store.restore_from_trash(&d);
+        let moved = driver.rename(&blob_data_path(&d), &trash_path(&d));
+        let again = match moved {
+            Ok(()) => driver.stat(&trash_path(&d)).map(Some),
+            Err(e) if e.kind() == Kind::NotFound => Ok(None),
+            Err(e) => Err(e.context(format!("moving blob {d} aside"))),
+        };
+        let again = match again {
+            Ok(a) => a,
+            // Brought back already by a use that found it gone.
+            Err(e) if e.kind() == Kind::NotFound => None,
+            Err(e) => {
+                if let Some(m) = &marker {
+                    let _ = driver.delete(m);
+                }
+                return Err(e);
+            }
+        };
+        let keep = match again {
+            None => true,
+            // A use between our stat and the move refreshed it: it stays.
+            Some(a) if a.modified >= cutoff => {
+                store.restore_from_trash(&d);
+                true
+            }
+            Some(_) => false,
+        };
+        if let Some(m) = &marker {
+            driver.delete(m)?;
+        }
+        if keep {
             report.blobs_spared += 1;
             continue;
         }
@@ -369,6 +414,16 @@ fn repo_state(store: &RegistryStore, repo: &str, removed: &BTreeSet<String>) -> 
 }
 
 /// Put back whatever an interrupted collection left in the trash.
+/// berth: where the collector announces, on shared storage, that it is moving
+/// blob `d` aside.
+pub(super) fn doomed_path(d: &Digest) -> String {
+    format!(
+        "/docker/registry/v2/_berth_locks/blobs/{}-{}",
+        d.algorithm().as_str(),
+        d.hex()
+    )
+}
+
 pub fn restore_trash(store: &RegistryStore) -> Result<usize> {
     let mut n = 0;
     for name in store.driver().list("/docker/registry/v2/_berth_trash")? {
@@ -392,6 +447,53 @@ pub fn when(t: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// On shared storage a move aside is a copy and a delete. A use that lands
+    /// between them (the blob is still there, so the use succeeds) must not be
+    /// swallowed by the delete: it sees the collector's marker, waits, and
+    /// brings the blob back from the trash.
+    #[test]
+    fn a_use_between_copy_and_delete_keeps_the_blob_on_shared_storage() {
+        use super::super::Driver;
+        use super::super::memory::Memory;
+        let m = std::sync::Arc::new(Memory::new_shared());
+        let s = std::sync::Arc::new(RegistryStore::open(m.clone()).unwrap());
+        let data = b"a layer nobody used for hours";
+        let id = s.start_upload("x/y").unwrap();
+        s.append_upload("x/y", &id, None, &mut &data[..], None)
+            .unwrap();
+        let d = Digest::sha256(data);
+        s.finish_upload("x/y", &id, &d).unwrap();
+        let old = SystemTime::now() - Duration::from_secs(7200);
+        m.set_modified(&blob_data_path(&d), old).unwrap();
+        // The collector: announce, copy into the trash (keeping the old time)...
+        m.put(&doomed_path(&d), b"now").unwrap();
+        m.put(&trash_path(&d), data).unwrap();
+        m.set_modified(&trash_path(&d), old).unwrap();
+        // ...a use arrives while the blob is still in place...
+        let toucher = {
+            let s = s.clone();
+            let d = d.clone();
+            std::thread::spawn(move || s.touch_blob(&d).unwrap())
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while m.stat(&blob_data_path(&d)).unwrap().modified == old {
+            assert!(std::time::Instant::now() < deadline, "the use never came");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // ...then the collector deletes the original, parks the copy (old)
+        // and takes its marker away.
+        m.delete(&blob_data_path(&d)).unwrap();
+        assert!(
+            m.stat(&trash_path(&d)).unwrap().modified
+                < SystemTime::now() - Duration::from_secs(3600)
+        );
+        m.delete(&doomed_path(&d)).unwrap();
+        assert!(toucher.join().unwrap(), "the use said the blob is gone");
+        // The parked copy's deletion comes later and takes nothing the use saw.
+        m.delete(&trash_path(&d)).unwrap();
+        assert_eq!(s.global_blob_size(&d).unwrap(), Some(data.len() as u64));
+    }
 
     #[test]
     fn globs() {

@@ -16,6 +16,8 @@ type Files = Arc<Mutex<BTreeMap<String, (Vec<u8>, SystemTime)>>>;
 #[derive(Default, Clone)]
 pub struct Memory {
     files: Files,
+    /// Behave as storage other hosts share (replicas on one bucket).
+    shared: bool,
 }
 
 fn not_found(path: &str) -> Error {
@@ -42,6 +44,15 @@ pub(crate) fn check_path(path: &str) -> Result<String> {
 impl Memory {
     pub fn new() -> Memory {
         Memory::default()
+    }
+
+    /// A memory store that says it is shared, so the store takes the paths
+    /// it takes on a bucket (leases, markers, catalog marks).
+    pub fn new_shared() -> Memory {
+        Memory {
+            shared: true,
+            ..Memory::default()
+        }
     }
 
     /// Set a file's mtime (tests of the collector's grace).
@@ -204,5 +215,9 @@ impl Driver for Memory {
 
     fn seal(&self, path: &str) -> Result<()> {
         self.stat(path).map(|_| ())
+    }
+
+    fn shared(&self) -> bool {
+        self.shared
     }
 }

@@ -32,6 +32,16 @@
 //! manifest PUT; a crash mid-sweep leaves blobs in the trash, which the next
 //! lookup or collection restores. Upload sessions live in `_uploads/`, which
 //! the collector never touches.
+//!
+//! On storage other hosts share (an S3 bucket), a move is a copy and a delete,
+//! so a refresh landing between the two would be lost with the original. The
+//! collector announces each move with a marker under `_berth_locks/blobs/`
+//! and looks at the blob's time once more after writing it; a refresh that
+//! finds a marker waits for it to go and refreshes again, finding the blob in
+//! place or in the trash. Upload sessions keep their hash state in storage
+//! (`hashstates/sha256/<offset>`, as Distribution does), and manifest writes
+//! to one repository take a lease, so replicas continue each other's uploads
+//! and never interleave a tag with a delete.
 
 use super::{BlobReader, Driver};
 use crate::digest::{Algorithm, Digest, ResumableSha256};
@@ -408,6 +418,37 @@ impl RegistryStore {
     /// Refresh a blob's mtime (the collector's rule, see the module doc): false
     /// when the blob is not stored, after looking in the collector's trash.
     pub fn touch_blob(&self, d: &Digest) -> Result<bool> {
+        let found = self.touch_blob_once(d)?;
+        if !found || !self.d.shared() {
+            return Ok(found);
+        }
+        // Shared storage: a collector on another host may be moving the blob
+        // aside right now (copy, then delete), which could swallow this touch.
+        // It announces that first; wait for it to finish and look again.
+        let marker = super::gc::doomed_path(d);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut waited = false;
+        loop {
+            match self.d.stat(&marker) {
+                Ok(m) if m.modified + Duration::from_secs(120) > SystemTime::now() => {}
+                // A collector that died left it: no move is running.
+                Ok(_) => break,
+                Err(e) if e.kind() == Kind::NotFound => break,
+                Err(e) => return Err(e),
+            }
+            if std::time::Instant::now() > deadline {
+                break;
+            }
+            waited = true;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if waited {
+            return self.touch_blob_once(d);
+        }
+        Ok(true)
+    }
+
+    fn touch_blob_once(&self, d: &Digest) -> Result<bool> {
         match self.d.touch(&blob_path(d)) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == Kind::NotFound => {

@@ -1,13 +1,13 @@
 #!/bin/bash
 # A single-node Ceph for the S3 tests: one monitor, one memstore OSD and
 # radosgw's beast frontend, all on 127.0.0.1, no cephx, and an S3 user.
-#   ceph-rgw.sh DIR MON_PORT RGW_PORT MSGR_PORT_MIN WATCH_PID
+#   ceph-rgw.sh DIR MON_PORT RGW_PORT MSGR_PORT_MIN WATCH_PID [OSD_BYTES]
 # Prints READY when the gateway answers. The daemons are stopped when
 # WATCH_PID (the test process) exits, so a failed test run leaves nothing.
 # Pitfalls: OSD class/crush updates at start are off and the OSD is put in
 # the crush map by hand; radosgw starts only once the OSD is up.
 set -e
-B=$1 MON=$2 RGW=$3 MIN=$4 WATCH=$5
+B=$1 MON=$2 RGW=$3 MIN=$4 WATCH=$5 OSD_BYTES=${6:-3221225472}
 rm -rf "$B"; mkdir -p "$B/data/mon" "$B/data/osd0" "$B/run" "$B/log"
 FSID=$(cat /proc/sys/kernel/random/uuid)
 cat > "$B/ceph.conf" <<CONF
@@ -39,7 +39,7 @@ osd_class_update_on_start = false
 osd_crush_update_on_start = false
 osd_objectstore = memstore
 osd_data = $B/data/osd0
-memstore_device_bytes = 3221225472
+memstore_device_bytes = $OSD_BYTES
 osd_memory_target = 1073741824
 [client.rgw.a]
 rgw_frontends = beast endpoint=127.0.0.1:$RGW
@@ -60,11 +60,13 @@ echo $! > "$B/osd.pid"
 for _ in $(seq 240); do ceph $C osd stat 2>/dev/null | grep -q " 1 up" && break; sleep 0.5; done
 setsid radosgw $C -n client.rgw.a -f > "$B/log/rgw.out" 2>&1 < /dev/null &
 echo $! > "$B/rgw.pid"
-# The reaper: the cluster lives as long as the test process.
+# The reaper: the cluster lives as long as the test process. The pids are
+# read now: whoever started us may remove DIR on its way out.
+PIDS="$(cat "$B"/*.pid)"
 (
     trap '' HUP
     while kill -0 "$WATCH" 2>/dev/null; do sleep 1; done
-    kill -9 $(cat "$B"/*.pid) 2>/dev/null
+    kill -9 $PIDS 2>/dev/null
     rm -rf "$B"
 ) > /dev/null 2>&1 < /dev/null &
 for _ in $(seq 240); do
