@@ -583,3 +583,81 @@ fn one_collector_runs_among_replicas() {
         serde_json::from_slice(&s3.get("/.berth-gc-report.json").unwrap()).unwrap();
     assert!(report["finished"].as_i64().unwrap() > 0);
 }
+
+#[test]
+fn the_shipped_s3_config_loads_clean_and_serves() {
+    let rgw = rgw();
+    rgw.driver("docker-registry", "");
+    let d = TempDir::new("site-s3");
+    let port = free_port();
+    let pw = d.join("htpasswd");
+    std::fs::write(
+        &pw,
+        berth::auth::htpasswd::entry(USER, PASS).unwrap() + "\n",
+    )
+    .unwrap();
+    let p = pki();
+    let env: Vec<(&str, String)> = vec![
+        ("REGISTRY_STORAGE_S3_ACCESSKEY", ACCESS.into()),
+        ("REGISTRY_STORAGE_S3_SECRETKEY", SECRET.into()),
+        ("REGISTRY_STORAGE_S3_REGIONENDPOINT", rgw.endpoint()),
+        ("REGISTRY_HTTP_ADDR", format!("127.0.0.1:{port}")),
+        (
+            "REGISTRY_HTTP_TLS_CERTIFICATE",
+            p.cert.display().to_string(),
+        ),
+        ("REGISTRY_HTTP_TLS_KEY", p.key.display().to_string()),
+        ("REGISTRY_AUTH_HTPASSWD_PATH", pw.display().to_string()),
+        ("AWS_CA_BUNDLE", "/nonexistent/ca.pem".into()),
+    ];
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/site-registry-s3.yml");
+    let o = berth(&["registryd", "--check", file.to_str().unwrap()])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    let log = d.join("log");
+    let mut child = berth(&["registryd", file.to_str().unwrap()])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_port(port, &mut child, &log);
+    let c = Client {
+        agent: agent(),
+        auth: Some(basic(USER, PASS)),
+    };
+    let data = pseudo_random(70_000, 11);
+    let dg = berth::digest::Digest::sha256(&data).to_string();
+    let url = |p: &str| format!("https://localhost:{port}{p}");
+    let up = c.req(
+        "POST",
+        &url(&format!("/v2/site/shipped/blobs/uploads/?digest={dg}")),
+        &[("Content-Type", "application/octet-stream")],
+        Some(&data),
+    );
+    assert_eq!(up.status, 201, "{}", up.text());
+    let get = c.get(&url(&format!("/v2/site/shipped/blobs/{dg}")));
+    assert_eq!(get.status, 307, "redirect is the shipped default");
+    let (s, body) = plain_get(get.header("Location").unwrap());
+    assert!(s == 200 && body == data);
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logs.contains("storage s3://docker-registry/registry at http://127.0.0.1:"),
+        "{logs}"
+    );
+    assert!(!logs.contains(SECRET), "the secret key reached the log");
+    let _ = child.kill();
+    let _ = child.wait();
+    let stored = rgw.driver("docker-registry", "registry");
+    assert!(
+        stored
+            .stat(&format!(
+                "/docker/registry/v2/blobs/sha256/{}/{}/data",
+                &dg[7..9],
+                &dg[7..]
+            ))
+            .is_ok()
+    );
+}
