@@ -661,3 +661,83 @@ fn the_shipped_s3_config_loads_clean_and_serves() {
             .is_ok()
     );
 }
+
+#[test]
+fn registryd_serves_and_continues_a_bucket_distribution_filled() {
+    let rgw = rgw();
+    let mut o = rgw.opts("from-dist", false);
+    o.distribution = true;
+    o.tls = false;
+    o.auth = false;
+    o.env = vec![];
+    let dist = Registryd::start(o);
+    let c = dist.anonymous();
+    // Distribution writes a layer (in two chunks), a config and a manifest.
+    let layer = pseudo_random(9 << 20, 5);
+    let ld = berth::digest::Digest::sha256(&layer).to_string();
+    let resp = c.req("POST", &dist.url("/v2/site/old/blobs/uploads/"), &[], None);
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    let path = upload_path(resp.header("Location").unwrap());
+    let resp = patch(&dist, &c, &path, 0, &layer[..6 << 20]);
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    let path = upload_path(resp.header("Location").unwrap());
+    let resp = patch(&dist, &c, &path, 6 << 20, &layer[6 << 20..]);
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    let path = upload_path(resp.header("Location").unwrap());
+    let put = c.req("PUT", &dist.url(&format!("{path}&digest={ld}")), &[], None);
+    assert_eq!(put.status, 201, "{}", put.text());
+    let cfg = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    // Distribution has no single-POST upload: POST, then PUT with the bytes.
+    let cd = berth::digest::Digest::sha256(cfg).to_string();
+    let resp = c.req("POST", &dist.url("/v2/site/old/blobs/uploads/"), &[], None);
+    let path = upload_path(resp.header("Location").unwrap());
+    let put = c.req(
+        "PUT",
+        &dist.url(&format!("{path}&digest={cd}")),
+        &[("Content-Type", "application/octet-stream")],
+        Some(cfg),
+    );
+    assert_eq!(put.status, 201, "{}", put.text());
+    let m = manifest_json(
+        DOCKER_MANIFEST,
+        (DOCKER_CONFIG, &cd, cfg.len()),
+        &[(&ld, layer.len())],
+        "",
+    );
+    let put = c.req(
+        "PUT",
+        &dist.url("/v2/site/old/manifests/2017"),
+        &[("Content-Type", DOCKER_MANIFEST)],
+        Some(m.as_bytes()),
+    );
+    assert_eq!(put.status, 201, "{}", put.text());
+    drop(dist);
+    // berth on the same bucket: lists it, serves it byte for byte, adds to it.
+    let r = Registryd::start(rgw.opts("from-dist", false));
+    let bc = r.client();
+    let cat = bc.get(&r.url("/v2/_catalog")).json();
+    assert_eq!(cat["repositories"], serde_json::json!(["site/old"]));
+    let got = bc.req(
+        "GET",
+        &r.url("/v2/site/old/manifests/2017"),
+        &[("Accept", DOCKER_MANIFEST)],
+        None,
+    );
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, m.as_bytes());
+    let blob = bc.get(&r.url(&format!("/v2/site/old/blobs/{ld}")));
+    assert_eq!(blob.status, 200);
+    assert!(blob.body == layer, "the layer Distribution stored differs");
+    let put = bc.req(
+        "PUT",
+        &r.url("/v2/site/old/manifests/2026"),
+        &[("Content-Type", DOCKER_MANIFEST)],
+        Some(m.as_bytes()),
+    );
+    assert_eq!(put.status, 201, "{}", put.text());
+    assert_eq!(
+        bc.get(&r.url("/v2/site/old/tags/list")).json()["tags"],
+        serde_json::json!(["2017", "2026"])
+    );
+    assert_bucket_blobs_intact(&rgw.driver("from-dist", "reg"));
+}
