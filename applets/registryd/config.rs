@@ -4,8 +4,9 @@
 //! internals (caches, redis, health checks, debug server) are accepted quietly:
 //! berth has no such parts. Keys that would change behaviour berth does not have
 //! (notifications, proxy mode, prefixes) are named in a warning with their line, as
-//! is every unknown key. Settings berth cannot honour safely (token auth, cloud
-//! storage drivers) stop the start with an error naming the line.
+//! is every unknown key. Settings berth cannot honour safely (token auth, storage
+//! drivers other than filesystem and s3, S3 signature v2 or server-side
+//! encryption) stop the start with an error naming the line.
 //! `REGISTRY_<SECTION>_<KEY>` environment variables override the file.
 
 use berth::config::{Doc, parse_duration};

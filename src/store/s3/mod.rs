@@ -754,17 +754,6 @@ impl S3 {
     }
 }
 
-/// A blob's bytes straight from the gateway.
-struct Body {
-    inner: Box<dyn Read + Send>,
-}
-
-impl Read for Body {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf)
-    }
-}
-
 impl Driver for S3 {
     fn get(&self, path: &str) -> Result<Vec<u8>> {
         self.get_key(&self.key(path)?)
@@ -817,21 +806,11 @@ impl Driver for S3 {
                 // A gateway that ignored the range: skip to the offset ourselves.
                 let mut body = resp.into_body().into_reader();
                 io::copy(&mut (&mut body).take(offset), &mut io::sink())?;
-                return Ok((
-                    Box::new(Body {
-                        inner: Box::new(body),
-                    }),
-                    len,
-                ));
+                return Ok((Box::new(body), len));
             }
             len
         };
-        Ok((
-            Box::new(Body {
-                inner: Box::new(resp.into_body().into_reader()),
-            }),
-            size,
-        ))
+        Ok((Box::new(resp.into_body().into_reader()), size))
     }
 
     fn stat(&self, path: &str) -> Result<Stat> {
