@@ -325,8 +325,8 @@ fn spawn_catalog_refresh(store: Arc<RegistryStore>) {
     let spawned = std::thread::Builder::new()
         .name("catalog-refresh".into())
         .spawn(move || {
-            // On shared storage a small change mark is polled every two
-            // seconds, so a push on one replica is listed by the others soon.
+            // On shared storage the changes other replicas record are listed
+            // every two seconds and only the repositories they name re-read.
             let tick = if store.driver().shared() { 2 } else { 600 };
             let mut since_full = 0;
             loop {

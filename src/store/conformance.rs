@@ -273,6 +273,38 @@ mod tests {
     }
 
     #[test]
+    fn replicas_see_each_others_catalog_changes() {
+        let d: Arc<dyn Driver> = Arc::new(super::super::memory::Memory::new_shared());
+        let (a, b) = (
+            RegistryStore::open(d.clone()).unwrap(),
+            RegistryStore::open(d.clone()).unwrap(),
+        );
+        let cfg =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let id = a.start_upload("r/cat").unwrap();
+        a.append_upload("r/cat", &id, None, &mut &cfg[..], None)
+            .unwrap();
+        let cd = Digest::sha256(cfg);
+        a.finish_upload("r/cat", &id, &cd).unwrap();
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":{}}},"layers":[]}}"#,
+            cfg.len()
+        );
+        let p = a
+            .put_manifest("r/cat", &ManifestRef::Tag("v1".into()), m.as_bytes(), None)
+            .unwrap();
+        assert!(b.repositories().is_empty());
+        assert_eq!(b.refresh_if_changed().unwrap(), 1);
+        assert_eq!(b.repositories(), vec!["r/cat".to_string()]);
+        // Applied once; its own changes are not news to A.
+        assert_eq!(b.refresh_if_changed().unwrap(), 0);
+        assert_eq!(a.refresh_if_changed().unwrap(), 0);
+        b.delete_manifest("r/cat", &p.digest).unwrap();
+        assert_eq!(a.refresh_if_changed().unwrap(), 1);
+        assert!(a.repositories().is_empty());
+    }
+
+    #[test]
     fn memory_keeps_the_contract() {
         let d = Arc::new(super::super::memory::Memory::new());
         driver_contract(d.as_ref(), Duration::from_millis(20));

@@ -54,8 +54,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 const V2: &str = "/docker/registry/v2";
-/// berth: moved by every catalog change on shared storage.
-const CATALOG_MARK: &str = "/docker/registry/v2/_berth_catalog_mark";
+/// berth: on shared storage, one small object per catalog change, named
+/// `<unix millis>-<uuid>` and holding the repository's name, so replicas
+/// re-read only what changed; kept ten minutes.
+const CATALOG_CHANGES: &str = "/docker/registry/v2/_berth_catalog";
+const CHANGE_KEEP_MS: u128 = 600_000;
 
 /// Largest manifest accepted (the spec asks for at least 4 MB).
 pub const MAX_MANIFEST: usize = 4 * 1024 * 1024;
@@ -192,8 +195,8 @@ pub struct RegistryStore {
     repo_locks: (Mutex<std::collections::HashSet<String>>, std::sync::Condvar),
     /// Live repositories (at least one manifest) -> tags; serves the catalog and search.
     catalog: RwLock<BTreeMap<String, Vec<String>>>,
-    /// The change mark of shared storage as of the last catalog read.
-    catalog_seen: Mutex<Option<Vec<u8>>>,
+    /// Catalog changes on shared storage already applied here.
+    catalog_seen: Mutex<std::collections::HashSet<String>>,
     immutable: RwLock<Vec<Immutable>>,
 }
 
@@ -287,9 +290,13 @@ impl RegistryStore {
             uploads: Mutex::new(HashMap::new()),
             repo_locks: Default::default(),
             catalog: RwLock::new(BTreeMap::new()),
-            catalog_seen: Mutex::new(None),
+            catalog_seen: Mutex::new(Default::default()),
             immutable: RwLock::new(Vec::new()),
         };
+        if s.d.shared() {
+            // The full read below covers every change recorded so far.
+            *s.catalog_seen.lock().unwrap() = s.d.list(CATALOG_CHANGES)?.into_iter().collect();
+        }
         s.refresh_catalog()?;
         Ok(s)
     }
@@ -1251,6 +1258,23 @@ impl RegistryStore {
     }
 
     fn catalog_update(&self, name: &str) -> Result<()> {
+        self.catalog_apply(name)?;
+        if self.d.shared() {
+            // Tell the replicas which repository changed.
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            let key = format!("{now:016}-{}", crate::util::uuid4());
+            self.d
+                .put(&format!("{CATALOG_CHANGES}/{key}"), name.as_bytes())?;
+            self.catalog_seen.lock().unwrap().insert(key);
+        }
+        Ok(())
+    }
+
+    /// Bring one repository's catalog entry in line with storage.
+    fn catalog_apply(&self, name: &str) -> Result<()> {
         let live = self.is_live(name)?;
         let tags = if live {
             self.tags(name)?.unwrap_or_default()
@@ -1263,34 +1287,59 @@ impl RegistryStore {
         } else {
             c.remove(name);
         }
-        drop(c);
-        if self.d.shared() {
-            // Tell the replicas: they re-read the catalog when the mark moves.
-            let mark = crate::util::uuid4().into_bytes();
-            self.d.put(CATALOG_MARK, &mark)?;
-            *self.catalog_seen.lock().unwrap() = Some(mark);
-        }
         Ok(())
     }
 
-    /// On shared storage, re-read the catalog if another replica changed it
-    /// since we last looked (one small GET); true when it was re-read.
-    pub fn refresh_if_changed(&self) -> Result<bool> {
+    /// On shared storage, apply the catalog changes other replicas recorded
+    /// since we last looked (one listing, then only the repositories named);
+    /// returns how many were applied. Changes older than ten minutes are
+    /// removed by whichever replica sees them first.
+    pub fn refresh_if_changed(&self) -> Result<usize> {
         if !self.d.shared() {
-            return Ok(false);
+            return Ok(0);
         }
-        let mark = match self.d.get(CATALOG_MARK) {
-            Ok(m) => Some(m),
-            Err(e) if e.kind() == Kind::NotFound => None,
-            Err(e) => return Err(e),
-        };
-        if *self.catalog_seen.lock().unwrap() == mark {
-            return Ok(false);
+        let keys = self.d.list(CATALOG_CHANGES)?;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let mut applied = 0;
+        for k in &keys {
+            if self.catalog_seen.lock().unwrap().contains(k) {
+                continue;
+            }
+            let path = format!("{CATALOG_CHANGES}/{k}");
+            match self.d.get(&path) {
+                Ok(name) => {
+                    let name = String::from_utf8_lossy(&name).into_owned();
+                    if validate_name(&name).is_ok() {
+                        self.catalog_apply(&name)?;
+                        applied += 1;
+                    }
+                }
+                Err(e) if e.kind() == Kind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            self.catalog_seen.lock().unwrap().insert(k.clone());
         }
-        // Seen first: a change made while we read is caught next time.
-        *self.catalog_seen.lock().unwrap() = mark;
-        self.refresh_catalog()?;
-        Ok(true)
+        for k in &keys {
+            let old = k
+                .split_once('-')
+                .and_then(|(t, _)| t.parse::<u128>().ok())
+                .is_none_or(|t| t + CHANGE_KEEP_MS < now);
+            if old {
+                let _ = self.d.delete(&format!("{CATALOG_CHANGES}/{k}"));
+            }
+        }
+        // Forget what storage forgot.
+        let listed: std::collections::HashSet<&String> = keys.iter().collect();
+        self.catalog_seen.lock().unwrap().retain(|k| {
+            listed.contains(k)
+                || k.split_once('-')
+                    .and_then(|(t, _)| t.parse::<u128>().ok())
+                    .is_some_and(|t| t + CHANGE_KEEP_MS >= now)
+        });
+        Ok(applied)
     }
 
     // ------------------------------------------------------ for the collector
