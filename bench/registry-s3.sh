@@ -81,20 +81,6 @@ env -u AWS_CA_BUNDLE -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY docker-regist
 env -u AWS_CA_BUNDLE -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY docker-registry serve dist-proxy.yml >dist-proxy.log 2>&1 & PIDS+=($!)
 wait_https "$BX"; wait_https "$DP"; wait_https "$DX"
 
-make_image() { # make_image DIR: a fresh random layer, so every round really uploads
-	local d=$1 LD LS CD CS MD MS
-	rm -rf "$d"; mkdir -p "$d/blobs/sha256"
-	head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom | gzip -1 >"$d/layer"
-	LD=$(sha256sum "$d/layer" | cut -d' ' -f1); mv "$d/layer" "$d/blobs/sha256/$LD"
-	LS=$(stat -c %s "$d/blobs/sha256/$LD")
-	printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$LD" >"$d/cfg"
-	CD=$(sha256sum "$d/cfg" | cut -d' ' -f1); CS=$(stat -c %s "$d/cfg"); mv "$d/cfg" "$d/blobs/sha256/$CD"
-	printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' "$CD" "$CS" "$LD" "$LS" >"$d/man"
-	MD=$(sha256sum "$d/man" | cut -d' ' -f1); MS=$(stat -c %s "$d/man"); mv "$d/man" "$d/blobs/sha256/$MD"
-	printf '{"imageLayoutVersion":"1.0.0"}' >"$d/oci-layout"
-	printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"v1"}}]}' "$MD" "$MS" >"$d/index.json"
-	echo "$LD" >"$d/LAYER"
-}
 
 best() { python3 -c "import sys; v=[float(x) for x in sys.argv[2:]]; print(f'{(min(v) if sys.argv[1]==\"min\" else max(v)):.2f}')" "$@"; }
 SK=(skopeo --insecure-policy)

@@ -297,6 +297,18 @@ fn patch(r: &Registryd, c: &Client, path: &str, from: usize, chunk: &[u8]) -> Re
     )
 }
 
+/// PUT a manifest, which must be stored (201).
+fn put_manifest(r: &Registryd, c: &Client, path: &str, media: &str, m: &str) -> Resp {
+    let put = c.req(
+        "PUT",
+        &r.url(path),
+        &[("Content-Type", media)],
+        Some(m.as_bytes()),
+    );
+    assert_eq!(put.status, 201, "PUT {path}: {}", put.text());
+    put
+}
+
 fn pseudo_random(n: usize, seed: u32) -> Vec<u8> {
     let mut x = seed.wrapping_mul(2654435761) | 1;
     (0..n)
@@ -363,13 +375,7 @@ fn two_replicas_share_one_bucket() {
         &[(&d, data.len())],
         "",
     );
-    let put = ca.req(
-        "PUT",
-        &a.url("/v2/site/rep/manifests/v1"),
-        &[("Content-Type", OCI_MANIFEST)],
-        Some(m.as_bytes()),
-    );
-    assert_eq!(put.status, 201, "{}", put.text());
+    let put = put_manifest(&a, &ca, "/v2/site/rep/manifests/v1", OCI_MANIFEST, &m);
     let md = put.header("Docker-Content-Digest").unwrap().to_string();
     let pulled = cb.req(
         "GET",
@@ -704,13 +710,13 @@ fn registryd_serves_and_continues_a_bucket_distribution_filled() {
         &[(&ld, layer.len())],
         "",
     );
-    let put = c.req(
-        "PUT",
-        &dist.url("/v2/site/old/manifests/2017"),
-        &[("Content-Type", DOCKER_MANIFEST)],
-        Some(m.as_bytes()),
+    put_manifest(
+        &dist,
+        &c,
+        "/v2/site/old/manifests/2017",
+        DOCKER_MANIFEST,
+        &m,
     );
-    assert_eq!(put.status, 201, "{}", put.text());
     drop(dist);
     // berth on the same bucket: lists it, serves it byte for byte, adds to it.
     let r = Registryd::start(rgw.opts("from-dist", false));
@@ -728,13 +734,7 @@ fn registryd_serves_and_continues_a_bucket_distribution_filled() {
     let blob = bc.get(&r.url(&format!("/v2/site/old/blobs/{ld}")));
     assert_eq!(blob.status, 200);
     assert!(blob.body == layer, "the layer Distribution stored differs");
-    let put = bc.req(
-        "PUT",
-        &r.url("/v2/site/old/manifests/2026"),
-        &[("Content-Type", DOCKER_MANIFEST)],
-        Some(m.as_bytes()),
-    );
-    assert_eq!(put.status, 201, "{}", put.text());
+    put_manifest(&r, &bc, "/v2/site/old/manifests/2026", DOCKER_MANIFEST, &m);
     assert_eq!(
         bc.get(&r.url("/v2/site/old/tags/list")).json()["tags"],
         serde_json::json!(["2017", "2026"])
