@@ -81,6 +81,11 @@ pub fn driver_contract(d: &dyn Driver, tick: Duration) {
     assert!(d.create_new("/c/lease", b"mine").unwrap());
     assert!(!d.create_new("/c/lease", b"yours").unwrap());
     assert_eq!(d.get("/c/lease").unwrap(), b"mine");
+    // swap: only over the content it expects
+    assert!(d.swap("/c/lease", b"mine", b"renewed").unwrap());
+    assert!(!d.swap("/c/lease", b"mine", b"stale").unwrap());
+    assert!(!d.swap("/c/nothing", b"", b"x").unwrap());
+    assert_eq!(d.get("/c/lease").unwrap(), b"renewed");
     // stat: files and directories, missing
     let s: Stat = d.stat("/c/a/file").unwrap();
     assert!(!s.is_dir && s.size == 4);
@@ -269,6 +274,69 @@ mod tests {
         assert_eq!(
             a.global_blob_size(&Digest::sha256(&data)).unwrap(),
             Some(data.len() as u64)
+        );
+    }
+
+    /// A body that says when it is being read and then waits for a go.
+    struct Gated {
+        data: Vec<u8>,
+        started: Option<std::sync::mpsc::Sender<()>>,
+        go: std::sync::mpsc::Receiver<()>,
+    }
+
+    impl Read for Gated {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if let Some(s) = self.started.take() {
+                s.send(()).unwrap();
+                self.go.recv().unwrap();
+            }
+            let n = buf.len().min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data.drain(..n);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn two_replicas_never_both_append_at_one_offset() {
+        let d: Arc<dyn Driver> = Arc::new(super::super::memory::Memory::new_shared());
+        let a = Arc::new(RegistryStore::open(d.clone()).unwrap());
+        let b = RegistryStore::open(d.clone()).unwrap();
+        let id = a.start_upload("r/race").unwrap();
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel();
+        let writer = {
+            let (a, id) = (a.clone(), id.clone());
+            std::thread::spawn(move || {
+                let mut body = Gated {
+                    data: b"from replica A".to_vec(),
+                    started: Some(started_tx),
+                    go: go_rx,
+                };
+                a.append_upload("r/race", &id, Some(0), &mut body, None)
+            })
+        };
+        // A is mid-chunk (holding the session's lease); B's chunk at the
+        // same offset waits for it, then finds the session moved on.
+        started.recv().unwrap();
+        let late = std::thread::scope(|sc| {
+            let t = sc.spawn(|| {
+                b.append_upload("r/race", &id, Some(0), &mut &b"from replica B"[..], None)
+            });
+            go.send(()).unwrap();
+            t.join().unwrap()
+        });
+        assert_eq!(writer.join().unwrap().unwrap(), 14);
+        assert_eq!(late.unwrap_err().kind(), Kind::Conflict);
+        let wrong = b.finish_upload("r/race", &id, &Digest::sha256(b"from replica B"));
+        assert_eq!(wrong.unwrap_err().kind(), Kind::Digest);
+        let id = a.start_upload("r/race").unwrap();
+        a.append_upload("r/race", &id, Some(0), &mut &b"from replica A"[..], None)
+            .unwrap();
+        assert_eq!(
+            b.finish_upload("r/race", &id, &Digest::sha256(b"from replica A"))
+                .unwrap(),
+            14
         );
     }
 

@@ -297,7 +297,10 @@ pub fn collect(store: &RegistryStore, opts: &Options, say: &mut dyn FnMut(&str))
         // just below.
         let marker = shared.then(|| doomed_path(&d));
         if let Some(m) = &marker {
-            driver.put(m, crate::util::now_unix().to_string().as_bytes())?;
+            // Done by then, at a copy rate any gateway beats; a use waits
+            // for the marker at most until this time.
+            let until = crate::util::now_unix() + 120 + (stat.size >> 20) as i64 / 20;
+            driver.put(m, until.to_string().as_bytes())?;
             match driver.stat(&blob_data_path(&d)) {
                 Ok(s) if s.modified < cutoff => {}
                 Ok(_) => {
@@ -467,7 +470,9 @@ mod tests {
         let old = SystemTime::now() - Duration::from_secs(7200);
         m.set_modified(&blob_data_path(&d), old).unwrap();
         // The collector: announce, copy into the trash (keeping the old time)...
-        m.put(&doomed_path(&d), b"now").unwrap();
+        let until = crate::util::now_unix() + 600;
+        m.put(&doomed_path(&d), until.to_string().as_bytes())
+            .unwrap();
         m.put(&trash_path(&d), data).unwrap();
         m.set_modified(&trash_path(&d), old).unwrap();
         // ...a use arrives while the blob is still in place...

@@ -1,12 +1,13 @@
 //! Leases in storage: a lock that processes on several hosts sharing one bucket
 //! agree on, with an expiry so a holder that died frees it. Made with the one
-//! atomic step both drivers have, create-if-absent (`If-None-Match: *` on S3, a
-//! hard link on a disk). The garbage collector elects its runner this way, and
+//! atomic steps every driver has: create-if-absent (`If-None-Match: *` on S3,
+//! a hard link on a disk) and compare-and-swap. The garbage collector elects its runner this way, and
 //! replicas serialise a repository's manifest writes.
 //!
-//! An expired lease is taken over by deleting it and creating a fresh one; two
-//! takers racing there could both win, so a holder checks its lease is still
-//! its own before anything that matters ([`Lease::held`]).
+//! An expired lease is taken over, and a held one renewed, by a compare and
+//! swap on its record (`If-Match` on S3), so of two takers exactly one wins;
+//! a holder still checks the lease is its own before a write that matters
+//! ([`Lease::check`]), and long work renews it as it goes ([`Lease::keep`]).
 
 use super::Driver;
 use crate::error::{Error, Kind, Result};
@@ -29,6 +30,7 @@ pub struct Lease {
     token: String,
     holder: String,
     ttl: Duration,
+    renewed: std::sync::Mutex<Instant>,
 }
 
 /// Who this process is, for the lease's record (host and pid).
@@ -40,49 +42,56 @@ pub fn this_holder() -> String {
     format!("{host}:{}", std::process::id())
 }
 
+fn record(holder: &str, token: &str, ttl: Duration) -> Vec<u8> {
+    serde_json::to_vec(&Record {
+        holder: holder.to_string(),
+        token: token.to_string(),
+        expires: crate::util::now_unix() + ttl.as_secs().max(1) as i64,
+    })
+    .expect("serializable")
+}
+
 impl Lease {
     /// Take the lease at `path` for `ttl` unless someone holds it: Ok(None)
     /// with the holder's name logged at debug.
     pub fn try_acquire(d: &Arc<dyn Driver>, path: &str, ttl: Duration) -> Result<Option<Lease>> {
         let token = crate::util::uuid4();
         let holder = this_holder();
-        let rec = |token: &str| {
-            serde_json::to_vec(&Record {
-                holder: holder.clone(),
-                token: token.to_string(),
-                expires: crate::util::now_unix() + ttl.as_secs().max(1) as i64,
-            })
-            .expect("serializable")
+        let lease = |token: String| Lease {
+            d: d.clone(),
+            path: path.to_string(),
+            token,
+            holder: holder.clone(),
+            ttl,
+            renewed: std::sync::Mutex::new(Instant::now()),
         };
-        for _ in 0..2 {
-            if d.create_new(path, &rec(&token))? {
-                let l = Lease {
-                    d: d.clone(),
-                    path: path.to_string(),
-                    token,
-                    holder,
-                    ttl,
-                };
-                return Ok(l.held()?.then_some(l));
+        for _ in 0..3 {
+            let mine = record(&holder, &token, ttl);
+            if d.create_new(path, &mine)? {
+                return Ok(Some(lease(token)));
             }
-            match d.get(path) {
-                Ok(b) => match serde_json::from_slice::<Record>(&b) {
-                    Ok(r) if r.expires >= crate::util::now_unix() => {
-                        log::debug!("lease {path} is held by {}", r.holder);
-                        return Ok(None);
-                    }
-                    Ok(r) => {
-                        log::info!("lease {path} of {} expired: taking it over", r.holder);
-                        d.delete(path)?;
-                    }
-                    Err(_) => {
-                        log::warn!("lease {path} is unreadable: taking it over");
-                        d.delete(path)?;
-                    }
-                },
+            let cur = match d.get(path) {
+                Ok(b) => b,
                 // Released between our create and our read: try again.
-                Err(e) if e.kind() == Kind::NotFound => {}
+                Err(e) if e.kind() == Kind::NotFound => continue,
                 Err(e) => return Err(e),
+            };
+            match serde_json::from_slice::<Record>(&cur) {
+                // Ours: the create went through and only its answer was lost.
+                Ok(r) if r.token == token => return Ok(Some(lease(token))),
+                Ok(r) if r.expires >= crate::util::now_unix() => {
+                    log::debug!("lease {path} is held by {}", r.holder);
+                    return Ok(None);
+                }
+                other => {
+                    let who = other.map(|r| r.holder).unwrap_or_else(|_| "?".into());
+                    // Compare and swap: of several takers exactly one wins.
+                    if d.swap(path, &cur, &mine)? {
+                        log::info!("lease {path} of {who} expired: taken over");
+                        return Ok(Some(lease(token)));
+                    }
+                    return Ok(None);
+                }
             }
         }
         Ok(None)
@@ -103,7 +112,7 @@ impl Lease {
             }
             if Instant::now() >= deadline {
                 return Err(Error::new(
-                    Kind::Conflict,
+                    Kind::Io,
                     format!("{path} is held by another process; try again"),
                 ));
             }
@@ -112,28 +121,69 @@ impl Lease {
         }
     }
 
-    /// True while the lease in storage is still this one.
-    pub fn held(&self) -> Result<bool> {
+    fn current(&self) -> Result<Option<Vec<u8>>> {
         match self.d.get(&self.path) {
-            Ok(b) => Ok(serde_json::from_slice::<Record>(&b).is_ok_and(|r| r.token == self.token)),
-            Err(e) if e.kind() == Kind::NotFound => Ok(false),
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == Kind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
 
+    fn is_ours(&self, b: &[u8]) -> bool {
+        serde_json::from_slice::<Record>(b).is_ok_and(|r| r.token == self.token)
+    }
+
+    /// True while the lease in storage is still this one.
+    pub fn held(&self) -> Result<bool> {
+        Ok(self.current()?.is_some_and(|b| self.is_ours(&b)))
+    }
+
     /// Push the expiry on by another ttl; false when the lease was lost.
     pub fn renew(&self) -> Result<bool> {
-        if !self.held()? {
+        let Some(cur) = self.current()? else {
+            return Ok(false);
+        };
+        if !self.is_ours(&cur) {
             return Ok(false);
         }
-        let rec = serde_json::to_vec(&Record {
-            holder: self.holder.clone(),
-            token: self.token.clone(),
-            expires: crate::util::now_unix() + self.ttl.as_secs().max(1) as i64,
-        })
-        .expect("serializable");
-        self.d.put(&self.path, &rec)?;
-        Ok(true)
+        let ok = self.d.swap(
+            &self.path,
+            &cur,
+            &record(&self.holder, &self.token, self.ttl),
+        )?;
+        if ok {
+            *self.renewed.lock().unwrap() = Instant::now();
+        }
+        Ok(ok)
+    }
+
+    /// For long work under the lease: renew once a third of its life has
+    /// passed; an error when it was lost (the work must stop).
+    pub fn keep(&self) -> Result<()> {
+        if self.renewed.lock().unwrap().elapsed() < self.ttl / 3 {
+            return Ok(());
+        }
+        if self.renew()? {
+            Ok(())
+        } else {
+            Err(Error::new(
+                Kind::Io,
+                format!("lease {} was lost to another process", self.path),
+            ))
+        }
+    }
+
+    /// Before a write that must happen under the lease: an error if it is no
+    /// longer ours.
+    pub fn check(&self) -> Result<()> {
+        if self.held()? {
+            Ok(())
+        } else {
+            Err(Error::new(
+                Kind::Io,
+                format!("lease {} was lost to another process", self.path),
+            ))
+        }
     }
 }
 
@@ -191,7 +241,7 @@ mod tests {
             Duration::from_secs(5),
             Duration::from_millis(30),
         );
-        assert_eq!(busy.err().unwrap().kind(), Kind::Conflict);
+        assert_eq!(busy.err().unwrap().kind(), Kind::Io);
         drop(e);
     }
 }

@@ -53,6 +53,10 @@ pub trait Driver: Send + Sync {
     /// Create a small file only if nothing is at `path`: false when something
     /// is (locks and leases shared by processes on other hosts).
     fn create_new(&self, path: &str, data: &[u8]) -> Result<bool>;
+    /// Replace a small file's content only if it is still `old`: false when it
+    /// changed or went meanwhile (a lease renewed, or taken over from a holder
+    /// that died, by exactly one process).
+    fn swap(&self, path: &str, old: &[u8], new: &[u8]) -> Result<bool>;
     /// A reader positioned at `offset`, and the file's total size.
     fn reader(&self, path: &str, offset: u64) -> Result<(BlobReader, u64)>;
     fn stat(&self, path: &str) -> Result<Stat>;
@@ -78,7 +82,8 @@ pub trait Driver: Send + Sync {
     /// `at` bytes (Conflict otherwise), durably; returns the bytes added. When
     /// it fails, the staged file holds its `at` bytes again.
     fn append(&self, path: &str, at: u64, body: &mut dyn Read) -> Result<u64>;
-    /// Turn a staged file into an ordinary file at the same path.
+    /// Turn a staged file into an ordinary file at the same path, modified
+    /// now. Sealing a file sealed already (a retry) succeeds.
     fn seal(&self, path: &str) -> Result<()>;
     /// A URL a client may fetch the file from itself for `ttl` (a presigned
     /// URL), or None when the driver has no such thing.
@@ -147,6 +152,23 @@ impl Driver for Filesystem {
             crate::fsutil::create_dir_all_durable(dir)?;
         }
         crate::fsutil::atomic_write(&p, data)
+    }
+
+    fn swap(&self, path: &str, old: &[u8], new: &[u8]) -> Result<bool> {
+        let p = self.full(path)?;
+        let dir = p.parent().ok_or_else(|| Error::internal("swap at root"))?;
+        // Compare and replace under a lock of the directory, which every
+        // swapper on this host takes (the file itself is replaced, so its own
+        // lock would not hold).
+        let d = File::open(dir).with_context(|| dir.display().to_string())?;
+        nix::fcntl::Flock::lock(d, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| Error::from(io::Error::from(e)).context(dir.display()))
+            .and_then(|_guard| match fs::read(&p) {
+                Ok(cur) if cur == old => crate::fsutil::atomic_write(&p, new).map(|_| true),
+                Ok(_) => Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(Error::from(e).context(p.display())),
+            })
     }
 
     fn reader(&self, path: &str, offset: u64) -> Result<(BlobReader, u64)> {
@@ -327,7 +349,7 @@ impl Driver for Filesystem {
 
     fn seal(&self, path: &str) -> Result<()> {
         // The appended bytes were fsynced: the file is whole already.
-        self.stat(path).map(|_| ())
+        self.touch(path)
     }
 }
 

@@ -150,6 +150,19 @@ struct Feed<'a> {
     n: u64,
     declared: Option<u64>,
     err: Option<Error>,
+    /// Called with the final hash at the end of a good body, before the
+    /// driver makes the bytes count: the saved hash state is never behind.
+    on_end: &'a mut dyn FnMut(&ResumableSha256) -> Result<()>,
+    /// The session's lease on shared storage, renewed as the body flows.
+    lease: Option<&'a super::lease::Lease>,
+}
+
+impl Feed<'_> {
+    fn fail(&mut self, e: Error) -> std::io::Error {
+        let msg = e.to_string();
+        self.err = Some(e);
+        std::io::Error::other(msg)
+    }
 }
 
 impl Read for Feed<'_> {
@@ -180,6 +193,16 @@ impl Read for Feed<'_> {
             return Err(std::io::Error::other(msg));
         }
         self.hasher.update(&buf[..n]);
+        if let Some(l) = self.lease
+            && let Err(e) = l.keep()
+        {
+            return Err(self.fail(e));
+        }
+        if n == 0
+            && let Err(e) = (self.on_end)(&self.hasher)
+        {
+            return Err(self.fail(e));
+        }
         Ok(n)
     }
 }
@@ -431,25 +454,29 @@ impl RegistryStore {
         }
         // Shared storage: a collector on another host may be moving the blob
         // aside right now (copy, then delete), which could swallow this touch.
-        // It announces that first; wait for it to finish and look again.
+        // It announces that first, with the time by which it will be done;
+        // wait for it to finish (or for that time to pass: it died) and look
+        // again.
         let marker = super::gc::doomed_path(d);
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         let mut waited = false;
         loop {
-            match self.d.stat(&marker) {
-                Ok(m) if m.modified + Duration::from_secs(120) > SystemTime::now() => {}
-                // A collector that died left it: no move is running.
-                Ok(_) => break,
+            let until = match self.d.get(&marker) {
+                Ok(b) => String::from_utf8_lossy(&b)
+                    .trim()
+                    .parse::<i64>()
+                    .unwrap_or(0),
                 Err(e) if e.kind() == Kind::NotFound => break,
                 Err(e) => return Err(e),
-            }
-            if std::time::Instant::now() > deadline {
+            };
+            if crate::util::now_unix() > until {
                 break;
             }
             waited = true;
             std::thread::sleep(Duration::from_millis(50));
         }
-        if waited {
+        // A collector that finished between our touch and our look may have
+        // taken the blob aside: then it is in the trash, and comes back.
+        if waited || !self.exists(&blob_path(d))? {
             return self.touch_blob_once(d);
         }
         Ok(true)
@@ -639,6 +666,7 @@ impl RegistryStore {
         if st.closed {
             return Err(Self::gone(id));
         }
+        let lease = self.upload_lease(id)?;
         self.sync_session(name, id, &mut st)?;
         if let Some(s) = start
             && s != st.offset
@@ -649,12 +677,24 @@ impl RegistryStore {
             ));
         }
         let data = format!("{}/data", upload_dir(name, id));
+        let before = st.offset;
+        // Saved for whoever takes the session up next (a replica, or this
+        // registry after a restart), before the bytes count. One at a later
+        // offset left by an append that failed after it is simply overwritten.
+        let mut save = |h: &ResumableSha256| -> Result<()> {
+            if h.len() == before {
+                return Ok(());
+            }
+            self.d.put(&hashstate_path(name, id, h.len()), &h.save())
+        };
         let mut feed = Feed {
             inner: body,
             hasher: st.hasher.clone(),
             n: 0,
             declared: declared_len,
             err: None,
+            on_end: &mut save,
+            lease: lease.as_ref(),
         };
         let res = self.d.append(&data, st.offset, &mut feed);
         if let Some(e) = feed.err.take() {
@@ -664,25 +704,13 @@ impl RegistryStore {
         match res {
             Ok(added) => {
                 debug_assert_eq!(added, feed.n);
-                let before = st.offset;
                 st.hasher = feed.hasher;
                 st.offset += added;
                 session
                     .offset
                     .store(st.offset, std::sync::atomic::Ordering::Release);
-                // Saved for whoever takes the session up next (a replica, or
-                // this registry after a restart).
-                if added > 0 {
-                    match self
-                        .d
-                        .put(&hashstate_path(name, id, st.offset), &st.hasher.save())
-                    {
-                        Ok(()) if before > 0 => {
-                            let _ = self.d.delete(&hashstate_path(name, id, before));
-                        }
-                        Ok(()) => {}
-                        Err(e) => log::warn!("upload {id}: saving the hash state: {e}"),
-                    }
+                if added > 0 && before > 0 {
+                    let _ = self.d.delete(&hashstate_path(name, id, before));
                 }
                 Ok(st.offset)
             }
@@ -700,6 +728,7 @@ impl RegistryStore {
         if st.closed {
             return Err(Self::gone(id));
         }
+        let lease = self.upload_lease(id)?;
         self.sync_session(name, id, &mut st)?;
         let dir = upload_dir(name, id);
         let data = format!("{dir}/data");
@@ -721,12 +750,9 @@ impl RegistryStore {
             h.finish()
         };
         let size = st.offset;
-        // Closed first, under the lock every writer of this session holds: no
-        // append is running now and none will start, so the file moved below
-        // has no writer left, and the blob never changes once visible.
-        st.closed = true;
         let key = (name.to_string(), id.to_string());
         if &got != expected {
+            st.closed = true;
             self.d.delete(&dir)?;
             self.uploads.lock().unwrap().remove(&key);
             return Err(Error::new(
@@ -734,15 +760,29 @@ impl RegistryStore {
                 format!("upload content has digest {got}, not {expected}"),
             ));
         }
+        // The bytes hashed are the bytes stored only while no replica could
+        // append: the session's lease must still be ours.
+        if let Some(l) = &lease {
+            l.keep()?;
+            l.check()?;
+        }
         if !self.touch_blob(expected)? {
+            // Fresh before visible (sealing sets the time): a collection
+            // running now spares it. The bytes are durable; the move makes
+            // them visible whole.
             if expected.algorithm() == Algorithm::Sha256 {
                 self.d.seal(&data)?;
+            } else {
+                self.d.touch(&data)?;
             }
-            // Fresh before visible: a collection running now spares it. The
-            // bytes are durable; the move makes them visible whole.
-            self.d.touch(&data)?;
+            if let Some(l) = &lease {
+                l.keep()?;
+            }
             self.d.rename(&data, &blob_path(expected))?;
         }
+        // Closed under the lock every writer of this session holds: a PATCH
+        // that waited for it finds the session gone, never the moved file.
+        st.closed = true;
         self.d.delete(&dir)?;
         // Only now, with the file gone, may a lookup miss the session.
         self.uploads.lock().unwrap().remove(&key);
@@ -758,6 +798,7 @@ impl RegistryStore {
         if st.closed {
             return Err(Self::gone(id));
         }
+        let _lease = self.upload_lease(id)?;
         st.closed = true;
         self.d.delete(&upload_dir(name, id))?;
         self.uploads
@@ -765,6 +806,24 @@ impl RegistryStore {
             .unwrap()
             .remove(&(name.to_string(), id.to_string()));
         Ok(())
+    }
+
+    /// On shared storage, the session's lease: one replica at a time appends
+    /// to or finishes a session (a client does not do otherwise; a broken
+    /// balancer must not corrupt a blob).
+    fn upload_lease(&self, id: &str) -> Result<Option<super::lease::Lease>> {
+        if !self.d.shared() {
+            return Ok(None);
+        }
+        super::lease::Lease::acquire(
+            &self.d,
+            &format!("{V2}/_berth_locks/uploads/{id}"),
+            // Short: a replica that died mid-chunk blocks its session only
+            // this long; a live one renews it as the body flows.
+            Duration::from_secs(30),
+            Duration::from_secs(45),
+        )
+        .map(Some)
     }
 
     /// Store a small blob given whole (manifests) under its digest of `algo`:
@@ -938,13 +997,15 @@ impl RegistryStore {
             }
             ManifestRef::Tag(_) => Digest::sha256(bytes),
         };
-        let _repo = self.repo_lock(name)?;
         for b in parsed.blob_refs() {
-            // Checked and refreshed: a collection running now spares it.
+            // Checked and refreshed: a collection running now spares it. A
+            // refresh may be a long copy on S3, so it is done before the
+            // repository's lock is taken.
             if self.blob_size(name, &b.digest)?.is_none() || !self.touch_blob(&b.digest)? {
                 return Err(Error::not_found(b.digest.to_string()));
             }
         }
+        let repo = self.repo_lock(name)?;
         for m in parsed.manifest_refs() {
             if self
                 .resolve(name, &ManifestRef::Digest(m.digest.clone()))?
@@ -970,6 +1031,7 @@ impl RegistryStore {
                 ),
             ));
         }
+        repo.check()?;
         self.put_blob_bytes(bytes, digest.algorithm())?;
         self.d.put(
             &format!("{}/link", revision_dir(name, &digest)),
@@ -1054,14 +1116,16 @@ impl RegistryStore {
     /// Delete a manifest revision and every tag pointing at it. False if unknown.
     pub fn delete_manifest(&self, name: &str, d: &Digest) -> Result<bool> {
         validate_name(name)?;
-        let _repo = self.repo_lock(name)?;
+        let repo = self.repo_lock(name)?;
         if self
             .resolve(name, &ManifestRef::Digest(d.clone()))?
             .is_none()
         {
             return Ok(false);
         }
-        for t in self.tags_at(name, d)? {
+        let tags = self.tags_at(name, d)?;
+        repo.check()?;
+        for t in tags {
             self.d.delete(&format!("{}/{t}", tags_dir(name)))?;
         }
         self.remove_revision(name, d)?;
@@ -1449,6 +1513,16 @@ struct RepoGuard<'a> {
     busy: &'a (Mutex<std::collections::HashSet<String>>, std::sync::Condvar),
     name: String,
     lease: Option<super::lease::Lease>,
+}
+
+impl RepoGuard<'_> {
+    /// Before the writes: the repository's lease is still ours (shared storage).
+    fn check(&self) -> Result<()> {
+        match &self.lease {
+            Some(l) => l.check(),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Drop for RepoGuard<'_> {

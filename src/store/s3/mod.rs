@@ -199,7 +199,7 @@ fn read_text(r: &mut Resp, limit: u64) -> Result<String> {
         .as_reader()
         .take(limit)
         .read_to_string(&mut s)
-        .map_err(|e| Error::with_source(Kind::Network, "reading an S3 answer", e))?;
+        .map_err(|e| Error::with_source(Kind::Io, "reading an S3 answer", e))?;
     Ok(s)
 }
 
@@ -209,7 +209,7 @@ fn read_bytes(r: &mut Resp, limit: u64) -> Result<Vec<u8>> {
         .as_reader()
         .take(limit)
         .read_to_end(&mut v)
-        .map_err(|e| Error::with_source(Kind::Network, "reading an S3 answer", e))?;
+        .map_err(|e| Error::with_source(Kind::Io, "reading an S3 answer", e))?;
     Ok(v)
 }
 
@@ -349,14 +349,14 @@ impl S3 {
             match res {
                 Ok(resp) if resp.status().as_u16() >= 500 && attempt < 2 => {
                     last = Some(Error::new(
-                        Kind::Network,
+                        Kind::Io,
                         format!("S3 {} {}: {}", r.method, r.key, resp.status()),
                     ));
                 }
                 Ok(resp) => return Ok(resp),
                 Err(e) => {
                     last = Some(Error::new(
-                        Kind::Network,
+                        Kind::Io,
                         format!("S3 {} at {}: {e}", self.s.bucket, self.s.endpoint),
                     ));
                 }
@@ -370,12 +370,14 @@ impl S3 {
         let status = resp.status().as_u16();
         let body = read_text(&mut resp, 64 << 10).unwrap_or_default();
         let code = xml_one(&body, "Code").unwrap_or("").to_string();
+        // Failures of the storage are the registry's (5xx to clients), not
+        // the client's: Io, never Network (a client's broken body).
         let kind = match (status, code.as_str()) {
+            (_, "NoSuchBucket") => Kind::Config,
             (404, _) | (_, "NoSuchKey") | (_, "NoSuchUpload") => Kind::NotFound,
             (412, _) => Kind::Conflict,
             (403, _) | (401, _) => Kind::Auth,
-            (_, "NoSuchBucket") => Kind::Config,
-            _ => Kind::Network,
+            _ => Kind::Io,
         };
         let msg = xml_one(&body, "Message")
             .map(xml_unescape)
@@ -472,7 +474,7 @@ impl S3 {
         let body = read_text(&mut resp, 64 << 20)?;
         let dec = |s: &str| {
             crate::http::percent_decode(&xml_unescape(s), true)
-                .ok_or_else(|| Error::new(Kind::Network, format!("S3 listing: bad key {s:?}")))
+                .ok_or_else(|| Error::new(Kind::Io, format!("S3 listing: bad key {s:?}")))
         };
         let mut keys = Vec::new();
         for c in xml_all(&body, "Contents") {
@@ -553,7 +555,7 @@ impl S3 {
         let body = read_text(&mut resp, 64 << 10)?;
         if body.contains("<Error>") {
             return Err(Error::new(
-                Kind::Network,
+                Kind::Io,
                 format!(
                     "S3 copy {from} to {to}: {}",
                     xml_one(&body, "Code").unwrap_or("failed")
@@ -573,7 +575,7 @@ impl S3 {
         let body = read_text(&mut resp, 64 << 10)?;
         xml_one(&body, "UploadId")
             .map(xml_unescape)
-            .ok_or_else(|| Error::new(Kind::Network, format!("S3 multipart {key}: no UploadId")))
+            .ok_or_else(|| Error::new(Kind::Io, format!("S3 multipart {key}: no UploadId")))
     }
 
     fn upload_part(&self, key: &str, upload: &str, n: usize, data: &[u8]) -> Result<String> {
@@ -585,7 +587,7 @@ impl S3 {
         let resp = self.send(r)?;
         let resp = self.ok("upload part of", key, resp)?;
         header(&resp, "etag")
-            .ok_or_else(|| Error::new(Kind::Network, format!("S3 part of {key}: no ETag")))
+            .ok_or_else(|| Error::new(Kind::Io, format!("S3 part of {key}: no ETag")))
     }
 
     fn complete_multipart(&self, key: &str, upload: &str, etags: &[String]) -> Result<()> {
@@ -606,7 +608,7 @@ impl S3 {
         let body = read_text(&mut resp, 64 << 10)?;
         if body.contains("<Error>") {
             return Err(Error::new(
-                Kind::Network,
+                Kind::Io,
                 format!(
                     "S3 complete {key}: {}",
                     xml_one(&body, "Code").unwrap_or("failed")
@@ -689,7 +691,7 @@ impl S3 {
                             let mut resp = self.ok("copy part to", to, resp)?;
                             let body = read_text(&mut resp, 64 << 10)?;
                             xml_one(&body, "ETag").map(xml_unescape).ok_or_else(|| {
-                                Error::new(Kind::Network, format!("S3 copy part {to}: no ETag"))
+                                Error::new(Kind::Io, format!("S3 copy part {to}: no ETag"))
                             })
                         });
                         match res {
@@ -774,6 +776,36 @@ impl Driver for S3 {
         }
     }
 
+    fn swap(&self, path: &str, old: &[u8], new: &[u8]) -> Result<bool> {
+        let key = self.key(path)?;
+        let resp = self.send(Req::new("GET", &key))?;
+        if resp.status().as_u16() == 404 {
+            return Ok(false);
+        }
+        let mut resp = self.ok("GET", &key, resp)?;
+        let etag = header(&resp, "etag");
+        if read_bytes(&mut resp, 1 << 20)? != old {
+            return Ok(false);
+        }
+        let Some(etag) = etag else {
+            return Err(Error::new(
+                Kind::Unsupported,
+                format!("S3 GET {key}: the gateway sent no ETag to compare"),
+            ));
+        };
+        // The gateway compares and writes in one step. Ceph's radosgw (16)
+        // matches only the bare tag, without HTTP's quotes; AWS takes both.
+        let r = Req::new("PUT", &key)
+            .h("if-match", etag.trim_matches('"'))
+            .body(new);
+        let resp = self.send(r)?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(true),
+            412 | 404 | 409 => Ok(false),
+            _ => Err(self.fail("swap", &key, resp)),
+        }
+    }
+
     fn reader(&self, path: &str, offset: u64) -> Result<(BlobReader, u64)> {
         let key = self.key(path)?;
         let mut r = Req::new("GET", &key);
@@ -797,7 +829,7 @@ impl Driver for S3 {
         let size = if resp.status().as_u16() == 206 {
             header(&resp, "content-range")
                 .and_then(|v| v.rsplit_once('/').and_then(|(_, t)| t.parse().ok()))
-                .ok_or_else(|| Error::new(Kind::Network, format!("S3 GET {key}: no total size")))?
+                .ok_or_else(|| Error::new(Kind::Io, format!("S3 GET {key}: no total size")))?
         } else {
             let len: u64 = header(&resp, "content-length")
                 .and_then(|v| v.parse().ok())
@@ -945,6 +977,8 @@ impl Driver for S3 {
             )));
         }
         let mut filled = buf.len();
+        // A pending tail from before a smaller chunksize goes out as one part.
+        let chunk = chunk.max(filled + 1);
         buf.resize(chunk, 0);
         let mut added = 0u64;
         loop {
@@ -987,18 +1021,29 @@ impl Driver for S3 {
         if added > 0 || st.upload_id != old.upload_id {
             self.save_staged(path, &st)?;
         }
+        // The bytes count now; a leftover pending object only costs space
+        // until the session's directory goes.
         if let Some(p) = &old.pending
             && st.pending.as_ref() != Some(p)
+            && let Err(e) = self.delete_key(p)
         {
-            self.delete_key(p)?;
+            log::warn!("{e}");
         }
         Ok(added)
     }
 
     fn seal(&self, path: &str) -> Result<()> {
         let key = self.key(path)?;
-        let st = self.load_staged(path)?;
+        let st = match self.load_staged(path) {
+            Ok(st) => st,
+            // Sealed by an earlier try that got as far as its cleanup.
+            Err(e) if e.kind() == Kind::NotFound && self.head(&key)?.is_some() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let done = self.head(&key)?.is_some_and(|(s, _)| s == st.total());
         match &st.upload_id {
+            // Completed by an earlier try that died before cleaning up.
+            _ if done && st.upload_id.is_some() => {}
             None => match &st.pending {
                 Some(p) => self.copy_object(p, &key, false, None)?,
                 None => self.put_key(&key, &[])?,
@@ -1019,8 +1064,10 @@ impl Driver for S3 {
                 }
             }
         }
-        if let Some(p) = &st.pending {
-            self.delete_key(p)?;
+        if let Some(p) = &st.pending
+            && let Err(e) = self.delete_key(p)
+        {
+            log::warn!("{e}");
         }
         self.delete_key(&self.staged_key(path)?)
     }
