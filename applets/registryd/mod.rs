@@ -192,12 +192,26 @@ const GC_LEASE: &str = "/docker/registry/v2/_berth_locks/gc";
 /// the bucket (kept renewed while held) on shared storage.
 enum GcHold {
     File(#[allow(dead_code)] berth::fsutil::Lock),
-    Lease(std::sync::mpsc::Sender<()>),
+    /// The renewer's stop channel, and the flag it raises if the lease is lost.
+    Lease(
+        std::sync::mpsc::Sender<()>,
+        Arc<std::sync::atomic::AtomicBool>,
+    ),
+}
+
+impl GcHold {
+    /// Options that stop the collection when the hold is lost.
+    fn options(&self, mut o: berth::store::gc::Options) -> berth::store::gc::Options {
+        if let GcHold::Lease(_, lost) = self {
+            o.stop = Some(lost.clone());
+        }
+        o
+    }
 }
 
 impl Drop for GcHold {
     fn drop(&mut self) {
-        if let GcHold::Lease(stop) = self {
+        if let GcHold::Lease(stop, _) = self {
             let _ = stop.send(());
         }
     }
@@ -216,6 +230,8 @@ fn gc_hold(cfg: &config::Config, d: &Arc<dyn Driver>) -> Result<Option<GcHold>> 
                 return Ok(None);
             };
             let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = lost.clone();
             std::thread::Builder::new()
                 .name("gc-lease".into())
                 .spawn(move || {
@@ -227,13 +243,14 @@ fn gc_hold(cfg: &config::Config, d: &Arc<dyn Driver>) -> Result<Option<GcHold>> 
                             Ok(true) => {}
                             Ok(false) => {
                                 log::error!("garbage collection: the collector's lease was lost");
+                                flag.store(true, std::sync::atomic::Ordering::Release);
                                 break;
                             }
                             Err(e) => log::warn!("garbage collection: renewing the lease: {e}"),
                         }
                     }
                 })?;
-            Ok(Some(GcHold::Lease(tx)))
+            Ok(Some(GcHold::Lease(tx, lost)))
         }
     }
 }
@@ -248,6 +265,7 @@ fn gc_options(cfg: &config::Config, dry_run: bool, untagged: bool) -> berth::sto
         delete_untagged: untagged,
         grace: cfg.gc_grace,
         retention: cfg.retention.clone(),
+        stop: None,
     }
 }
 
@@ -278,7 +296,10 @@ fn garbage_collect(cfg: &config::Config, dry_run: bool, untagged: bool) -> Resul
             )
         })?)
     };
-    let opts = gc_options(cfg, dry_run, untagged);
+    let mut opts = gc_options(cfg, dry_run, untagged);
+    if let Some(h) = &_hold {
+        opts = h.options(opts);
+    }
     let report = berth::store::gc::collect(&store, &opts, &mut |l| println!("{l}"))?;
     if !dry_run {
         save_report(&driver, &report);
@@ -305,7 +326,7 @@ fn spawn_collector(store: Arc<RegistryStore>, cfg: config::Config, g: config::Gc
                         continue;
                     }
                 };
-                let opts = gc_options(&cfg, false, g.untagged);
+                let opts = hold.options(gc_options(&cfg, false, g.untagged));
                 match berth::store::gc::collect(&store, &opts, &mut |l| log::info!("gc: {l}")) {
                     Ok(r) => save_report(store.driver(), &r),
                     Err(e) => log::error!("garbage collection: {e}"),

@@ -171,6 +171,7 @@ impl Registry {
                 delete_untagged: self.config().gc.as_ref().is_some_and(|g| g.untagged),
                 grace: self.config().gc_grace,
                 retention: self.config().retention.clone(),
+                stop: None,
             };
             if let Ok(r) = berth::store::gc::collect(self.store(), &opts, &mut |_| {}) {
                 t.used = r.bytes_kept + r.bytes_freed;

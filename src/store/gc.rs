@@ -47,6 +47,9 @@ pub struct Options {
     /// Blobs and manifests used within this span before the epoch are spared.
     pub grace: Duration,
     pub retention: Vec<Retention>,
+    /// Set when the right to collect was lost (the lease on a bucket): the
+    /// collection stops before its next removal.
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// What a collection did (or, dry, would do).
@@ -289,6 +292,16 @@ pub fn collect(store: &RegistryStore, opts: &Options, say: &mut dyn FnMut(&str))
             report.bytes_freed += stat.size;
             continue;
         }
+        if opts
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::Acquire))
+        {
+            return Err(Error::new(
+                Kind::Io,
+                "the collector's lease was lost to another process; stopped",
+            ));
+        }
         let driver = store.driver();
         // On shared storage a move is a copy and a delete: a use landing
         // between the two would be lost. A marker announces the move first;
@@ -450,6 +463,34 @@ pub fn when(t: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_collection_whose_lease_was_lost_removes_nothing_more() {
+        let m = std::sync::Arc::new(super::super::memory::Memory::new());
+        let s = RegistryStore::open(m.clone()).unwrap();
+        let id = s.start_upload("x/y").unwrap();
+        s.append_upload("x/y", &id, None, &mut &b"garbage"[..], None)
+            .unwrap();
+        let d = Digest::sha256(b"garbage");
+        s.finish_upload("x/y", &id, &d).unwrap();
+        s.unlink_blob("x/y", &d).unwrap();
+        m.set_modified(
+            &blob_data_path(&d),
+            SystemTime::now() - Duration::from_secs(7200),
+        )
+        .unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let opts = Options {
+            grace: Duration::from_secs(60),
+            stop: Some(stop.clone()),
+            ..Options::default()
+        };
+        let e = collect(&s, &opts, &mut |_| {}).unwrap_err();
+        assert!(e.to_string().contains("lease was lost"), "{e}");
+        assert!(s.global_blob_size(&d).unwrap().is_some());
+        stop.store(false, std::sync::atomic::Ordering::Release);
+        assert_eq!(collect(&s, &opts, &mut |_| {}).unwrap().blobs_removed, 1);
+    }
 
     /// On shared storage a move aside is a copy and a delete. A use that lands
     /// between them (the blob is still there, so the use succeeds) must not be
