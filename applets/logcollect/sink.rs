@@ -261,7 +261,14 @@ pub fn run(
     if sink.tls && tls.is_none() {
         return;
     }
-    let mut pos = spool::load_pos(&pos_file).unwrap_or_else(|| Pos {
+    let pf = match spool::PosFile::open(&pos_file) {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("sink {}: {e}; its lines stay in the spool", sink.url);
+            return;
+        }
+    };
+    let mut pos = pf.load().unwrap_or_else(|| Pos {
         seq: spool::segments(&spool_dir).first().copied().unwrap_or(1),
         offset: 0,
     });
@@ -281,7 +288,7 @@ pub fn run(
         if batch.is_empty() {
             if next != pos {
                 pos = next;
-                let _ = spool::save_pos(&pos_file, pos);
+                pf.store(pos);
             }
             seen = bell.wait_for(seen, Duration::from_millis(500));
             continue;
@@ -319,7 +326,7 @@ pub fn run(
         }
         let c = conn.as_mut().expect("connected");
         // Whole frames, only as many as the send buffer takes without
-        // blocking, the position saved after each write: what sits in the
+        // blocking, the position stored before each write: what sits in the
         // kernel's buffer still goes out if this process is killed (close
         // sends it before its FIN), so a restart resends nothing twice, and no
         // frame is ever cut by a kill in the middle of a long write. If the
@@ -346,16 +353,15 @@ pub fn run(
                     continue;
                 }
             }
+            // Stored first: the write below has room in the buffer, so it
+            // completes even if a kill arrives during it (see PosFile).
+            pf.store(Pos {
+                seq: next.seq,
+                offset: start + frames[j - 1].1 as u64,
+            });
             if let Err(e) = c.write_all(&batch[frames[i].0..frames[j - 1].1]) {
                 failed = Some(e.to_string());
                 break;
-            }
-            let at = Pos {
-                seq: next.seq,
-                offset: start + frames[j - 1].1 as u64,
-            };
-            if let Err(e) = spool::save_pos(&pos_file, at) {
-                log::warn!("sink {}: saving its position: {e}", sink.url);
             }
             i = j;
         }
@@ -364,7 +370,7 @@ pub fn run(
                 "sink {}: {e}; resending from the last acknowledged line",
                 sink.url
             );
-            let _ = spool::save_pos(&pos_file, pos);
+            pf.store(pos);
             conn = None;
             down_since.get_or_insert_with(Instant::now);
             continue;
@@ -390,9 +396,7 @@ pub fn run(
                 "sink {}: not acknowledged; resending from the last acknowledged line",
                 sink.url
             );
-            if let Err(e) = spool::save_pos(&pos_file, pos) {
-                log::warn!("sink {}: saving its position: {e}", sink.url);
-            }
+            pf.store(pos);
             conn = None;
             continue;
         }

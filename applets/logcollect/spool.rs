@@ -6,8 +6,10 @@
 //! the newest segment and records its length in its state file in the same
 //! step as the source offsets (see `collect.rs`); at start the segment is cut
 //! back to that length, so what a crash half-wrote is written again once, not
-//! twice. Each sink keeps its own position (`sink-<n>.pos`: seq and offset),
-//! saved only after the peer's TCP stack has acknowledged the bytes.
+//! twice. Each sink keeps its own position (`sink-<n>.pos`: seq and offset,
+//! in a mapped file, see [`PosFile`]), stored as a batch goes into the
+//! socket and taken back to the last acknowledged one when the peer's TCP
+//! stack does not acknowledge the bytes.
 //!
 //! Bounded: when the segments exceed the bound, the oldest is dropped and the
 //! lines in it counted in a warning — only then is anything lost.
@@ -170,12 +172,123 @@ pub struct Pos {
     pub offset: u64,
 }
 
-pub fn load_pos(path: &Path) -> Option<Pos> {
-    serde_json::from_slice(&fs::read(path).ok()?).ok()
+/// Bytes of a position file: the active slot's number, then two slots of
+/// (seq, offset), little-endian u64s.
+const POS_LEN: usize = 40;
+
+fn decode_pos(b: &[u8]) -> Option<Pos> {
+    if b.len() != POS_LEN {
+        // The JSON of earlier versions.
+        return serde_json::from_slice(b).ok();
+    }
+    let u = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+    let slot = (u(0) & 1) as usize;
+    Some(Pos {
+        seq: u(1 + 2 * slot),
+        offset: u(2 + 2 * slot),
+    })
 }
 
-pub fn save_pos(path: &Path, p: Pos) -> Result<()> {
-    berth::fsutil::replace_file(path, &serde_json::to_vec(&p).unwrap_or_default())
+/// A sink's position as it was last stored (either format).
+pub fn load_pos(path: &Path) -> Option<Pos> {
+    decode_pos(&fs::read(path).ok()?)
+}
+
+/// A sink's position file, mapped shared into memory: storing a position is
+/// a few memory writes, which the kernel keeps once made even if the process
+/// is killed the next instant. So a sink stores where it will be *before* it
+/// writes a batch to a socket whose buffer has room (such a write completes
+/// even when a kill -9 arrives during it), and a restart neither repeats nor
+/// skips a line; only the nanoseconds between the store and the write's
+/// entry remain. A power cut loses what the page cache had not written, and
+/// then lines are sent again, never lost.
+pub struct PosFile {
+    map: std::ptr::NonNull<u8>,
+    _file: File,
+}
+
+// SAFETY: the mapping is only touched through atomics, and lives as long as
+// the PosFile that owns it.
+unsafe impl Send for PosFile {}
+
+impl PosFile {
+    pub fn open(path: &Path) -> Result<PosFile> {
+        use std::os::fd::AsRawFd;
+        let old = fs::read(path).ok().and_then(|b| decode_pos(&b));
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| path.display().to_string())?;
+        if f.metadata()?.len() != POS_LEN as u64 {
+            f.set_len(0)?;
+            f.set_len(POS_LEN as u64)?;
+        }
+        // SAFETY: a fresh shared mapping of POS_LEN bytes of a file we hold
+        // open with read and write access; unmapped in Drop.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                POS_LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(berth::error::Error::from(std::io::Error::last_os_error())
+                .context(format!("map {}", path.display())));
+        }
+        let pf = PosFile {
+            map: std::ptr::NonNull::new(p.cast()).expect("mmap gave a pointer"),
+            _file: f,
+        };
+        if let Some(o) = old {
+            pf.store(o);
+        }
+        Ok(pf)
+    }
+
+    fn word(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
+        // SAFETY: i < 5, the mapping is page-aligned, so every word is
+        // aligned and inside it; AtomicU64 has u64's layout.
+        unsafe { &*(self.map.as_ptr().add(i * 8) as *const std::sync::atomic::AtomicU64) }
+    }
+
+    pub fn load(&self) -> Option<Pos> {
+        use std::sync::atomic::Ordering::Acquire;
+        let slot = (u64::from_le(self.word(0).load(Acquire)) & 1) as usize;
+        let p = Pos {
+            seq: u64::from_le(self.word(1 + 2 * slot).load(Acquire)),
+            offset: u64::from_le(self.word(2 + 2 * slot).load(Acquire)),
+        };
+        (p.seq != 0).then_some(p)
+    }
+
+    /// Store a position: the idle slot first, then the switch to it, so a
+    /// kill between the two leaves the previous position whole.
+    pub fn store(&self, p: Pos) {
+        use std::sync::atomic::Ordering::{Acquire, Release};
+        let active = u64::from_le(self.word(0).load(Acquire));
+        let next = (active + 1) & 1;
+        self.word(1 + 2 * next as usize)
+            .store(p.seq.to_le(), Release);
+        self.word(2 + 2 * next as usize)
+            .store(p.offset.to_le(), Release);
+        self.word(0).store(next.to_le(), Release);
+    }
+}
+
+impl Drop for PosFile {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in open, of POS_LEN bytes.
+        unsafe {
+            libc::munmap(self.map.as_ptr().cast(), POS_LEN);
+        }
+    }
 }
 
 /// Up to `max` bytes of whole frames from `pos`: (bytes, the position after
@@ -240,6 +353,38 @@ pub fn read_from(dir: &Path, mut pos: Pos, max: usize, committed: Pos) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_are_in_the_file_the_moment_they_are_stored() {
+        let dir = std::env::temp_dir().join(format!("berth-pos-{}", berth::util::uuid4()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sink-0.pos");
+        // A file of an earlier version (JSON) is taken over as it says.
+        fs::write(&path, br#"{"seq":3,"offset":77}"#).unwrap();
+        let pf = PosFile::open(&path).unwrap();
+        assert_eq!(pf.load(), Some(Pos { seq: 3, offset: 77 }));
+        for k in 0..5u64 {
+            let p = Pos {
+                seq: 4 + k,
+                offset: 1000 * k,
+            };
+            pf.store(p);
+            // No write(2), no msync: the page is the file; a process started
+            // after a kill reads exactly this.
+            assert_eq!(load_pos(&path), Some(p));
+        }
+        drop(pf);
+        assert_eq!(
+            PosFile::open(&path).unwrap().load(),
+            Some(Pos {
+                seq: 8,
+                offset: 4000
+            })
+        );
+        let fresh = PosFile::open(&dir.join("new.pos")).unwrap();
+        assert_eq!(fresh.load(), None);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     const ALL: Pos = Pos {
         seq: u64::MAX,
