@@ -15,15 +15,9 @@ use berth::log::Format;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Keys berth implements.
-const SUPPORTED: &[&str] = &[
-    "version",
-    "log.level",
-    "log.formatter",
-    "log.fields.*",
-    "log.accesslog.disabled",
-    "loglevel",
-    "storage.filesystem.rootdirectory",
+/// `storage.s3` keys berth implements, settable from the environment too
+/// (`REGISTRY_STORAGE_S3_BUCKET`, …): Distribution's.
+const S3_KEYS: &[&str] = &[
     "storage.s3.accesskey",
     "storage.s3.secretkey",
     "storage.s3.region",
@@ -39,6 +33,17 @@ const SUPPORTED: &[&str] = &[
     "storage.s3.multipartcopymaxconcurrency",
     "storage.s3.forcepathstyle",
     "storage.s3.storageclass",
+];
+
+/// Keys berth implements (and [`S3_KEYS`]).
+const SUPPORTED: &[&str] = &[
+    "version",
+    "log.level",
+    "log.formatter",
+    "log.fields.*",
+    "log.accesslog.disabled",
+    "loglevel",
+    "storage.filesystem.rootdirectory",
     "storage.s3.encrypt",
     "storage.redirect.disable",
     "storage.delete.enabled",
@@ -83,27 +88,12 @@ const QUIET: &[&str] = &[
     "reporting.*",
 ];
 
-/// Paths that environment variables may set.
+/// Paths that environment variables may set (and [`S3_KEYS`]).
 const ENV_KEYS: &[&str] = &[
     "log.level",
     "log.formatter",
     "log.accesslog.disabled",
     "storage.filesystem.rootdirectory",
-    "storage.s3.accesskey",
-    "storage.s3.secretkey",
-    "storage.s3.region",
-    "storage.s3.regionendpoint",
-    "storage.s3.bucket",
-    "storage.s3.rootdirectory",
-    "storage.s3.secure",
-    "storage.s3.skipverify",
-    "storage.s3.v4auth",
-    "storage.s3.chunksize",
-    "storage.s3.multipartcopythresholdsize",
-    "storage.s3.multipartcopychunksize",
-    "storage.s3.multipartcopymaxconcurrency",
-    "storage.s3.forcepathstyle",
-    "storage.s3.storageclass",
     "storage.redirect.disable",
     "storage.delete.enabled",
     "storage.maintenance.readonly.enabled",
@@ -198,7 +188,8 @@ impl Config {
     /// Load a file and the environment's overrides.
     pub fn load(path: &Path) -> Result<Config> {
         let mut doc = Doc::load(path)?;
-        let env_warnings = doc.apply_env("REGISTRY_", std::env::vars(), ENV_KEYS);
+        let env_warnings =
+            doc.apply_env("REGISTRY_", std::env::vars(), &[ENV_KEYS, S3_KEYS].concat());
         let mut c = Config::from_doc(&doc)?;
         c.warnings.extend(env_warnings);
         Ok(c)
@@ -206,7 +197,7 @@ impl Config {
 
     pub fn from_doc(doc: &Doc) -> Result<Config> {
         let mut warnings = Vec::new();
-        let mut known: Vec<&str> = SUPPORTED.to_vec();
+        let mut known: Vec<&str> = [SUPPORTED, S3_KEYS].concat();
         known.extend_from_slice(QUIET);
         for w in doc.unknown_keys(&known) {
             let unsupported = [
