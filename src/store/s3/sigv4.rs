@@ -52,15 +52,14 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// S3's URI encoding: everything but unreserved characters, and `/` kept in paths.
 pub fn uri_encode(s: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) || (keep_slash && b == b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+    if keep_slash {
+        s.split('/')
+            .map(crate::http::percent_encode)
+            .collect::<Vec<_>>()
+            .join("/")
+    } else {
+        crate::http::percent_encode(s)
     }
-    out
 }
 
 /// `20130524T000000Z` for a unix time.
