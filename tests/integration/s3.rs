@@ -93,10 +93,12 @@ impl Rgw {
         Arc::new(d)
     }
 
-    /// registryd's `storage:` YAML for the bucket, as a site writes it.
+    /// registryd's `storage:` YAML for the bucket, as a site writes it; parts
+    /// and copy thresholds small, so the replica tests' 13 and 24 MiB blobs
+    /// reach their keys by multipart copy through the binary.
     pub fn yaml(&self, bucket: &str, root: &str, redirect: bool) -> String {
         format!(
-            "  s3:\n    accesskey: {ACCESS}\n    secretkey: {SECRET}\n    region: us-east-1\n    regionendpoint: {}\n    bucket: {bucket}\n    rootdirectory: /{root}\n    secure: false\n    v4auth: true\n    chunksize: 5242880\n  redirect:\n    disable: {}\n",
+            "  s3:\n    accesskey: {ACCESS}\n    secretkey: {SECRET}\n    region: us-east-1\n    regionendpoint: {}\n    bucket: {bucket}\n    rootdirectory: /{root}\n    secure: false\n    v4auth: true\n    chunksize: 5242880\n    multipartcopythresholdsize: 8388608\n    multipartcopychunksize: 5242880\n  redirect:\n    disable: {}\n",
             self.endpoint(),
             !redirect
         )

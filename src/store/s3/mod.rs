@@ -408,6 +408,24 @@ impl S3 {
         }
     }
 
+    /// The XML document of a successful answer. Copies and completions may
+    /// fail with 200 and an error document, so that counts as a failure.
+    fn ok_document(&self, what: &str, key: &str, resp: Resp) -> Result<String> {
+        let mut resp = self.ok(what, key, resp)?;
+        let body = read_text(&mut resp, 64 << 10)?;
+        if body.contains("<Error>") {
+            return Err(Error::new(
+                Kind::Io,
+                format!(
+                    "S3 {what} {}/{key}: {}",
+                    self.s.bucket,
+                    xml_one(&body, "Code").unwrap_or("failed")
+                ),
+            ));
+        }
+        Ok(body)
+    }
+
     fn storage_class<'a>(&self, r: Req<'a>) -> Req<'a> {
         match &self.s.storage_class {
             Some(c) => r.h("x-amz-storage-class", c),
@@ -551,18 +569,7 @@ impl S3 {
             r = r.h("x-amz-meta-berth-mtime", &t.to_string());
         }
         let resp = self.send(self.storage_class(r))?;
-        let mut resp = self.ok("copy to", to, resp)?;
-        let body = read_text(&mut resp, 64 << 10)?;
-        if body.contains("<Error>") {
-            return Err(Error::new(
-                Kind::Io,
-                format!(
-                    "S3 copy {from} to {to}: {}",
-                    xml_one(&body, "Code").unwrap_or("failed")
-                ),
-            ));
-        }
-        Ok(())
+        self.ok_document("copy to", to, resp).map(|_| ())
     }
 
     fn create_multipart(&self, key: &str, mtime: Option<i64>) -> Result<String> {
@@ -571,8 +578,7 @@ impl S3 {
             r = r.h("x-amz-meta-berth-mtime", &t.to_string());
         }
         let resp = self.send(r)?;
-        let mut resp = self.ok("start multipart upload", key, resp)?;
-        let body = read_text(&mut resp, 64 << 10)?;
+        let body = self.ok_document("start multipart upload", key, resp)?;
         xml_one(&body, "UploadId")
             .map(xml_unescape)
             .ok_or_else(|| Error::new(Kind::Io, format!("S3 multipart {key}: no UploadId")))
@@ -604,18 +610,8 @@ impl S3 {
             .q("uploadId", upload)
             .body(xml.as_bytes());
         let resp = self.send(r)?;
-        let mut resp = self.ok("complete multipart upload", key, resp)?;
-        let body = read_text(&mut resp, 64 << 10)?;
-        if body.contains("<Error>") {
-            return Err(Error::new(
-                Kind::Io,
-                format!(
-                    "S3 complete {key}: {}",
-                    xml_one(&body, "Code").unwrap_or("failed")
-                ),
-            ));
-        }
-        Ok(())
+        self.ok_document("complete multipart upload", key, resp)
+            .map(|_| ())
     }
 
     /// Multipart uploads in progress under `prefix`: (key, upload id). A
@@ -688,8 +684,7 @@ impl S3 {
                             .h("x-amz-copy-source", &self.copy_source(from))
                             .h("x-amz-copy-source-range", &format!("bytes={a}-{b}"));
                         let res = self.send(r).and_then(|resp| {
-                            let mut resp = self.ok("copy part to", to, resp)?;
-                            let body = read_text(&mut resp, 64 << 10)?;
+                            let body = self.ok_document("copy part to", to, resp)?;
                             xml_one(&body, "ETag").map(xml_unescape).ok_or_else(|| {
                                 Error::new(Kind::Io, format!("S3 copy part {to}: no ETag"))
                             })
