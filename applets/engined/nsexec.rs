@@ -173,12 +173,13 @@ fn child(spec: &ExecSpec) -> i32 {
     } else {
         spec.workdir.as_str()
     }))];
-    plan.push(Op::Capabilities(spec.caps));
+    plan.push(Op::BoundingSet(spec.caps));
     plan.push(Op::SetIds {
         uid: ids.uid,
         gid: ids.gid,
         groups: ids.groups.clone(),
     });
+    plan.push(Op::Capabilities(spec.caps));
     if !spec.privileged {
         plan.push(Op::NoNewPrivs);
     }

@@ -423,12 +423,13 @@ pub fn final_plan(spec: &Spec, ids: &Ids, workdir: &str) -> Vec<Op> {
     } else {
         workdir
     }))];
-    plan.push(Op::Capabilities(spec.caps));
+    plan.push(Op::BoundingSet(spec.caps));
     plan.push(Op::SetIds {
         uid: ids.uid,
         gid: ids.gid,
         groups: ids.groups.clone(),
     });
+    plan.push(Op::Capabilities(spec.caps));
     // A change of user clears the parent-death signal the init set first.
     plan.push(Op::ParentDeathSignal(libc::SIGKILL));
     if !spec.privileged {
@@ -726,6 +727,12 @@ mod tests {
         assert_eq!(d[0], "chdir /tmp");
         assert!(
             at("set uid 64") < at("signal 9 on the parent's death"),
+            "{d:?}"
+        );
+        // runc's order: the bounding set while CAP_SETPCAP is there, the user
+        // while CAP_SETGID is, then the sets the command keeps
+        assert!(
+            at("bounding set") < at("set uid 64") && at("set uid 64") < at("capabilities"),
             "{d:?}"
         );
         assert_eq!(d.last().unwrap(), "no_new_privs");

@@ -158,10 +158,9 @@ struct Data {
 
 const VERSION_3: u32 = 0x2008_0522;
 
-/// Shrink the bounding set to `keep`, set permitted, effective and inheritable
-/// to `keep` (they can only shrink from what the process has) and clear the
-/// ambient set. Run in the process about to exec.
-pub fn restrict(keep: u64) -> std::io::Result<()> {
+/// Shrink the bounding set to `keep`: no exec after this can gain what is not
+/// in it.
+pub fn bound(keep: u64) -> std::io::Result<()> {
     for c in 0..=last_cap() {
         if keep & (1u64 << c) == 0 {
             // SAFETY: prctl with integer arguments.
@@ -175,6 +174,18 @@ pub fn restrict(keep: u64) -> std::io::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Set permitted, effective and inheritable to `keep` (they can only shrink
+/// from what the process has) and clear the ambient set. Run in the process
+/// about to exec. Capabilities the process does not hold itself are left out,
+/// as runc leaves out what is unavailable: a host whose own bounding set lacks
+/// one (a node run inside another container) still runs `--privileged` with
+/// everything it has, and a process that became another user than root holds
+/// none.
+pub fn restrict(keep: u64) -> std::io::Result<()> {
+    let keep = keep & current().map(|c| c.1)?;
     // SAFETY: prctl with integer arguments; older kernels without ambient
     // capabilities answer EINVAL, which leaves nothing to clear.
     unsafe {
@@ -214,6 +225,11 @@ pub fn restrict(keep: u64) -> std::io::Result<()> {
 
 /// The effective set of the calling process (for tests and diagnostics).
 pub fn current_effective() -> std::io::Result<u64> {
+    current().map(|c| c.0)
+}
+
+/// The calling process's (effective, permitted) sets.
+fn current() -> std::io::Result<(u64, u64)> {
     let mut h = Header {
         version: VERSION_3,
         pid: 0,
@@ -224,7 +240,8 @@ pub fn current_effective() -> std::io::Result<u64> {
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(data[0].effective as u64 | ((data[1].effective as u64) << 32))
+    let both = |f: fn(&Data) -> u32| f(&data[0]) as u64 | ((f(&data[1]) as u64) << 32);
+    Ok((both(|d| d.effective), both(|d| d.permitted)))
 }
 
 #[cfg(test)]
@@ -265,7 +282,30 @@ mod tests {
         // SAFETY: the child only makes system calls and exits.
         match unsafe { libc::fork() } {
             0 => {
-                let ok = restrict(keep).is_ok() && current_effective().ok() == Some(keep);
+                let ok = bound(keep).is_ok()
+                    && restrict(keep).is_ok()
+                    && current_effective().ok() == Some(keep);
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            }
+            pid => {
+                let mut st = 0;
+                unsafe { libc::waitpid(pid, &mut st, 0) };
+                assert_eq!(crate::proc::status_code(st), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn everything_is_what_the_process_holds() {
+        // `--privileged` on a host whose bounding set lacks some capability
+        // (this machine's lacks SYS_RESOURCE): all that is held, no error.
+        let (_, held) = current().unwrap();
+        // SAFETY: the child only makes system calls and exits.
+        match unsafe { libc::fork() } {
+            0 => {
+                let ok = bound(all()).is_ok()
+                    && restrict(all()).is_ok()
+                    && current_effective().ok() == Some(held);
                 unsafe { libc::_exit(if ok { 0 } else { 1 }) }
             }
             pid => {

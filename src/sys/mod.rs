@@ -72,7 +72,14 @@ pub enum Op {
         gid: u32,
         groups: Vec<u32>,
     },
-    /// Keep only these capabilities (a mask, see [`caps`]) in every set.
+    /// Shrink the bounding set to these capabilities (a mask, see [`caps`]).
+    /// Before [`Op::SetIds`]: dropping needs CAP_SETPCAP, which a change to
+    /// another user takes away.
+    BoundingSet(u64),
+    /// Keep only these capabilities in the effective, permitted and
+    /// inheritable sets and clear the ambient one. After [`Op::SetIds`]:
+    /// setgroups and setgid need CAP_SETGID, which the container may not keep
+    /// (runc's order: bounding set, user, capabilities).
     Capabilities(u64),
     /// prctl(PR_SET_NO_NEW_PRIVS): exec can never gain privileges again.
     NoNewPrivs,
@@ -191,6 +198,7 @@ pub fn describe(op: &Op) -> String {
         Op::Setns { path, .. } => format!("setns {}", path.display()),
         Op::Chdir(p) => format!("chdir {}", p.display()),
         Op::SetIds { uid, gid, groups } => format!("set uid {uid} gid {gid} groups {groups:?}"),
+        Op::BoundingSet(m) => format!("bounding set {}", caps::names(*m).join(",")),
         Op::Capabilities(m) => format!("capabilities {}", caps::names(*m).join(",")),
         Op::NoNewPrivs => "no_new_privs".to_string(),
         Op::ParentDeathSignal(s) => format!("signal {s} on the parent's death"),
@@ -315,6 +323,7 @@ impl Sys for Linux {
                 nix::unistd::setuid(nix::unistd::Uid::from_raw(*uid))
                     .map_err(|e| errno("setuid", e))
             }
+            Op::BoundingSet(m) => caps::bound(*m).map_err(|e| Error::from(e).context(describe(op))),
             Op::Capabilities(m) => {
                 caps::restrict(*m).map_err(|e| Error::from(e).context(describe(op)))
             }
