@@ -245,6 +245,7 @@ impl Registry {
     /// Open a session with `host` (e.g. from a reference), choosing TLS settings
     /// from `settings`.
     pub fn new(host: &str, settings: &Settings) -> Result<Registry> {
+        settings.refuse_blocked(host)?;
         crate::tls::provider();
         let api_host = if host == crate::reference::DOCKER_HUB {
             "registry-1.docker.io"

@@ -145,6 +145,19 @@ impl Settings {
         self.block.iter().any(|b| *b == h || b == "all")
     }
 
+    /// An error naming the block when `host` is blocked: every connection
+    /// (pull, push, login, search) asks this first, so a blocked registry is
+    /// never contacted whatever the verb.
+    pub fn refuse_blocked(&self, host: &str) -> Result<()> {
+        if self.is_blocked(host) {
+            return Err(Error::new(
+                crate::error::Kind::Denied,
+                format!("registry {host} is blocked (block-registry)"),
+            ));
+        }
+        Ok(())
+    }
+
     /// The fully qualified references to try for `r`, in order: `r` itself when it
     /// names a registry, else each search registry, then Docker Hub, blocked ones
     /// left out. An error when nothing is left.
@@ -207,6 +220,10 @@ mod tests {
             .candidates(&Reference::parse("docker.io/library/busybox").unwrap())
             .unwrap_err();
         assert!(e.to_string().contains("blocked"));
+        // every verb, not only pulls: the client refuses before any socket
+        let e = crate::registry::client::Registry::new("docker.io", &s).err();
+        assert!(e.unwrap().to_string().contains("docker.io is blocked"));
+        assert!(crate::registry::client::Registry::new("pps04.lcg.triumf.ca:5000", &s).is_ok());
         let open = Settings::default();
         assert_eq!(
             open.candidates(&Reference::parse("busybox").unwrap())
