@@ -305,6 +305,9 @@ fn settings(r: &config::Resolved) -> Result<Settings> {
             .value
             .split_once('=')
             .ok_or_else(|| bad(i, "expected KEY=VALUE"))?;
+        // each option alone first, so a bad one is named with its file:line
+        berth::logfile::Rotation::from_opts(vec![(k.to_string(), v.to_string())])
+            .map_err(|e| bad(i, &e.to_string()))?;
         opts.push((k.to_string(), v.to_string()));
     }
     let log_rotation = berth::logfile::Rotation::from_opts(opts)
@@ -314,6 +317,25 @@ fn settings(r: &config::Resolved) -> Result<Settings> {
         .and_then(|s| s.trim().parse::<u64>().ok())
         .is_some_and(|n| n > 0);
     let values = |k: &str| -> Vec<String> { r.list(k).iter().map(|i| i.value.clone()).collect() };
+    for k in ["add-registry", "block-registry", "insecure-registry"] {
+        for i in r.list(k) {
+            berth::registry::settings::Settings::default()
+                .with_flags(std::slice::from_ref(&i.value), &[], &[])
+                .map_err(|_| bad(i, "expected a registry as HOST[:PORT]"))?;
+        }
+    }
+    for i in r.list("host") {
+        let ok = match i.value.split_once("://") {
+            Some(("unix", p)) => p.starts_with('/'),
+            Some(("tcp", a)) => a
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok()),
+            _ => false,
+        };
+        if !ok {
+            return Err(bad(i, "expected unix:///PATH or tcp://ADDR:PORT"));
+        }
+    }
     let registries = berth::registry::settings::Settings::load(None)?.with_flags(
         &values("add-registry"),
         &values("block-registry"),

@@ -100,9 +100,118 @@ fn the_sites_sysconfig_files_are_read_as_they_are() {
         err.contains(&format!("{b}:1")) && err.contains("68 to 65535"),
         "{err}"
     );
+    // every bad value stops with the file, the line and what is expected
+    for (opts, key, expect) in [
+        ("--log-opt max-size=zz", "log-opt", "positive size"),
+        ("--log-opt max-file=0", "log-opt", "max-file"),
+        ("--log-opt colour", "log-opt", "KEY=VALUE"),
+        ("--log-driver journald", "log-driver", "json-file"),
+        ("-H foo://x", "host", "unix:///PATH or tcp://ADDR:PORT"),
+        ("-H tcp://127.0.0.1", "host", "tcp://ADDR:PORT"),
+        ("--add-registry a/b", "add-registry", "HOST[:PORT]"),
+        ("--block-registry x@y", "block-registry", "HOST[:PORT]"),
+        (
+            "--insecure-registry :5000",
+            "insecure-registry",
+            "HOST[:PORT]",
+        ),
+        ("--fixed-cidr 10.0.3.144", "fixed-cidr", "NETWORK/LENGTH"),
+        ("--bip 300.1.1.1/24", "bip", "ADDRESS/LENGTH"),
+        ("--ipv6=true", "ipv6", "--ipv6=false"),
+        (
+            "--selinux-enabled=true",
+            "selinux-enabled",
+            "--selinux-enabled=false",
+        ),
+        ("--tlsverify=maybe", "tlsverify", "true or false"),
+    ] {
+        std::fs::write(&bad, format!("# site\n\nOPTIONS=\"{opts}\"\n")).unwrap();
+        let o = validate(&["--sysconfig", b]);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{opts}: {err}");
+        assert_eq!(err.lines().count(), 1, "{opts}: {err}");
+        assert!(
+            err.contains(&format!("{b}:3: --{key} ")) && err.contains(expect),
+            "{opts}: {err}"
+        );
+    }
+    // every key of a daemon.json the site may carry, each with its line
+    let pki = pki();
+    std::fs::write(
+        &json,
+        format!(
+            r#"{{
+  "data-root": "/docker",
+  "bridge": "br0",
+  "fixed-cidr": "10.0.3.144/28",
+  "mtu": 9000,
+  "ipv6": false,
+  "insecure-registries": ["pps04.lcg.triumf.ca:5000"],
+  "log-driver": "json-file",
+  "log-opts": {{"max-size": "20m", "max-file": "4"}},
+  "hosts": ["unix:///run/berth/engined.sock", "tcp://0.0.0.0:2376"],
+  "tlsverify": true,
+  "tlscacert": "{ca}",
+  "tlscert": "{cert}",
+  "tlskey": "{key}"
+}}
+"#,
+            ca = pki.ca.display(),
+            cert = pki.cert.display(),
+            key = pki.key.display()
+        ),
+    )
+    .unwrap();
+    let o = validate(&["--config-file", j]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for (n, item) in [
+        (2, "data-root=/docker".to_string()),
+        (3, "bridge=br0".into()),
+        (4, "fixed-cidr=10.0.3.144/28".into()),
+        (5, "mtu=9000".into()),
+        (6, "ipv6=false".into()),
+        (7, "insecure-registry=pps04.lcg.triumf.ca:5000".into()),
+        (8, "log-driver=json-file".into()),
+        (9, "log-opt=max-size=20m".into()),
+        (9, "log-opt=max-file=4".into()),
+        (10, "host=tcp://0.0.0.0:2376".into()),
+        (11, "tlsverify=true".into()),
+        (12, format!("tlscacert={}", pki.ca.display())),
+        (14, format!("tlskey={}", pki.key.display())),
+    ] {
+        assert!(
+            out.contains(&format!("{item}\t# {j}:{n}\n")),
+            "{item}:\n{out}"
+        );
+    }
     // the remote API only with client certificates
     let err = stderr(&validate(&["-H", "tcp://0.0.0.0:2376"]));
     assert!(err.contains("--tlsverify"), "{err}");
+    // --help says what is out of scope
+    let help = stdout(&run(&["engined", "--help"]));
+    assert!(help.contains("SELinux labels are out of scope"), "{help}");
+}
+
+/// `engined --check` prints its report and fails on a blocker.
+#[test]
+fn check_fails_on_a_blocker() {
+    let g = TempDir::new("check");
+    let graph = g.join("graph");
+    let gs = graph.to_str().unwrap();
+    let o = run(&["engined", "--check", "-g", gs, "--bridge", "none"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("ok   overlay"), "{}", stdout(&o));
+    let o = run(&["engined", "--check", "-g", gs, "--bridge", "nosuch0"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAIL bridge") && l.contains("nosuch0 does not exist")),
+        "{out}"
+    );
+    // the other checks still ran and were reported
+    assert!(out.contains("d_type") && out.contains("graph "), "{out}");
 }
 
 fn ip_of(e: &Engined, id: &str) -> Ipv4Addr {
@@ -314,15 +423,33 @@ fn add_and_block_registries_against_local_registryds() {
         &blocked.host(),
     ]);
     let img = image(&e);
-    // the image only in the second (and in the blocked one)
-    for r in [&second, &blocked] {
-        let full = format!("{}/site/worker:1", r.host());
-        e.ok(&["tag", &img, &full]);
-        e.ok(&["push", &full]);
-        e.ok(&["rmi", &full]);
-    }
+    // blocked: pull and push refused before any request
+    let before = blocked.logs().lines().count();
+    let on_blocked = format!("{}/site/worker:1", blocked.host());
+    let o = e.run(&["pull", &on_blocked]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("blocked"), "{}", stderr(&o));
+    e.ok(&["tag", &img, &on_blocked]);
+    let o = e.run(&["push", &on_blocked]);
+    let said = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(!o.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("registry {} is blocked", blocked.host())),
+        "{said}"
+    );
+    assert_eq!(blocked.logs().lines().count(), before, "{}", blocked.logs());
+    // the image only in the second, and nowhere on the node
+    let full = format!("{}/site/worker:1", second.host());
+    e.ok(&["tag", &img, &full]);
+    e.ok(&["push", &full]);
+    e.ok(&["rmi", &full, &on_blocked, &img]);
     let out = e.ok(&["pull", "site/worker:1"]);
     assert!(out.contains(&second.host()), "{out}");
+    // the CLI rendered dockerd's per-layer progress
+    assert!(
+        out.contains(": Pull complete") && out.contains("Digest: sha256:"),
+        "{out}"
+    );
     assert_eq!(
         e.ok(&["run", "--rm", "site/worker:1", "echo", "pulled"]),
         "pulled\n"
@@ -331,15 +458,10 @@ fn add_and_block_registries_against_local_registryds() {
         first.logs().contains("/v2/site/worker/manifests/1"),
         "the first registry was asked first"
     );
-    // blocked: refused before any request
-    let before = blocked.logs().lines().count();
-    let o = e.run(&["pull", &format!("{}/site/worker:1", blocked.host())]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("blocked"), "{}", stderr(&o));
-    assert_eq!(blocked.logs().lines().count(), before, "{}", blocked.logs());
     // a name nowhere: the error says so
     let o = e.run(&["pull", "site/nowhere:1"]);
     assert!(!o.status.success());
+    assert!(stderr(&o).contains("site/nowhere"), "{}", stderr(&o));
 }
 
 /// `-H tcp://… --tlsverify`: the docker CLI with a client certificate runs a
