@@ -217,6 +217,36 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<u64> {
     Ok(copied)
 }
 
+/// The bytes of the files under `root` as `ls -l` counts them (a symlink its
+/// target's length), each hard-linked file once, links never followed and no
+/// other filesystem entered: what dockerd reports as a layer's size. Entries
+/// that vanish while counting are skipped (a running container writes on).
+pub fn tree_bytes(root: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(top) = fs::symlink_metadata(root) else {
+        return 0;
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        for entry in rd.flatten() {
+            let Ok(m) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            if m.is_dir() {
+                if m.dev() == top.dev() {
+                    stack.push(entry.path());
+                }
+            } else if m.nlink() < 2 || seen.insert((m.dev(), m.ino())) {
+                total += m.size();
+            }
+        }
+    }
+    total
+}
+
 /// flock(2) on `path` (created if missing): shared or exclusive, waiting or not
 /// (`Ok(None)`: someone else holds it).
 pub fn flock(path: &Path, exclusive: bool, wait: bool) -> Result<Option<Lock>> {

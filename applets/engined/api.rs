@@ -118,6 +118,13 @@ impl Handler for Api {
                 .header("Pragma", "no-cache")),
             ("GET", ["version"]) => Ok(ok_json(&version())),
             ("GET", ["info"]) => Ok(ok_json(&info(&e))),
+            ("POST", ["auth"]) => {
+                let body: Value = match read_json(req) {
+                    Ok(b) => b,
+                    Err(r) => return r,
+                };
+                return login(&e, &body);
+            }
             ("GET", ["events"]) => events(&e, req),
             ("GET", ["containers", "json"]) => containers::filters(req.query("filters"))
                 .and_then(|f| {
@@ -128,6 +135,7 @@ impl Handler for Api {
                             .and_then(|l| l.parse::<i64>().ok())
                             .filter(|l| *l > 0)
                             .map(|l| l as usize),
+                        flag(req, "size"),
                         &f,
                     )
                 })
@@ -147,7 +155,7 @@ impl Handler for Api {
             ("POST", ["exec", id, "start"]) => self.exec_start(req, id),
             ("POST", ["exec", id, "resize"]) => super::exec::get(&e, id).and_then(|x| {
                 let (h, w) = size(req);
-                super::exec::resize(&x, h, w).map(|_| Response::new(201))
+                super::exec::resize(&x, h, w).map(|_| Response::new(200))
             }),
             ("GET", ["exec", id, "json"]) => {
                 super::exec::get(&e, id).map(|x| ok_json(&super::exec::inspect(&x)))
@@ -485,6 +493,41 @@ fn version() -> Value {
         "KernelVersion": kernel,
         "BuildTime": "",
     })
+}
+
+/// `POST /auth` (`docker login`): the credentials checked against the
+/// registry as a pull would use them. Nothing is stored: the CLI keeps them
+/// and sends them with each pull and push (X-Registry-Auth), as with dockerd.
+fn login(e: &Engine, body: &Value) -> Response {
+    let s = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("");
+    let (user, pass) = (s("username"), s("password"));
+    if user.is_empty() || pass.is_empty() {
+        return err(400, "username and password are required");
+    }
+    let addr = s("serveraddress");
+    let host = addr
+        .split_once("://")
+        .map_or(addr, |x| x.1)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let host = match host {
+        "" | "index.docker.io" | "registry-1.docker.io" => berth::reference::DOCKER_HUB,
+        h => h,
+    };
+    let checked = berth::registry::client::Registry::new(host, &e.s.registries)
+        .and_then(|r| r.with_credentials(user, pass).ping());
+    match checked {
+        Ok(()) => {
+            log::info!("login to {host} as {user} succeeded");
+            ok_json(&json!({"Status": "Login Succeeded", "IdentityToken": ""}))
+        }
+        Err(x) if matches!(x.kind(), Kind::Auth) => {
+            log::info!("login to {host} as {user} refused");
+            err(401, x.to_string())
+        }
+        Err(x) => fail(&x),
+    }
 }
 
 fn info(e: &Engine) -> Value {

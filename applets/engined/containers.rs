@@ -1306,6 +1306,24 @@ fn summary(e: &Engine, r: &Record, st: &State) -> Value {
     })
 }
 
+/// `(SizeRw, SizeRootFs)` as `ps -s` shows them: what the container wrote
+/// (its upper layer; on a copied root, what the copy grew by) and that plus
+/// its image's unpacked size.
+fn sizes(e: &Engine, r: &Record) -> (u64, u64) {
+    let dir = e.dir.path(&r.id);
+    let image: u64 = r
+        .lowerdirs
+        .iter()
+        .map(|l| berth::fsutil::tree_bytes(l))
+        .sum();
+    let rw = if e.s.copy_rootfs {
+        berth::fsutil::tree_bytes(&dir.join("rootfs")).saturating_sub(image)
+    } else {
+        berth::fsutil::tree_bytes(&dir.join("upper"))
+    };
+    (rw, image + rw)
+}
+
 fn networks_json(e: &Engine, r: &Record) -> Value {
     let name = r.net.mode.as_str();
     let _ = e;
@@ -1370,6 +1388,7 @@ pub fn list(
     e: &Engine,
     all: bool,
     limit: Option<usize>,
+    size: bool,
     filt: &[(String, Vec<String>)],
 ) -> Result<Value> {
     let mut rows: Vec<(Record, State)> = e
@@ -1429,7 +1448,15 @@ pub fn list(
         .filter(|(_, st)| all || has_status || st.running() || limit.is_some())
         .filter(|(r, st)| keep(r, st))
         .take(limit.unwrap_or(usize::MAX))
-        .map(|(r, st)| summary(e, r, st))
+        .map(|(r, st)| {
+            let mut v = summary(e, r, st);
+            if size {
+                let (rw, root) = sizes(e, r);
+                v["SizeRw"] = json!(rw);
+                v["SizeRootFs"] = json!(root);
+            }
+            v
+        })
         .collect();
     Ok(Value::Array(out))
 }

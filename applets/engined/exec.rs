@@ -370,6 +370,9 @@ pub fn resize(x: &Exec, h: u16, w: u16) -> Result<()> {
         ws_ypixel: 0,
     };
     // SAFETY: TIOCSWINSZ with a live winsize on our pty master.
-    unsafe { libc::ioctl(p.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    if unsafe { libc::ioctl(p.as_raw_fd(), libc::TIOCSWINSZ, &ws) } != 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(Error::internal(format!("resize exec {}: {err}", x.id)));
+    }
     Ok(())
 }
