@@ -938,3 +938,65 @@ fn access(
         log::info!(target: "access", "{peer} {} \"{method} {url}\" {status} {bytes} {ms:.3}ms", user.unwrap_or("-"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// Panics on `/boom`; its own error shape, as engined's differs from the
+    /// registry's.
+    struct Boom;
+    impl Handler for Boom {
+        fn handle(&self, req: &mut Request) -> Response {
+            if req.path == "/boom" {
+                panic!("a handler's bug");
+            }
+            Response::new(200).json(&serde_json::json!({"ok": true}))
+        }
+        fn on_panic(&self) -> Response {
+            Response::new(500).json(&serde_json::json!({"message": "internal error"}))
+        }
+    }
+
+    fn get(sock: &Path, path: &str) -> String {
+        let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_handler_panic_answers_in_the_handlers_error_shape_and_serving_goes_on() {
+        let dir = std::env::temp_dir().join(format!("berth-panic-{}", crate::util::uuid4()));
+        std::fs::create_dir(&dir).unwrap();
+        let sock = dir.join("api.sock");
+        let opts = ServerOptions {
+            listen: Listen::Unix(sock.clone()),
+            tls: None,
+            limits: front::Limits::default(),
+            workers: 1,
+            auth_required: false,
+            access_log: false,
+            headers: Vec::new(),
+        };
+        let _server = Server::start(opts, Arc::new(Boom)).unwrap();
+        let out = get(&sock, "/boom");
+        assert!(out.starts_with("HTTP/1.1 500"), "{out}");
+        assert!(out.ends_with(r#"{"message":"internal error"}"#), "{out}");
+        // the one worker survived its handler's panic
+        for _ in 0..3 {
+            let out = get(&sock, "/fine");
+            assert!(
+                out.starts_with("HTTP/1.1 200") && out.ends_with(r#"{"ok":true}"#),
+                "{out}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
