@@ -75,15 +75,11 @@ pub(crate) fn assert_nothing_left(e: &Engined, id: &str) {
         let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
         (!stdout(&links).contains(&veth)).then_some(())
     });
-    let mut left = Vec::new();
-    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
-        for h in rd.flatten() {
-            let p = h.path().join(&e.cgroup_parent).join(id);
-            if p.exists() {
-                left.push(p);
-            }
-        }
-    }
+    let left: Vec<PathBuf> = cgroup_parents(e)
+        .into_iter()
+        .map(|p| p.join(id))
+        .filter(|p| p.exists())
+        .collect();
     assert!(left.is_empty(), "cgroups of {id} are left: {left:?}");
     let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
     assert!(
@@ -96,6 +92,64 @@ pub(crate) fn assert_nothing_left(e: &Engined, id: &str) {
         ),
         "the shim of {id} is still running"
     );
+}
+
+/// Where this engined's container cgroups live: `<parent>` in every v1
+/// hierarchy, and in the unified tree (v2, or hybrid's `unified`).
+fn cgroup_parents(e: &Engined) -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    let mut out = vec![root.join(&e.cgroup_parent)];
+    if let Ok(rd) = std::fs::read_dir(root) {
+        out.extend(rd.flatten().map(|h| h.path().join(&e.cgroup_parent)));
+    }
+    out
+}
+
+/// engined holds exactly the containers `ids` and nothing of any other: no
+/// record, mount, veth on its bridge, cgroup or shim of a container that is
+/// gone or never came to be.
+fn assert_holds_only(e: &Engined, ids: &[&str]) {
+    let kept = |s: &str| ids.iter().any(|id| s.contains(id));
+    let records: Vec<String> = std::fs::read_dir(e.graph.join("containers"))
+        .unwrap()
+        .flatten()
+        .map(|d| d.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        records.iter().all(|r| kept(r)) && records.len() == ids.len(),
+        "{records:?}"
+    );
+    let graph = e.graph.display().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for m in mounts.lines().filter(|l| l.contains(&graph)) {
+        assert!(kept(m), "a mount is left: {m}");
+    }
+    wait_for("only kept containers' veths on the bridge", || {
+        let o = Command::new("ip")
+            .args(["-o", "link", "show", "master", &e.bridge])
+            .output()
+            .unwrap();
+        stdout(&o)
+            .lines()
+            .all(|l| {
+                ids.iter()
+                    .any(|id| l.contains(&format!("veth{}", &id[..7])))
+            })
+            .then_some(())
+    });
+    for parent in cgroup_parents(e) {
+        for c in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            if c.file_type().unwrap().is_dir() {
+                let n = c.file_name().to_string_lossy().into_owned();
+                assert!(kept(&n), "a cgroup is left: {}", c.path().display());
+            }
+        }
+    }
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    let shims = format!("{graph}/containers/");
+    for l in stdout(&ps).lines().filter(|l| l.contains(&shims)) {
+        assert!(kept(l), "a shim is left: {l}");
+    }
 }
 
 #[test]
@@ -607,12 +661,20 @@ fn bad_inputs_give_api_errors_and_leave_nothing() {
     let o = e.run(&["run", "--rm", "no-such-image:1"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("blocked"), "{}", stderr(&o));
+    assert_holds_only(&e, &[]);
+    let (status, body) = e.api(
+        "POST",
+        "/v1.41/containers/create",
+        Some(r#"{"Image":"no-such-image:1"}"#),
+    );
+    assert_eq!(status, 404, "{body}");
     let o = e.run(&["run", "--rm", "-v", "/no/such/dir:/x", &img, "true"]);
     assert!(
         stderr(&o).contains("bind source path does not exist: /no/such/dir"),
         "{}",
         stderr(&o)
     );
+    assert_holds_only(&e, &[]);
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port();
     let o = e.run(&[
@@ -632,15 +694,28 @@ fn bad_inputs_give_api_errors_and_leave_nothing() {
         "{}",
         stderr(&o)
     );
+    // the failed start left its container created, with nothing running
+    let porty = inspect(&e, "porty");
+    let id = porty["Id"].as_str().unwrap().to_string();
+    assert_eq!(porty["State"]["Running"], false);
+    assert_holds_only(&e, &[&id]);
     let o = e.run(&["run", "--rm", "--cap-add", "CAP_FOO", &img, "true"]);
     assert!(
         stderr(&o).contains("unknown capability: \"CAP_FOO\""),
         "{}",
         stderr(&o)
     );
-    e.ok(&["create", "--name", "taken", &img, "true"]);
+    assert_holds_only(&e, &[&id]);
+    let taken = e.ok(&["create", "--name", "taken", &img, "true"]);
+    let taken = taken.trim();
     let o = e.run(&["create", "--name", "taken", &img, "true"]);
     assert!(stderr(&o).contains("is already in use"), "{}", stderr(&o));
+    let (status, body) = e.api(
+        "POST",
+        "/v1.41/containers/create?name=taken",
+        Some(&format!(r#"{{"Image":"{img}","Cmd":["true"]}}"#)),
+    );
+    assert_eq!(status, 409, "{body}");
     let (status, body) = e.api("POST", "/v1.41/containers/create", Some("{not json"));
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("\"message\""), "{body}");
@@ -650,12 +725,10 @@ fn bad_inputs_give_api_errors_and_leave_nothing() {
         (404, true),
         "{body}"
     );
-    // the failed start left its container created, with nothing running
-    let porty = inspect(&e, "porty");
-    let id = porty["Id"].as_str().unwrap().to_string();
-    assert_eq!(porty["State"]["Running"], false);
-    e.ok(&["rm", "porty"]);
+    assert_holds_only(&e, &[&id, taken]);
+    e.ok(&["rm", "porty", "taken"]);
     assert_nothing_left(&e, &id);
+    assert_holds_only(&e, &[]);
 }
 
 #[test]
@@ -692,7 +765,7 @@ fn escape_probes_with_and_without_sys_admin() {
                 "kcore",
                 "test -s /proc/kcore && head -c 1 /proc/kcore | od | grep -q .",
             ),
-            ("mount", "mount -t tmpfs none /mnt"),
+            ("mount", "mount -t tmpfs none /tmp"),
             ("ro bind", "echo x > /ro/f"),
             ("ro remount", "mount -o remount,rw /ro && echo x > /ro/f"),
             (
@@ -702,7 +775,8 @@ fn escape_probes_with_and_without_sys_admin() {
             ("block devices", "ls /dev | grep -E '^(sd|vd|nvme|xvd)'"),
             ("mknod", "mknod /tmp/vda b 254 0 && head -c 1 /tmp/vda"),
             ("host pids", "grep -l 'engi[n]ed' /proc/[0-9]*/cmdline"),
-            ("net admin", "ip link add dummy0 type dummy"),
+            // (an address on lo: this kernel has no dummy links to add)
+            ("net admin", "ip addr add 10.9.9.9/32 dev lo"),
         ] {
             let (ok, out) = probe(script);
             let allowed = label == "SYS_ADMIN" && what == "mount";
@@ -731,7 +805,10 @@ fn engined_killed_under_a_running_container() {
         "echo before; while true; do sleep 1; done",
     ]);
     let pid = inspect(&e, "job")["State"]["Pid"].as_i64().unwrap();
-    e.crash_and_restart();
+    e.kill_daemon();
+    // the socket outlives the crash: the next start removes it as stale
+    assert!(e.sock.exists());
+    e.start_daemon();
     assert!(
         Path::new(&format!("/proc/{pid}")).exists(),
         "the container died with engined"
@@ -770,6 +847,42 @@ fn pull_and_push_through_engined_against_registryd() {
         e.ok(&["run", "--rm", &target, "echo", "pulled"]),
         "pulled\n"
     );
+    // with htpasswd: docker login checks through engined (POST /auth), and
+    // the CLI's X-Registry-Auth carries the credentials to each push and pull
+    let a = Registryd::start(RegOpts {
+        tls: false,
+        auth: true,
+        ..RegOpts::default()
+    });
+    let reg = format!("127.0.0.1:{}", a.port);
+    let private = format!("{reg}/site/private:v1");
+    e.ok(&["tag", &target, &private]);
+    let o = e.run(&["push", &private]);
+    assert!(!o.status.success(), "pushed without credentials");
+    let o = e.run(&["login", "-u", USER, "-p", "wrong", &reg]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("refused the user name or password"),
+        "{}",
+        stderr(&o)
+    );
+    let o = e.run(&["login", "-u", USER, "-p", PASS, &reg]);
+    assert!(
+        o.status.success(),
+        "{}\n{}\n{}",
+        stderr(&o),
+        a.logs(),
+        e.logs_tail()
+    );
+    assert!(stdout(&o).contains("Login Succeeded"), "{}", stdout(&o));
+    let out = e.ok(&["push", &private]);
+    assert!(out.contains("v1: digest: sha256:"), "{out}");
+    e.ok(&["rmi", &private]);
+    e.ok(&["pull", &private]);
+    e.ok(&["logout", &reg]);
+    e.ok(&["rmi", &private]);
+    let o = e.run(&["pull", &private]);
+    assert!(!o.status.success(), "pulled after logout");
 }
 
 /// A layer that replaces a directory with a symlink to / and then writes and
@@ -846,4 +959,127 @@ fn hostile_archive(path: &Path, layer: &[u8]) -> PathBuf {
     }
     std::fs::write(path, b.into_inner().unwrap()).unwrap();
     path.to_path_buf()
+}
+
+/// Terminal sizes through `/containers/{id}/resize` and `/exec/{id}/resize`,
+/// `logs --since/--until` through the CLI, and more followers than engined has
+/// workers: long-lived streams hold none, so the API keeps answering.
+#[test]
+fn resizes_log_windows_and_many_followers() {
+    let e = Engined::start();
+    let img = image(&e);
+    e.ok(&[
+        "run",
+        "-d",
+        "-t",
+        "--name",
+        "sized",
+        &img,
+        "sh",
+        "-c",
+        "echo early; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo late; \
+         while true; do stty size <&1; sleep 0.2; done",
+    ]);
+    wait_for("the first line", || {
+        e.ok(&["logs", "sized"]).contains("early").then_some(())
+    });
+    // a time between the two lines, on the host's clock as the shim's
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let cut = format!("{}.{:09}", t.as_secs(), t.subsec_nanos());
+    e.ok(&["exec", "sized", "touch", "/tmp/go"]);
+    wait_for("the second line", || {
+        e.ok(&["logs", "sized"]).contains("late").then_some(())
+    });
+    let since = e.ok(&["logs", "--since", &cut, "sized"]);
+    assert!(
+        since.contains("late") && !since.contains("early"),
+        "{since}"
+    );
+    let until = e.ok(&["logs", "--until", &cut, "sized"]);
+    assert_eq!(until.trim_end(), "early", "{until}");
+    let (status, body) = e.api("POST", "/v1.41/containers/sized/resize?h=41&w=123", None);
+    assert_eq!(status, 200, "{body}");
+    wait_for("the container's tty to be 41x123", || {
+        e.ok(&["logs", "--tail", "2", "sized"])
+            .contains("41 123")
+            .then_some(())
+    });
+    // an exec with a tty of its own, resized while it runs
+    let (status, body) = e.api(
+        "POST",
+        "/v1.41/containers/sized/exec",
+        Some(
+            r#"{"AttachStdout":true,"Tty":true,"Cmd":["sh","-c","while true; do stty size <&1 > /tmp/es; sleep 0.2; done"]}"#,
+        ),
+    );
+    assert_eq!(status, 201, "{body}");
+    let xid = serde_json::from_str::<serde_json::Value>(&body).unwrap()["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = e.api(
+        "POST",
+        &format!("/v1.41/exec/{xid}/start"),
+        Some(r#"{"Detach":true,"Tty":true}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = e.api("POST", &format!("/v1.41/exec/{xid}/resize?h=33&w=77"), None);
+    assert_eq!(status, 200, "{body}");
+    wait_for("the exec's tty to be 33x77", || {
+        let o = e.run(&["exec", "sized", "cat", "/tmp/es"]);
+        (stdout(&o) == "33 77\n").then_some(())
+    });
+    let (_, body) = e.api("GET", &format!("/v1.41/exec/{xid}/json"), None);
+    let x: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (x["Running"].clone(), x["ProcessConfig"]["tty"].clone()),
+        (true.into(), true.into()),
+        "{x}"
+    );
+    // a resize of a stopped container is a conflict
+    e.ok(&["run", "-d", "--name", "quiet", &img, "sleep", "1000"]);
+    // 24 followers, more than the 16 workers engined keeps
+    let followers: Vec<_> = (0..24)
+        .map(|_| {
+            let mut c = e
+                .docker(&["logs", "-f", "--tail", "0", "quiet"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let out = c.stdout.take().unwrap();
+            let got = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+            let g = got.clone();
+            std::thread::spawn(move || {
+                let mut out = out;
+                let mut buf = [0u8; 256];
+                while let Ok(n) = out.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    g.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+            (c, got)
+        })
+        .collect();
+    wait_for("every follower to see a new line", || {
+        e.ok(&["exec", "quiet", "sh", "-c", "echo tick > /proc/1/fd/1"]);
+        followers
+            .iter()
+            .all(|(_, g)| g.lock().unwrap().contains("tick"))
+            .then_some(())
+    });
+    // with all of them open the API still answers everything else
+    assert!(e.ok(&["ps"]).contains("quiet"));
+    e.ok(&["stop", "-t", "1", "quiet"]);
+    let (status, body) = e.api("POST", "/v1.41/containers/quiet/resize?h=1&w=1", None);
+    assert_eq!(status, 409, "{body}");
+    for (mut c, _) in followers {
+        // the stop ended every follow
+        assert!(c.wait().unwrap().success());
+    }
 }

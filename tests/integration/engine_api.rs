@@ -221,8 +221,29 @@ fn ps_filters_labels_env_file_and_events() {
         e.ok(&["ps", "-a", "-n", "1", "--format", "{{.Names}}"]),
         "new1\n"
     );
+    // -s: what the container wrote, and that plus its image
+    e.ok(&["exec", "w1", "sh", "-c", "head -c 300000 /dev/zero > /big"]);
+    let (status, body) = e.api("GET", "/v1.41/containers/json?size=1", None);
+    assert_eq!(status, 200, "{body}");
+    let rows: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let w1 = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["Names"][0] == "/w1")
+        .unwrap();
+    let rw = w1["SizeRw"].as_u64().unwrap();
+    let root = w1["SizeRootFs"].as_u64().unwrap();
+    assert!((300_000..400_000).contains(&rw), "{w1}");
+    // busybox alone is over a megabyte
+    assert!(root > rw + 1_000_000, "{w1}");
+    let (_, plain) = e.api("GET", "/v1.41/containers/json", None);
+    assert!(!plain.contains("SizeRw"), "{plain}");
     let sized = e.ok(&["ps", "-s", "--format", "{{.Names}} {{.Size}}"]);
-    assert!(sized.starts_with("w1 ") && sized.contains('B'), "{sized}");
+    assert!(
+        sized.starts_with("w1 ") && sized.contains("kB (virtual "),
+        "{sized}"
+    );
     // --env-file (read by the CLI) and labels reach the container
     assert_eq!(
         e.ok(&["exec", "w1", "sh", "-c", "echo $SITE/$QUEUE"]),
@@ -448,7 +469,9 @@ fn network_modes_bridge_host_and_none() {
 
 #[test]
 fn json_logs_rotate_by_log_opts() {
-    let e = Engined::start();
+    // the daemon's defaults (the site's --log-opt), which a container's own
+    // options override
+    let e = Engined::start_with(&["--log-opt", "max-size=3k", "--log-opt", "max-file=2"]);
     let img = image(&e);
     let id = e.ok(&[
         "run",
@@ -492,6 +515,51 @@ fn json_logs_rotate_by_log_opts() {
         inspect(&e, &id)["HostConfig"]["LogConfig"]["Config"]["max-size"],
         "2k"
     );
+    // no options of its own: the daemon's
+    let id = e.ok(&[
+        "run",
+        "-d",
+        &img,
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done; sleep 600",
+    ]);
+    let id = id.trim().to_string();
+    wait_for("the last line", || {
+        e.ok(&["logs", "--tail", "1", &id])
+            .contains("line-299")
+            .then_some(())
+    });
+    let dir = e.graph.join("containers").join(&id);
+    let log = |n: &str| dir.join(format!("{id}-json.log{n}"));
+    let rotated = std::fs::metadata(log(".1")).unwrap().len();
+    assert!((3072..3072 + 100).contains(&rotated), "{rotated} bytes");
+    assert!(
+        !log(".2").exists(),
+        "the daemon's max-file=2 keeps two files"
+    );
+    // --log-driver none: nothing kept, and logs says why
+    let id = e.ok(&[
+        "run",
+        "-d",
+        "--log-driver",
+        "none",
+        &img,
+        "sh",
+        "-c",
+        "echo gone; sleep 600",
+    ]);
+    let id = id.trim().to_string();
+    let o = e.run(&["logs", &id]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("does not support reading"),
+        "{}",
+        stderr(&o)
+    );
+    let dir = e.graph.join("containers").join(&id);
+    assert!(!dir.join(format!("{id}-json.log")).exists());
+    assert_eq!(inspect(&e, &id)["HostConfig"]["LogConfig"]["Type"], "none");
 }
 
 #[test]
@@ -680,4 +748,164 @@ fn named_volumes_and_a_second_daemon_are_refused_clearly() {
         "{err}"
     );
     assert_eq!(e.ok(&["run", "--rm", &img, "echo", "still"]), "still\n");
+    // the socket as dockerd makes it: 0660, group docker where it exists
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = std::fs::metadata(&e.sock).unwrap();
+    assert!(m.file_type().is_socket());
+    assert_eq!(m.mode() & 0o777, 0o660);
+    let docker = nix::unistd::Group::from_name("docker").unwrap();
+    assert_eq!(m.gid(), docker.map_or(0, |g| g.gid.as_raw()));
+}
+
+/// The rest of `docker run`'s surface the site may reach for: `--mount
+/// type=bind`, `--privileged`, `--cap-drop ALL`, `--stop-signal`, ports on
+/// every host address, id prefixes and `docker info`.
+#[test]
+fn mounts_privileges_stop_signals_prefixes_and_info() {
+    use std::io::{Read, Write};
+    let e = Engined::start();
+    let img = image(&e);
+    let data = TempDir::new("mount");
+    std::fs::write(data.join("f"), "host\n").unwrap();
+    let m = format!(
+        "type=bind,source={},target=/m,readonly",
+        data.path().display()
+    );
+    let o = e.run(&[
+        "run",
+        "--rm",
+        "--mount",
+        &m,
+        &img,
+        "sh",
+        "-c",
+        "cat /m/f; echo x > /m/f",
+    ]);
+    assert_eq!(stdout(&o), "host\n");
+    assert!(!o.status.success(), "a readonly --mount was written");
+    assert_eq!(std::fs::read_to_string(data.join("f")).unwrap(), "host\n");
+    let m = format!("type=bind,source={},target=/m", data.path().display());
+    e.ok(&[
+        "run",
+        "--rm",
+        "--mount",
+        &m,
+        &img,
+        "sh",
+        "-c",
+        "echo ctr > /m/g",
+    ]);
+    assert_eq!(std::fs::read_to_string(data.join("g")).unwrap(), "ctr\n");
+    // --privileged: every capability (NET_ADMIN, mounts), as dockerd gives
+    let out = e.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        &img,
+        "sh",
+        "-c",
+        "ip addr add 10.9.9.9/32 dev lo && mount -t tmpfs none /tmp && echo all",
+    ]);
+    assert_eq!(out, "all\n");
+    // --cap-drop ALL takes even the defaults; --cap-add gives one back
+    let o = e.run(&[
+        "run",
+        "--rm",
+        "--cap-drop",
+        "ALL",
+        &img,
+        "chown",
+        "64",
+        "/tmp",
+    ]);
+    assert!(!o.status.success(), "chown without CAP_CHOWN");
+    e.ok(&[
+        "run",
+        "--rm",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "CHOWN",
+        &img,
+        "chown",
+        "64",
+        "/tmp",
+    ]);
+    e.ok(&["run", "--rm", &img, "ping", "-c", "1", "127.0.0.1"]);
+    let o = e.run(&[
+        "run",
+        "--rm",
+        "--cap-drop",
+        "NET_RAW",
+        &img,
+        "ping",
+        "-c",
+        "1",
+        "127.0.0.1",
+    ]);
+    assert!(!o.status.success(), "ping without NET_RAW");
+    // the stop signal the container was given, not SIGTERM
+    let marks = TempDir::new("marks");
+    let mv = format!("{}:/marks", marks.path().display());
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "usr2",
+        "--stop-signal",
+        "USR2",
+        "-v",
+        &mv,
+        &img,
+        "sh",
+        "-c",
+        "trap 'echo USR2 > /marks/s; exit 0' USR2; trap 'echo TERM > /marks/s; exit 1' TERM; \
+         while true; do sleep 1; done",
+    ]);
+    e.ok(&["stop", "usr2"]);
+    assert_eq!(std::fs::read_to_string(marks.join("s")).unwrap(), "USR2\n");
+    assert_eq!(inspect(&e, "usr2")["State"]["ExitCode"], 0);
+    assert_eq!(inspect(&e, "usr2")["Config"]["StopSignal"], "USR2");
+    // a port published without an address answers on every host address
+    let port = free_port();
+    let id = e.ok(&[
+        "run",
+        "-d",
+        "-p",
+        &format!("{port}:4080"),
+        &img,
+        "sh",
+        "-c",
+        "mkdir /w; echo any > /w/i; exec httpd -f -p 4080 -h /w",
+    ]);
+    let id = id.trim().to_string();
+    for addr in ["127.0.0.1", "127.0.0.2"] {
+        let body = wait_for(&format!("the port on {addr}"), || {
+            let mut s = std::net::TcpStream::connect((addr, port)).ok()?;
+            s.write_all(b"GET /i HTTP/1.0\r\n\r\n").ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            out.contains("any").then_some(out)
+        });
+        assert!(body.contains(" 200 "), "{body}");
+    }
+    // id prefixes are names too
+    let v = inspect(&e, &id[..12]);
+    assert_eq!(v["Id"], id.as_str());
+    assert_eq!(
+        v["NetworkSettings"]["Ports"]["4080/tcp"][0]["HostIp"],
+        "0.0.0.0"
+    );
+    assert_eq!(
+        v["HostConfig"]["PortBindings"]["4080/tcp"][0]["HostPort"],
+        port.to_string()
+    );
+    e.ok(&["stop", "-t", "1", &id[..5]]);
+    // docker info counts what is there
+    let info = e.ok(&[
+        "info",
+        "--format",
+        "{{.Containers}} {{.ContainersStopped}} {{.Images}} {{.OSType}} {{.Driver}}",
+    ]);
+    assert_eq!(info.trim(), "2 2 1 linux overlay", "{info}");
 }
