@@ -152,15 +152,23 @@ fn assert_holds_only(e: &Engined, ids: &[&str]) {
     }
 }
 
+/// The machine's docker CLI (28.x) and Debian's docker.io one (20.10): the
+/// site's nodes may carry either.
+const CLIS: [&str; 2] = ["docker", "/usr/bin/docker"];
+
+fn cli_path(cli: &str) -> String {
+    if cli.starts_with('/') && !Path::new(cli).exists() {
+        panic!("{cli} missing: install Debian's docker.io (CI does)");
+    }
+    cli.to_string()
+}
+
 #[test]
 pub(crate) fn run_prints_exits_and_cleans_up_with_both_clis() {
     let mut e = Engined::start();
     let img = image(&e);
-    for cli in ["docker", "/usr/bin/docker"] {
-        if cli.starts_with('/') && !Path::new(cli).exists() {
-            panic!("{cli} missing: install Debian's docker.io (CI does)");
-        }
-        e.cli = cli.into();
+    for cli in CLIS {
+        e.cli = cli_path(cli);
         let out = e.ok(&["run", "--rm", &img, "echo", "hi"]);
         assert_eq!(out, "hi\n", "{cli}");
         let o = e.run(&["run", "--rm", &img, "sh", "-c", "exit 3"]);
@@ -193,140 +201,143 @@ pub(crate) fn run_prints_exits_and_cleans_up_with_both_clis() {
 
 #[test]
 pub(crate) fn the_sites_run_pattern_ports_binds_and_hostname() {
-    let e = Engined::start();
+    let mut e = Engined::start();
     let img = image(&e);
-    let home = TempDir::new("home");
-    let grid = TempDir::new("grid");
-    std::fs::write(grid.join("hostcert.pem"), "cert\n").unwrap();
-    let port = free_port();
-    // the site's /root/init: set the hostname (needs SYS_ADMIN), then serve
-    let script = "hostname vn0317.example; mkdir -p /www; echo condor-ok > /www/index.html; \
-                  echo started; exec httpd -f -p 4080 -h /www";
-    let id = e
-        .ok(&[
-            "run",
-            "-d",
-            "-it",
-            "--cap-add",
-            "SYS_ADMIN",
-            "-v",
-            &format!("{}:/home", home.path().display()),
-            "-v",
-            &format!("{}:/etc/grid-security:ro", grid.path().display()),
-            "-p",
-            &format!("127.0.0.1:{port}:4080"),
-            "--name",
+    for cli in CLIS {
+        e.cli = cli_path(cli);
+        let home = TempDir::new("home");
+        let grid = TempDir::new("grid");
+        std::fs::write(grid.join("hostcert.pem"), "cert\n").unwrap();
+        let port = free_port();
+        // the site's /root/init: set the hostname (needs SYS_ADMIN), then serve
+        let script = "hostname vn0317.example; mkdir -p /www; echo condor-ok > /www/index.html; \
+                      echo started; exec httpd -f -p 4080 -h /www";
+        let id = e
+            .ok(&[
+                "run",
+                "-d",
+                "-it",
+                "--cap-add",
+                "SYS_ADMIN",
+                "-v",
+                &format!("{}:/home", home.path().display()),
+                "-v",
+                &format!("{}:/etc/grid-security:ro", grid.path().display()),
+                "-p",
+                &format!("127.0.0.1:{port}:4080"),
+                "--name",
+                "vn0317",
+                &img,
+                "sh",
+                "-c",
+                script,
+            ])
+            .trim()
+            .to_string();
+        assert_eq!(id.len(), 64, "{id}");
+        // the published port answers (the container starts serving at once; the
+        // proxy takes connections from the start)
+        let body = wait_for("the published port to answer", || {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            out.contains("condor-ok").then_some(out)
+        });
+        assert!(
+            body.starts_with("HTTP/1.") && body.contains(" 200 "),
+            "{body}"
+        );
+        assert_eq!(e.ok(&["exec", "vn0317", "hostname"]), "vn0317.example\n");
+        // rw bind: the host sees what the container writes
+        e.ok(&["exec", "vn0317", "sh", "-c", "echo from-ctr > /home/f"]);
+        assert_eq!(
+            std::fs::read_to_string(home.join("f")).unwrap(),
+            "from-ctr\n"
+        );
+        // ro bind: not writable, and SYS_ADMIN cannot remount it read-write
+        let o = e.run(&[
+            "exec",
             "vn0317",
-            &img,
             "sh",
             "-c",
-            script,
-        ])
-        .trim()
-        .to_string();
-    assert_eq!(id.len(), 64, "{id}");
-    // the published port answers (the container starts serving at once; the
-    // proxy takes connections from the start)
-    let body = wait_for("the published port to answer", || {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        out.contains("condor-ok").then_some(out)
-    });
-    assert!(
-        body.starts_with("HTTP/1.") && body.contains(" 200 "),
-        "{body}"
-    );
-    assert_eq!(e.ok(&["exec", "vn0317", "hostname"]), "vn0317.example\n");
-    // rw bind: the host sees what the container writes
-    e.ok(&["exec", "vn0317", "sh", "-c", "echo from-ctr > /home/f"]);
-    assert_eq!(
-        std::fs::read_to_string(home.join("f")).unwrap(),
-        "from-ctr\n"
-    );
-    // ro bind: not writable, and SYS_ADMIN cannot remount it read-write
-    let o = e.run(&[
-        "exec",
-        "vn0317",
-        "sh",
-        "-c",
-        "echo x > /etc/grid-security/hostcert.pem",
-    ]);
-    assert!(!o.status.success());
-    let o = e.run(&[
-        "exec",
-        "vn0317",
-        "mount",
-        "-o",
-        "remount,rw",
-        "/etc/grid-security",
-    ]);
-    assert!(!o.status.success(), "remount rw worked: {}", stdout(&o));
-    let o = e.run(&[
-        "exec",
-        "vn0317",
-        "sh",
-        "-c",
-        "echo x > /etc/grid-security/hostcert.pem",
-    ]);
-    assert!(!o.status.success());
-    assert_eq!(
-        std::fs::read_to_string(grid.join("hostcert.pem")).unwrap(),
-        "cert\n"
-    );
-    // ps, inspect, top, logs
-    let ps = e.ok(&["ps"]);
-    assert!(
-        ps.contains("vn0317") && ps.contains(&format!("127.0.0.1:{port}->4080/tcp")),
-        "{ps}"
-    );
-    let v = inspect(&e, "vn0317");
-    assert_eq!(v["Id"], id);
-    assert_eq!(v["Name"], "/vn0317");
-    assert_eq!(v["State"]["Running"], true);
-    assert!(v["State"]["Pid"].as_i64().unwrap() > 0);
-    assert_eq!(v["Config"]["Tty"], true);
-    // docker 28 sends CAP_SYS_ADMIN, 20.10 SYS_ADMIN: kept as given
-    assert!(
-        v["HostConfig"]["CapAdd"][0]
-            .as_str()
+            "echo x > /etc/grid-security/hostcert.pem",
+        ]);
+        assert!(!o.status.success());
+        let o = e.run(&[
+            "exec",
+            "vn0317",
+            "mount",
+            "-o",
+            "remount,rw",
+            "/etc/grid-security",
+        ]);
+        assert!(!o.status.success(), "remount rw worked: {}", stdout(&o));
+        let o = e.run(&[
+            "exec",
+            "vn0317",
+            "sh",
+            "-c",
+            "echo x > /etc/grid-security/hostcert.pem",
+        ]);
+        assert!(!o.status.success());
+        assert_eq!(
+            std::fs::read_to_string(grid.join("hostcert.pem")).unwrap(),
+            "cert\n"
+        );
+        // ps, inspect, top, logs
+        let ps = e.ok(&["ps"]);
+        assert!(
+            ps.contains("vn0317") && ps.contains(&format!("127.0.0.1:{port}->4080/tcp")),
+            "{ps}"
+        );
+        let v = inspect(&e, "vn0317");
+        assert_eq!(v["Id"], id);
+        assert_eq!(v["Name"], "/vn0317");
+        assert_eq!(v["State"]["Running"], true);
+        assert!(v["State"]["Pid"].as_i64().unwrap() > 0);
+        assert_eq!(v["Config"]["Tty"], true);
+        // docker 28 sends CAP_SYS_ADMIN, 20.10 SYS_ADMIN: kept as given
+        assert!(
+            v["HostConfig"]["CapAdd"][0]
+                .as_str()
+                .unwrap()
+                .ends_with("SYS_ADMIN")
+        );
+        assert_eq!(
+            v["NetworkSettings"]["Ports"]["4080/tcp"][0]["HostPort"],
+            port.to_string()
+        );
+        assert!(
+            v["NetworkSettings"]["IPAddress"]
+                .as_str()
+                .unwrap()
+                .starts_with(&e.subnet)
+        );
+        let grid_mount = v["Mounts"]
+            .as_array()
             .unwrap()
-            .ends_with("SYS_ADMIN")
-    );
-    assert_eq!(
-        v["NetworkSettings"]["Ports"]["4080/tcp"][0]["HostPort"],
-        port.to_string()
-    );
-    assert!(
-        v["NetworkSettings"]["IPAddress"]
-            .as_str()
-            .unwrap()
-            .starts_with(&e.subnet)
-    );
-    let grid_mount = v["Mounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["Destination"] == "/etc/grid-security")
-        .unwrap();
-    assert_eq!(grid_mount["RW"], false);
-    let top = e.ok(&["top", "vn0317"]);
-    assert!(top.contains("httpd -f -p 4080"), "{top}");
-    let logs = wait_for("the log line", || {
-        let l = e.ok(&["logs", "vn0317"]);
-        l.contains("started").then_some(l)
-    });
-    assert!(logs.contains("started"), "{logs}");
-    e.ok(&["stop", "vn0317"]);
-    let v = inspect(&e, "vn0317");
-    assert_eq!(v["State"]["Running"], false);
-    // the port is free again
-    wait_for("the port to be released", || {
-        std::net::TcpListener::bind(("127.0.0.1", port)).ok()
-    });
-    e.ok(&["rm", "vn0317"]);
-    assert_nothing_left(&e, &id);
+            .iter()
+            .find(|m| m["Destination"] == "/etc/grid-security")
+            .unwrap();
+        assert_eq!(grid_mount["RW"], false);
+        let top = e.ok(&["top", "vn0317"]);
+        assert!(top.contains("httpd -f -p 4080"), "{top}");
+        let logs = wait_for("the log line", || {
+            let l = e.ok(&["logs", "vn0317"]);
+            l.contains("started").then_some(l)
+        });
+        assert!(logs.contains("started"), "{logs}");
+        e.ok(&["stop", "vn0317"]);
+        let v = inspect(&e, "vn0317");
+        assert_eq!(v["State"]["Running"], false);
+        // the port is free again
+        wait_for("the port to be released", || {
+            std::net::TcpListener::bind(("127.0.0.1", port)).ok()
+        });
+        e.ok(&["rm", "vn0317"]);
+        assert_nothing_left(&e, &id);
+    }
 }
 
 #[test]
@@ -395,124 +406,128 @@ fn hostname_env_workdir_and_user() {
 
 #[test]
 fn logs_exec_and_attach() {
-    let e = Engined::start();
+    let mut e = Engined::start();
     let img = image(&e);
-    e.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "talker",
-        &img,
-        "sh",
-        "-c",
-        "for i in 1 2 3; do echo line$i; echo err$i >&2; done; while true; do sleep 1; done",
-    ]);
-    wait_for("three lines", || {
+    for cli in CLIS {
+        e.cli = cli_path(cli);
+        e.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "talker",
+            &img,
+            "sh",
+            "-c",
+            "for i in 1 2 3; do echo line$i; echo err$i >&2; done; while true; do sleep 1; done",
+        ]);
+        wait_for("three lines", || {
+            let o = e.run(&["logs", "talker"]);
+            stdout(&o).contains("line3").then_some(())
+        });
         let o = e.run(&["logs", "talker"]);
-        stdout(&o).contains("line3").then_some(())
-    });
-    let o = e.run(&["logs", "talker"]);
-    assert_eq!(stdout(&o), "line1\nline2\nline3\n");
-    assert!(stderr(&o).contains("err3"));
-    let o = e.run(&["logs", "--tail", "2", "talker"]);
-    let both = format!("{}{}", stdout(&o), stderr(&o));
-    assert_eq!(both.lines().count(), 2, "{both}");
-    let o = e.run(&["logs", "--timestamps", "talker"]);
-    let first = stdout(&o).lines().next().unwrap().to_string();
-    assert!(
-        first.ends_with(" line1") && first.starts_with("20"),
-        "{first}"
-    );
-    // logs -f follows what comes next and ends when the container stops
-    let mut f = e
-        .docker(&["logs", "-f", "--tail", "0", "talker"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The CLI may not be following yet when a line is written (--tail 0 then
-    // never shows it): write until one comes through.
-    let got = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let reader = {
-        let got = got.clone();
-        let mut out = f.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 256];
-            loop {
-                match out.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => got
-                        .lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n])),
+        assert_eq!(stdout(&o), "line1\nline2\nline3\n");
+        assert!(stderr(&o).contains("err3"));
+        let o = e.run(&["logs", "--tail", "2", "talker"]);
+        let both = format!("{}{}", stdout(&o), stderr(&o));
+        assert_eq!(both.lines().count(), 2, "{both}");
+        let o = e.run(&["logs", "--timestamps", "talker"]);
+        let first = stdout(&o).lines().next().unwrap().to_string();
+        assert!(
+            first.ends_with(" line1") && first.starts_with("20"),
+            "{first}"
+        );
+        // logs -f follows what comes next and ends when the container stops
+        let mut f = e
+            .docker(&["logs", "-f", "--tail", "0", "talker"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The CLI may not be following yet when a line is written (--tail 0 then
+        // never shows it): write until one comes through.
+        let got = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let reader = {
+            let got = got.clone();
+            let mut out = f.stdout.take().unwrap();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 256];
+                loop {
+                    match out.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got
+                            .lock()
+                            .unwrap()
+                            .push_str(&String::from_utf8_lossy(&buf[..n])),
+                    }
                 }
-            }
-        })
-    };
-    wait_for("logs -f to show a new line", || {
-        e.ok(&["exec", "talker", "sh", "-c", "echo later > /proc/1/fd/1"]);
-        got.lock().unwrap().contains("later").then_some(())
-    });
-    assert!(
-        !got.lock().unwrap().contains("line1"),
-        "--tail 0 showed old lines"
-    );
-    e.ok(&["stop", "-t", "1", "talker"]);
-    assert!(f.wait().unwrap().success());
-    reader.join().unwrap();
-    // exec: exit codes, stdin, a tty
-    e.ok(&["start", "talker"]);
-    let o = e.run(&["exec", "talker", "sh", "-c", "exit 5"]);
-    assert_eq!(o.status.code(), Some(5));
-    let mut c = e
-        .docker(&["exec", "-i", "talker", "sh", "-c", "read x; echo got:$x"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(b"hello\n").unwrap();
-    let o = c.wait_with_output().unwrap();
-    assert_eq!(stdout(&o), "got:hello\n");
-    need("script");
-    let cmd = format!("{} exec -t talker sh -c 'tty; echo $TERM'", e.cli);
-    let o = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .env("DOCKER_HOST", e.host())
-        .env("DOCKER_CONFIG", e.dir.join("cli"))
-        .output()
-        .unwrap();
-    let out = stdout(&o);
-    assert!(out.contains("/dev/pts/") && out.contains("xterm"), "{out}");
-    // attach: a container reading stdin, attached to, answering
-    e.ok(&[
-        "run",
-        "-d",
-        "-i",
-        "--name",
-        "reader",
-        &img,
-        "sh",
-        "-c",
-        "while read l; do echo echo:$l; done",
-    ]);
-    let mut a = e
-        .docker(&["attach", "reader"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ain = a.stdin.take().unwrap();
-    ain.write_all(b"ping\n").unwrap();
-    let mut aout = a.stdout.take().unwrap();
-    let mut got = String::new();
-    let mut buf = [0u8; 256];
-    while !got.contains("echo:ping") {
-        let n = aout.read(&mut buf).unwrap();
-        assert!(n > 0, "attach ended early: {got}");
-        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+            })
+        };
+        wait_for("logs -f to show a new line", || {
+            e.ok(&["exec", "talker", "sh", "-c", "echo later > /proc/1/fd/1"]);
+            got.lock().unwrap().contains("later").then_some(())
+        });
+        assert!(
+            !got.lock().unwrap().contains("line1"),
+            "--tail 0 showed old lines"
+        );
+        e.ok(&["stop", "-t", "1", "talker"]);
+        assert!(f.wait().unwrap().success());
+        reader.join().unwrap();
+        // exec: exit codes, stdin, a tty
+        e.ok(&["start", "talker"]);
+        let o = e.run(&["exec", "talker", "sh", "-c", "exit 5"]);
+        assert_eq!(o.status.code(), Some(5));
+        let mut c = e
+            .docker(&["exec", "-i", "talker", "sh", "-c", "read x; echo got:$x"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+        let o = c.wait_with_output().unwrap();
+        assert_eq!(stdout(&o), "got:hello\n");
+        need("script");
+        let cmd = format!("{} exec -t talker sh -c 'tty; echo $TERM'", e.cli);
+        let o = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("DOCKER_HOST", e.host())
+            .env("DOCKER_CONFIG", e.dir.join("cli"))
+            .output()
+            .unwrap();
+        let out = stdout(&o);
+        assert!(out.contains("/dev/pts/") && out.contains("xterm"), "{out}");
+        // attach: a container reading stdin, attached to, answering
+        e.ok(&[
+            "run",
+            "-d",
+            "-i",
+            "--name",
+            "reader",
+            &img,
+            "sh",
+            "-c",
+            "while read l; do echo echo:$l; done",
+        ]);
+        let mut a = e
+            .docker(&["attach", "reader"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ain = a.stdin.take().unwrap();
+        ain.write_all(b"ping\n").unwrap();
+        let mut aout = a.stdout.take().unwrap();
+        let mut got = String::new();
+        let mut buf = [0u8; 256];
+        while !got.contains("echo:ping") {
+            let n = aout.read(&mut buf).unwrap();
+            assert!(n > 0, "attach ended early: {got}");
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        drop(ain);
+        e.ok(&["rm", "-f", "reader"]);
+        let _ = a.wait();
+        e.ok(&["rm", "-f", "talker"]);
     }
-    drop(ain);
-    e.ok(&["rm", "-f", "reader"]);
-    let _ = a.wait();
 }
 
 #[test]
@@ -594,6 +609,72 @@ fn stop_kill_and_restart_policies() {
         let v = inspect(&e, "flaky");
         (v["RestartCount"] == 2 && v["State"]["Status"] == "exited").then_some(())
     });
+    // Docker's back-off between restarts: 100 ms, doubled after each quick exit
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 1;
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "crashy",
+        "--restart",
+        "always",
+        &img,
+        "sh",
+        "-c",
+        "exit 1",
+    ]);
+    wait_for("five restarts", || {
+        (inspect(&e, "crashy")["RestartCount"].as_u64()? >= 5).then_some(())
+    });
+    let starts = e.ok(&[
+        "events",
+        "--since",
+        &t0.to_string(),
+        "--until",
+        "0s",
+        "--filter",
+        "container=crashy",
+        "--filter",
+        "event=start",
+        "--format",
+        "{{.TimeNano}}",
+    ]);
+    let t: Vec<i64> = starts.lines().map(|l| l.parse().unwrap()).collect();
+    assert!(t.len() >= 5, "{starts}");
+    for k in 1..5 {
+        // (a lower bound only: a loaded machine makes the gaps longer)
+        let least = 100_000_000i64 << (k - 1);
+        assert!(t[k] - t[k - 1] >= least * 9 / 10, "start {k}: {t:?}");
+    }
+    e.ok(&["rm", "-f", "crashy"]);
+    // unless-stopped: restarted after a kill, not after a stop
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "us",
+        "--restart",
+        "unless-stopped",
+        &img,
+        "sleep",
+        "1000",
+    ]);
+    e.ok(&["kill", "us"]);
+    wait_for("the restart after the kill", || {
+        let v = inspect(&e, "us");
+        (v["RestartCount"] == 1 && v["State"]["Running"] == true).then_some(())
+    });
+    e.ok(&["stop", "-t", "1", "us"]);
+    let v = inspect(&e, "us");
+    assert_eq!(
+        (v["State"]["Status"].clone(), v["RestartCount"].clone()),
+        ("exited".into(), 1.into())
+    );
+    e.ok(&["rm", "us"]);
     // always: restarted after it exits
     e.ok(&[
         "run",

@@ -392,6 +392,47 @@ fn hostnames_from_reverse_dns_without_sys_admin() {
     ]);
     assert_eq!(o, "plain\n");
     drop(e);
+    // a daemon without the flag: the label asks for one container
+    ns.sh("ip link del br0");
+    let e = Engined::start_in(
+        &ns,
+        "br0",
+        "10.0.3.1/24",
+        1500,
+        Some(&resolv),
+        &["--fixed-cidr", "10.0.3.144/28"],
+    );
+    let img = image(&e);
+    let o = e.ok(&["run", "--rm", "--hostname", "plain", &img, "hostname"]);
+    assert_eq!(o, "plain\n");
+    let named = (0..4).find_map(|_| {
+        let id = e.ok(&[
+            "run",
+            "-d",
+            "--label",
+            "berth.hostname-from-dns=true",
+            "--hostname",
+            "given",
+            &img,
+            "sleep",
+            "600",
+        ]);
+        let id = id.trim().to_string();
+        let ip = ip_of(&e, &id);
+        let host = e.ok(&["exec", &id, "hostname"]);
+        match names.iter().find(|(a, _)| *a == ip) {
+            Some((_, name)) => {
+                assert_eq!(host.trim(), name);
+                Some(())
+            }
+            None => {
+                assert_eq!(host.trim(), "given");
+                None
+            }
+        }
+    });
+    assert!(named.is_some(), "no labelled container got its DNS name");
+    drop(e);
     let _ = dns.kill();
     let _ = dns.wait();
 }
