@@ -26,6 +26,7 @@ if [ "$what" = test ] || [ "$what" = bench ]; then
 	want nsenter util-linux
 	want debootstrap debootstrap
 	want dockerd docker.io
+	want systemd-analyze systemd
 	want rsyslogd rsyslog
 	[ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || pkgs="$pkgs rsyslog-gnutls"
 fi

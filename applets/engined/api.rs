@@ -565,7 +565,7 @@ fn info(e: &Engine) -> Value {
         "ContainersPaused": 0,
         "ContainersStopped": ids.len() - running,
         "Images": images,
-        "Driver": "overlay",
+        "Driver": if e.s.copy_rootfs { "vfs" } else { "overlay" },
         "DriverStatus": [["Backing Filesystem", "layer cache"]],
         "Plugins": {"Volume": [], "Network": ["bridge", "host", "none"], "Log": ["json-file", "none"]},
         "MemoryLimit": true,

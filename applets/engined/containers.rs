@@ -1520,14 +1520,15 @@ pub fn inspect(e: &Engine, id: &str) -> Result<Value> {
         "LogPath": if log_json(e, &r) { dir.join(format!("{}-json.log", r.id)).display().to_string() } else { String::new() },
         "Name": format!("/{}", r.name),
         "RestartCount": st.restart_count,
-        "Driver": "overlay",
+        // dockerd names its copying driver vfs
+        "Driver": if e.s.copy_rootfs { "vfs" } else { "overlay" },
         "Platform": "linux",
         "MountLabel": "",
         "ProcessLabel": "",
         "AppArmorProfile": "",
         "ExecIDs": if exec_ids.is_empty() { Value::Null } else { json!(exec_ids) },
         "HostConfig": hc,
-        "GraphDriver": {"Name": "overlay", "Data": {
+        "GraphDriver": {"Name": if e.s.copy_rootfs { "vfs" } else { "overlay" }, "Data": {
             "LowerDir": r.lowerdirs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":"),
             "UpperDir": dir.join("upper"), "WorkDir": dir.join("work"), "MergedDir": dir.join("rootfs"),
         }},

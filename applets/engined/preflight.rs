@@ -96,6 +96,7 @@ fn storage(s: &Settings, r: &mut Report) {
         );
         return;
     }
+    let mut why = String::new();
     match d_type(&dir) {
         Ok(true) => r.add(
             Level::Ok,
@@ -104,6 +105,7 @@ fn storage(s: &Settings, r: &mut Report) {
         ),
         Ok(false) => {
             r.copy_rootfs = true;
+            why = "its filesystem does not report file types".to_string();
             r.add(
                 Level::Warn,
                 "d_type",
@@ -141,6 +143,7 @@ fn storage(s: &Settings, r: &mut Report) {
             ),
             Err(e) => {
                 r.copy_rootfs = true;
+                why = format!("overlay refuses an upper layer there ({e})");
                 r.add(
                     Level::Warn,
                     "overlay",
@@ -156,7 +159,10 @@ fn storage(s: &Settings, r: &mut Report) {
         r.add(
             Level::Warn,
             "rootfs",
-            "containers get a private copy of their image's layers (slower starts, more disk): put the graph root on ext4 or XFS with ftype=1 for overlay",
+            format!(
+                "containers get a private copy of their image's layers, as {why} (slower starts, more disk): put {} on ext4 or XFS with ftype=1 for overlay",
+                s.graph.display()
+            ),
         );
     } else {
         r.add(Level::Ok, "rootfs", "overlay over the layer cache");
