@@ -231,12 +231,20 @@ impl Doc {
     }
 
     /// The node at a dotted path (`http.tls.certificate`).
+    /// A key may itself hold dots (`certs.d`, label names): at each level the
+    /// longest key that leads to the rest of the path wins.
     pub fn node(&self, path: &str) -> Option<&Node> {
-        let mut n = &self.root;
-        for k in path.split('.') {
-            n = n.get(k)?;
+        fn find<'a>(n: &'a Node, parts: &[&str]) -> Option<&'a Node> {
+            if parts.is_empty() {
+                return Some(n);
+            }
+            (1..=parts.len())
+                .rev()
+                .filter_map(|i| Some((n.get(&parts[..i].join("."))?, i)))
+                .find_map(|(c, i)| find(c, &parts[i..]))
         }
-        Some(n)
+        let parts: Vec<&str> = path.split('.').collect();
+        find(&self.root, &parts)
     }
 
     /// Where a node came from, for messages: `file:line` or `env VAR`.
@@ -483,6 +491,24 @@ mod tests {
     use super::*;
 
     const SITE: &str = "---\n## comment\nversion: 0.1\nlog:\n  fields:\n    service: registry\n  level: debug\nstorage:\n    delete:\n        enabled: true\nhttp:\n    addr: 142.90.90.109:5000\n    bogus: 1\n";
+
+    #[test]
+    fn keys_with_dots_are_reached() {
+        // the client settings' `certs.d`, beside a nested map of that name
+        let d = Doc::parse(
+            "c.yml",
+            "certs.d: /etc/docker/certs.d\nlabels:\n  a.b:\n    c: 1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            d.str("certs.d").unwrap().as_deref(),
+            Some("/etc/docker/certs.d")
+        );
+        assert_eq!(d.str("labels.a.b.c").unwrap().as_deref(), Some("1"));
+        assert!(d.unknown_keys(&["certs.d", "labels.a.b.c"]).is_empty());
+        let nested = Doc::parse("c.yml", "certs:\n  d: /x\n").unwrap();
+        assert_eq!(nested.str("certs.d").unwrap().as_deref(), Some("/x"));
+    }
 
     #[test]
     fn lines_and_types() {

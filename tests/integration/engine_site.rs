@@ -1061,3 +1061,44 @@ fn the_systemd_units_verify_and_engineds_command_line_reads_the_site() {
         }
     }
 }
+
+/// engined trusts a registry's CA from certs.d as the client applets do
+/// (`certs.d/HOST:PORT/ca.crt`, the directory named by the client settings'
+/// `certs.d`), and refuses the registry without it.
+#[test]
+fn engined_trusts_registries_through_certs_d() {
+    let r = Registryd::start(RegOpts {
+        tls: true,
+        auth: false,
+        ..RegOpts::default()
+    });
+    let mut e = Engined::prepare(&[]);
+    let certs = e.dir.join("certs.d");
+    let ca_dir = certs.join(r.host());
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    std::fs::copy(&pki().ca, ca_dir.join("ca.crt")).unwrap();
+    std::fs::write(
+        e.dir.join("client.yml"),
+        format!("certs.d: {}\n", certs.display()),
+    )
+    .unwrap();
+    e.spawn();
+    let img = image(&e);
+    let target = format!("{}/site/tls:1", r.host());
+    e.ok(&["tag", &img, &target]);
+    let out = e.ok(&["push", &target]);
+    assert!(out.contains("1: digest: sha256:"), "{out}");
+    e.ok(&["rmi", &target, &img]);
+    let out = e.ok(&["pull", &target]);
+    assert!(out.contains(": Pull complete"), "{out}");
+    e.ok(&["rmi", &target]);
+    // without the CA the registry's certificate is refused
+    std::fs::remove_file(ca_dir.join("ca.crt")).unwrap();
+    let o = e.run(&["pull", &target]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).to_lowercase().contains("certificate"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -872,7 +872,10 @@ impl Engined {
             .env("BERTH_CLIENT_CONFIG", self.dir.join("client.yml"))
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        std::fs::write(self.dir.join("client.yml"), "").unwrap();
+        // (a test may have written its own before the start)
+        if !self.dir.join("client.yml").exists() {
+            std::fs::write(self.dir.join("client.yml"), "").unwrap();
+        }
         let mut child = c.spawn().expect("start engined");
         let sock = self.sock.clone();
         wait_for("engined to answer", || {
