@@ -113,7 +113,9 @@ pub fn items_of_args(a: &Args, at: &str) -> Vec<Item> {
         }
     };
     let p = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
-    one("data-root", p(&a.data_root).or(p(&a.graph)));
+    // both spellings: two that differ are a conflict, not one silently lost
+    one("data-root", p(&a.data_root));
+    one("data-root", p(&a.graph));
     one("pidfile", p(&a.pidfile));
     one("exec-root", p(&a.exec_root));
     one("bridge", a.bridge.clone());

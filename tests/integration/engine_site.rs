@@ -188,6 +188,17 @@ fn the_sites_sysconfig_files_are_read_as_they_are() {
     // the remote API only with client certificates
     let err = stderr(&validate(&["-H", "tcp://0.0.0.0:2376"]));
     assert!(err.contains("--tlsverify"), "{err}");
+    // dockerd's old and new names for the graph root must agree
+    let err = stderr(&validate(&["-g", "/docker", "--graph", "/var/lib/docker"]));
+    assert!(
+        err.contains("--data-root") && err.contains("keep one"),
+        "{err}"
+    );
+    assert!(
+        validate(&["-g", "/docker", "--graph", "/docker"])
+            .status
+            .success()
+    );
     // --help says what is out of scope
     let help = stdout(&run(&["engined", "--help"]));
     assert!(help.contains("SELinux labels are out of scope"), "{help}");
