@@ -201,6 +201,17 @@ fn sl6_engined_runs_a_container() {
             }
         }
         e.ok(&["rm", "sl6"]);
+        // docker exec joins the container's namespaces with setns (3.0): on
+        // SL6 it is refused, in one line saying why
+        e.ok(&["run", "-d", "--name", "sl6-exec", &img, "sleep", "60"]);
+        let o = e.run(&["exec", "sl6-exec", "true"]);
+        assert!(!o.status.success());
+        assert!(
+            crate::harness::stderr(&o).contains("setns"),
+            "{}",
+            crate::harness::stderr(&o)
+        );
+        e.ok(&["rm", "-f", "sl6-exec"]);
     });
 }
 
@@ -217,5 +228,21 @@ fn sl6_sign_and_verify_standalone_signatures() {
     under(
         Kernel::V2_6_32,
         crate::signing::standalone_signatures_cross_both_ways,
+    );
+}
+
+#[test]
+fn sl6_mkimage_builds_the_busybox_recipe() {
+    under(
+        Kernel::V2_6_32,
+        crate::mkimage::busybox_is_reproducible_and_round_trips_through_registryd,
+    );
+}
+
+#[test]
+fn sl6_logcollect_ships_over_tls() {
+    under(
+        Kernel::V2_6_32,
+        crate::logcollect::oversize_and_non_utf8_lines_and_tls,
     );
 }
