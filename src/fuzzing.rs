@@ -26,6 +26,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("json_log", json_log),
     ("challenge", challenge),
     ("tar_extract", tar_extract),
+    ("tar_overlay", tar_overlay),
     ("signature", signature),
     ("signature_policy", signature_policy),
 ];
@@ -145,12 +146,21 @@ pub fn challenge(data: &[u8]) {
 /// Extract (plain or gzip) into a fresh root beside a sentinel: the sentinel
 /// and the root's parent must be as they were, whatever the archive holds.
 pub fn tar_extract(data: &[u8]) {
+    extract_beside_a_sentinel(data, |input, root| {
+        let _ = crate::archive::extract(input, root);
+    });
+}
+
+fn extract_beside_a_sentinel(
+    data: &[u8],
+    unpack: impl FnOnce(Box<dyn std::io::Read + Send>, &Path),
+) {
     let base = std::env::temp_dir().join(format!("berth-fuzz-{}", crate::util::uuid4()));
     let root = base.join("root");
     std::fs::create_dir_all(&root).expect("temp dir");
     std::fs::write(base.join("sentinel"), b"safe").expect("sentinel");
     if let Ok(input) = crate::archive::decompressed(std::io::Cursor::new(data.to_vec())) {
-        let _ = crate::archive::extract(input, &root);
+        unpack(input, &root);
     }
     let names: Vec<_> = std::fs::read_dir(&base)
         .expect("read base")
@@ -167,6 +177,16 @@ pub fn tar_extract(data: &[u8]) {
         b"safe"
     );
     let _ = std::fs::remove_dir_all(&base);
+}
+
+/// One layer unpacked on its own in overlayfs' form (the engine's layer
+/// cache: whiteouts as 0/0 devices, opaque directories, owners, xattrs) into
+/// a fresh root beside a sentinel, with the same check as [`tar_extract`].
+/// Needs root, as the cache does; without it the body only parses.
+pub fn tar_overlay(data: &[u8]) {
+    extract_beside_a_sentinel(data, |input, root| {
+        let _ = crate::archive::extract_overlay(input, &root.join("layer"));
+    });
 }
 
 /// A signature as a registry receives it: the OpenPGP envelope (inspected, no

@@ -835,6 +835,13 @@ fn start_shim(e: &Arc<Engine>, id: &str, r: &Record, pending: Vec<Arc<Slot>>) ->
     let mut reader = BufReader::new(monitor.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
+    // What the start fell back from (an old kernel's missing features), one
+    // line each before its answer.
+    while let Some(note) = line.trim_end().strip_prefix("note ") {
+        log::warn!("container {}: {note}", &id[..id.len().min(12)]);
+        line.clear();
+        reader.read_line(&mut line)?;
+    }
     let line = line.trim_end().to_string();
     if let Some(msg) = line.strip_prefix("error ") {
         let kind = if msg.contains("executable file not found")

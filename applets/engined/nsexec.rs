@@ -180,7 +180,8 @@ fn child(spec: &ExecSpec) -> i32 {
         groups: ids.groups.clone(),
     });
     plan.push(Op::Capabilities(spec.caps));
-    if !spec.privileged {
+    // The container's start said it once where the kernel lacks it.
+    if !spec.privileged && berth::sys::has_no_new_privs() {
         plan.push(Op::NoNewPrivs);
     }
     if let Err(e) = berth::sys::apply(&berth::sys::Linux, &plan) {

@@ -114,6 +114,8 @@ pub struct Spec {
     pub hostname: String,
     pub userns: bool,
     pub privileged: bool,
+    /// no_new_privs for the command: unprivileged, where the kernel has it.
+    pub no_new_privs: bool,
     pub readonly_rootfs: bool,
     pub shm_size: u64,
     pub net: Net,
@@ -432,7 +434,7 @@ pub fn final_plan(spec: &Spec, ids: &Ids, workdir: &str) -> Vec<Op> {
     plan.push(Op::Capabilities(spec.caps));
     // A change of user clears the parent-death signal the init set first.
     plan.push(Op::ParentDeathSignal(libc::SIGKILL));
-    if !spec.privileged {
+    if spec.no_new_privs {
         plan.push(Op::NoNewPrivs);
     }
     plan
@@ -608,6 +610,7 @@ mod tests {
             hostname: "wn1".into(),
             userns: true,
             privileged: false,
+            no_new_privs: true,
             readonly_rootfs: false,
             shm_size: 0,
             net: Net::None,
@@ -737,6 +740,7 @@ mod tests {
         );
         assert_eq!(d.last().unwrap(), "no_new_privs");
         s.privileged = true;
+        s.no_new_privs = false;
         let d: Vec<String> = final_plan(&s, &ids, "")
             .iter()
             .map(berth::sys::describe)

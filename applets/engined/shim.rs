@@ -141,6 +141,9 @@ struct Shim {
     /// Backoff of the next restart, docker's: 100 ms doubling, 1 min at most.
     backoff: Duration,
     done: bool,
+    /// What the last start fell back from, one line each: for shim.log and,
+    /// as `note` lines before `started`, engined's log.
+    notes: Vec<String>,
 }
 
 impl Shim {
@@ -212,7 +215,15 @@ impl Shim {
             trim_at: None,
             backoff: Duration::from_millis(100),
             done: false,
+            notes: Vec::new(),
         })
+    }
+
+    // A fallback of this start: one line in shim.log now, one in engined's log
+    // when the start is answered.
+    fn note(&mut self, line: &str) {
+        eprintln!("shim: {line}");
+        self.notes.push(line.to_string());
     }
 
     fn save(&self) {
@@ -573,6 +584,9 @@ impl Shim {
                 match self.start() {
                     Ok(pid) => {
                         self.clients[i].kind = ClientKind::Watch;
+                        for n in std::mem::take(&mut self.notes) {
+                            self.reply(i, &format!("note {n}"), true);
+                        }
                         self.reply(i, &format!("started {pid}"), true);
                     }
                     Err(e) => {
@@ -926,6 +940,12 @@ impl Shim {
                 .ok()
                 .map(|m| m.is_dir())
         };
+        self.notes.clear();
+        if !spec.privileged && !spec.no_new_privs {
+            self.note(
+                "no_new_privs: the kernel has none (before 3.5): the container starts without it, so set-id programs in it can gain privileges",
+            );
+        }
         let overlay = runtime::overlay_plan(&spec);
         let root = runtime::root_plan(&spec, &kind);
         let (to_child_r, to_child_w) = pipe()?;
@@ -965,6 +985,7 @@ impl Shim {
         };
         let mut go = File::from(to_child_w);
         let mut report = File::from(from_child_r);
+        let mut fell_back = false;
         if let Err(e) = go.write_all(b"G") {
             return Err(fail(
                 self,
@@ -995,6 +1016,24 @@ impl Shim {
                                 Error::from(e).context("write the user namespace's id maps"),
                             ));
                         }
+                        let _ = go.write_all(b"G");
+                    }
+                    b'u' if userns => {
+                        // The init could not make the user namespace: why,
+                        // up to a newline, then it goes on without one.
+                        let mut why = Vec::new();
+                        let mut c = [0u8; 1];
+                        while why.len() < 256
+                            && matches!(report.read(&mut c), Ok(1))
+                            && c[0] != b'\n'
+                        {
+                            why.push(c[0]);
+                        }
+                        self.note(&format!(
+                            "user namespace: {}: the container runs without one, so its mounts are not locked (SYS_ADMIN could remount a read-only bind read-write)",
+                            String::from_utf8_lossy(&why)
+                        ));
+                        fell_back = true;
                         let _ = go.write_all(b"G");
                     }
                     b'T' => {
@@ -1032,7 +1071,7 @@ impl Shim {
                 Err(e) => return Err(fail(self, Error::from(e).context("the container's init"))),
             }
         }
-        if !self.cfg.userns && !self.record.host_config.privileged {
+        if !self.cfg.userns && !self.record.host_config.privileged && !fell_back {
             eprintln!(
                 "shim: user namespaces are off on this host: the container's mounts are not locked (SYS_ADMIN could remount a read-only bind read-write)"
             );
@@ -1168,6 +1207,7 @@ impl Shim {
             hostname: super::containers::hostname_of(r),
             userns: self.cfg.userns && !hc.privileged,
             privileged: hc.privileged,
+            no_new_privs: !hc.privileged && berth::sys::has_no_new_privs(),
             readonly_rootfs: hc.readonly_rootfs,
             shm_size: hc.shm_size.max(0) as u64,
             net,
@@ -1313,14 +1353,44 @@ fn container_init(spec: &Spec, overlay: &[Op], root: &[Op], fds: &ChildFds) -> i
     {
         return die(fds, &format!("the container's terminal: {e}"));
     }
-    if spec.userns {
-        if let Err(e) = berth::sys::apply(&sys, &[Op::Unshare(libc::CLONE_NEWUSER)]) {
-            return die(fds, &format!("user namespace: {e}"));
+    // A kernel without usable user namespaces (SL6's 2.6.32: EINVAL), or one
+    // that refuses them (EPERM, ENOSPC: user.max_user_namespaces), or has none
+    // at all: the container runs without one, and the shim says so.
+    let fallback;
+    let spec = if spec.userns {
+        // SAFETY: unshare on our own process.
+        if unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0 {
+            if !tell(fds, b'U') {
+                return 1;
+            }
+            spec
+        } else {
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINVAL | libc::EPERM | libc::ENOSPC | libc::ENOSYS) => {
+                    let name = match e.raw_os_error() {
+                        Some(libc::EINVAL) => "EINVAL",
+                        Some(libc::EPERM) => "EPERM",
+                        Some(libc::ENOSPC) => "ENOSPC",
+                        _ => "ENOSYS",
+                    };
+                    let why = format!("unshare(CLONE_NEWUSER) failed with {name}\n");
+                    berth::proc::raw_write_fd(fds.report, &[b"u", why.as_bytes()]);
+                    if !wait_go(fds) {
+                        return 1;
+                    }
+                    fallback = Spec {
+                        userns: false,
+                        ..spec.clone()
+                    };
+                    &fallback
+                }
+                _ => return die(fds, &format!("user namespace: {e}")),
+            }
         }
-        if !tell(fds, b'U') {
-            return 1;
-        }
-    }
+    } else {
+        spec
+    };
     if let Err(e) = berth::sys::apply(&sys, &[runtime::namespaces(spec)]) {
         return die(fds, &format!("namespaces: {e}"));
     }

@@ -129,9 +129,18 @@ fn run(o: &Opts, say: &Say) -> u8 {
         if o.subreaper || o.wait_all.is_some() {
             // SAFETY: a plain prctl on our own process.
             if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } == -1 {
+                let e = std::io::Error::last_os_error();
+                // Linux before 3.4 (SL6's 2.6.32) has no subreapers: init goes
+                // on, reaping its child as any parent does, while the child's
+                // orphans go to the host's PID 1. As PID 1 of a container's PID
+                // namespace (no subreaper needed) it reaps them all.
+                let why = if e.raw_os_error() == Some(libc::EINVAL) {
+                    "the kernel has none before 3.4".to_string()
+                } else {
+                    e.to_string()
+                };
                 say.warn(format_args!(
-                    "cannot register as a child subreaper: {}",
-                    std::io::Error::last_os_error()
+                    "cannot register as a child subreaper ({why}): only the child is reaped here, its orphans go to the host's init"
                 ));
             }
         } else if say.as_dumb_init() {

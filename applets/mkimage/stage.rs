@@ -57,7 +57,7 @@ pub fn run(ctx: &Ctx, stage: &Stage) -> Result<()> {
         Action::Chroot(cmd) => {
             let proc_dir = ctx.root.resolve(Path::new("/proc"), true)?;
             let proc_dir = proc_dir.is_dir().then_some(proc_dir);
-            let isolate = isolate_plan();
+            let isolate = isolate_plan(pid_namespaces());
             let enter = enter_plan(ctx.root.path(), proc_dir.as_deref());
             let mut c = Command::new("/bin/sh");
             c.arg("-c")
@@ -106,15 +106,42 @@ pub fn run(ctx: &Ctx, stage: &Stage) -> Result<()> {
     }
 }
 
+/// Whether unshare can make a PID namespace: Linux 3.8 and later, not SL6's
+/// 2.6.32 (EINVAL). Tried once, in a child that exits at once; the first
+/// answer "no" is said in one line.
+fn pid_namespaces() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        // SAFETY: the child only calls unshare and _exit; the parent reaps it.
+        let ok = unsafe {
+            match libc::fork() {
+                -1 => false,
+                0 => libc::_exit(i32::from(libc::unshare(libc::CLONE_NEWPID) != 0)),
+                pid => {
+                    let mut st = 0;
+                    libc::waitpid(pid, &mut st, 0) == pid
+                        && libc::WIFEXITED(st)
+                        && libc::WEXITSTATUS(st) == 0
+                }
+            }
+        };
+        if !ok {
+            eprintln!(
+                "mkimage: chroot stages run without a PID namespace of their own (unshare needs Linux 3.8 for one): their commands see the build host's processes"
+            );
+        }
+        ok
+    })
+}
+
 /// What a chroot stage gets of its own before it forks: mounts (the /proc mount
-/// dies with it), hostname and IPC, and a PID namespace whose first process is
-/// the command — so package scripts that run `hostname`, `sysctl` or `killall`
-/// touch the build, not the build host.
-pub fn isolate_plan() -> Vec<Op> {
+/// dies with it), hostname and IPC, and (`pid`) a PID namespace whose first
+/// process is the command — so package scripts that run `hostname`, `sysctl`
+/// or `killall` touch the build, not the build host.
+pub fn isolate_plan(pid: bool) -> Vec<Op> {
+    let pid = if pid { libc::CLONE_NEWPID } else { 0 };
     vec![
-        Op::Unshare(
-            libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID,
-        ),
+        Op::Unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | pid),
         Op::Mount {
             source: None,
             target: PathBuf::from("/"),
@@ -694,7 +721,10 @@ mod tests {
 
     #[test]
     fn chroot_plans_isolate_then_enter() {
-        let iso = isolate_plan();
+        assert!(
+            matches!(isolate_plan(false)[0], Op::Unshare(f) if f & libc::CLONE_NEWPID == 0 && f & libc::CLONE_NEWNS != 0)
+        );
+        let iso = isolate_plan(true);
         assert!(
             matches!(iso[0], Op::Unshare(f) if f & libc::CLONE_NEWPID != 0 && f & libc::CLONE_NEWUTS != 0 && f & libc::CLONE_NEWNS != 0)
         );

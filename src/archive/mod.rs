@@ -31,13 +31,77 @@ pub struct TarSummary {
     pub entries: u64,
 }
 
+/// What GNU sparse entries may claim together. A sparse entry's apparent size
+/// costs almost nothing in the archive or, unpacked, on disk (the tar crate
+/// re-creates the holes), but every later reader of the file — a copy, a
+/// commit, a `save` — meets the full size: a 1 TiB claim is a disk bomb one
+/// step later. So the claims of one archive, summed, must fit the limit of the
+/// unpack they are part of (free space where it lands, or the caller's bound).
+struct SparseBudget {
+    left: u64,
+    limit: u64,
+    why: &'static str,
+}
+
+impl SparseBudget {
+    fn new(limit: u64, why: &'static str) -> Self {
+        SparseBudget {
+            left: limit,
+            limit,
+            why,
+        }
+    }
+
+    // Where nothing is unpacked yet, the free space of the nearest existing
+    // directory above `dest` is the one that will be filled.
+    fn free_at(dest: &Path) -> u64 {
+        dest.ancestors()
+            .find_map(crate::fsutil::free_space)
+            .unwrap_or(u64::MAX)
+    }
+
+    fn take(&mut self, entry: &Path, size: u64) -> Result<()> {
+        if size > self.left {
+            return Err(Error::new(
+                Kind::Unsupported,
+                format!(
+                    "tar entry {}: a sparse file claiming {} ({size} bytes) is more than the {} ({} bytes) {}; refused",
+                    entry.display(),
+                    crate::util::human_size(size),
+                    crate::util::human_size(self.limit),
+                    self.limit,
+                    self.why
+                ),
+            ));
+        }
+        self.left -= size;
+        Ok(())
+    }
+}
+
+/// Most directories an entry name may go down. Every directory above an entry
+/// is looked up, created and remembered, each by its whole path: a name 2000
+/// deep costs millions of lookups and megabytes, and a layer of such names
+/// hours and gigabytes. Real trees (npm's deepest included) stay far below.
+pub const MAX_DEPTH: usize = 256;
+
 /// Normalise an entry path to a relative path inside the root, or refuse it.
 pub fn safe_relative(p: &Path) -> Result<PathBuf> {
     let mut out = PathBuf::new();
+    let mut depth = 0;
     for c in p.components() {
         match c {
             Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-            Component::Normal(n) => out.push(n),
+            Component::Normal(n) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    let shown: String = p.to_string_lossy().chars().take(80).collect();
+                    return Err(Error::invalid(format!(
+                        "tar entry {shown:?}…: more than {MAX_DEPTH} directories deep"
+                    )));
+                }
+                out.push(n)
+            }
             Component::ParentDir => {
                 return Err(Error::invalid(format!(
                     "tar entry {:?} leaves its root (..)",
@@ -160,8 +224,13 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
 
 /// Copy a tar stream to `out` byte for byte while checking that it is a complete,
 /// well-formed tar whose entries stay inside their root. Errors name the entry or
-/// say the archive is truncated.
-pub fn copy_validated<R: Read, W: Write>(input: R, out: W) -> Result<(TarSummary, W)> {
+/// say the archive is truncated. GNU sparse entries may claim `max_sparse`
+/// bytes of apparent size between them (what they would unpack to).
+pub fn copy_validated<R: Read, W: Write>(
+    input: R,
+    out: W,
+    max_sparse: u64,
+) -> Result<(TarSummary, W)> {
     let tee = Tee {
         inner: input,
         out,
@@ -171,6 +240,7 @@ pub fn copy_validated<R: Read, W: Write>(input: R, out: W) -> Result<(TarSummary
     let mut ar = tar::Archive::new(tee);
     let mut entries = 0u64;
     let mut policy = Policy::default();
+    let mut sparse = SparseBudget::new(max_sparse, "this layer may unpack to");
     let saw_end;
     {
         let iter = ar
@@ -194,6 +264,14 @@ pub fn copy_validated<R: Read, W: Write>(input: R, out: W) -> Result<(TarSummary
             if !rel.as_os_str().is_empty() {
                 let link = e.link_name().ok().flatten().map(|l| l.into_owned());
                 policy.check(&rel, e.header().entry_type(), link.as_deref())?;
+            }
+            if e.header().entry_type().is_gnu_sparse() {
+                sparse.take(&path, e.size())?;
+                // Its holes read as zeros: reading them through would be
+                // reading the whole claim. The archive skips the stored part,
+                // and a short archive fails at the next header instead.
+                entries += 1;
+                continue;
             }
             // Read the data through, so a short archive fails here and not later.
             let want = e.size();
@@ -249,15 +327,16 @@ pub fn copy_validated<R: Read, W: Write>(input: R, out: W) -> Result<(TarSummary
 /// Handles OCI whiteouts (`.wh.NAME` deletes NAME, `.wh..wh..opq` empties the
 /// directory). Ownership and device nodes are applied only when running as root.
 pub fn extract<R: Read>(input: R, dest: &Path) -> Result<u64> {
-    unpack(input, dest, Mode::Flatten)
+    unpack(input, dest, Mode::Flatten, None)
 }
 
 /// Unpack an archive of plain files (an image archive for `load`): directories,
 /// regular files, hard links and symlinks that stay inside `dest`; no devices,
 /// no whiteouts, no owners, no set-id or world-writable modes. What cannot be in
-/// such an archive is an error naming the entry.
-pub fn extract_files<R: Read>(input: R, dest: &Path) -> Result<u64> {
-    unpack(input, dest, Mode::Files)
+/// such an archive is an error naming the entry. Sparse files may claim at
+/// most `max_sparse` bytes between them (and no more than `dest` has free).
+pub fn extract_files<R: Read>(input: R, dest: &Path, max_sparse: Option<u64>) -> Result<u64> {
+    unpack(input, dest, Mode::Files, max_sparse)
 }
 
 /// Unpack one layer on its own into the empty (or missing) directory `dest`, in
@@ -300,7 +379,7 @@ pub fn extract_overlay<R: Read>(input: R, dest: &Path) -> Result<TarSummary> {
         hasher: Hasher::new(Algorithm::Sha256),
         count: 0,
     };
-    let entries = unpack(&mut tee, dest, Mode::Overlay)?;
+    let entries = unpack(&mut tee, dest, Mode::Overlay, None)?;
     // The end-of-archive blocks and any padding are part of the diff_id too.
     io::copy(&mut tee, &mut io::sink()).context("reading the end of the layer")?;
     Ok(TarSummary {
@@ -344,8 +423,13 @@ enum Mode {
     Overlay,
 }
 
-fn unpack<R: Read>(input: R, dest: &Path, mode: Mode) -> Result<u64> {
+fn unpack<R: Read>(input: R, dest: &Path, mode: Mode, max_sparse: Option<u64>) -> Result<u64> {
     let rootfs = mode != Mode::Files;
+    let free = SparseBudget::free_at(dest);
+    let mut sparse = match max_sparse {
+        Some(n) if n < free => SparseBudget::new(n, "this archive may unpack to"),
+        _ => SparseBudget::new(free, "free where it is unpacked"),
+    };
     let overlay = mode == Mode::Overlay;
     if overlay {
         if let Some(p) = dest.parent() {
@@ -430,12 +514,16 @@ fn unpack<R: Read>(input: R, dest: &Path, mode: Mode) -> Result<u64> {
             continue;
         }
         let kind = e.header().entry_type();
+        if kind.is_gnu_sparse() {
+            sparse.take(&rel, e.size())?;
+        }
         if !rootfs {
             let allowed = kind.is_dir()
                 || kind.is_file()
                 || kind.is_hard_link()
                 || kind.is_symlink()
-                || kind == tar::EntryType::Continuous;
+                || kind == tar::EntryType::Continuous
+                || kind.is_gnu_sparse();
             if !allowed {
                 return Err(Error::invalid(format!(
                     "{}: an image archive holds only files and directories",
@@ -505,6 +593,13 @@ fn unpack<R: Read>(input: R, dest: &Path, mode: Mode) -> Result<u64> {
                     // climb out from the new name's depth.
                     return Err(Error::invalid(format!(
                         "{}: a hard link to the symlink {} is not allowed in an image archive",
+                        rel.display(),
+                        lrel.display()
+                    )));
+                }
+                if dest.join(&lrel).symlink_metadata().is_err() {
+                    return Err(Error::invalid(format!(
+                        "hard link {} to {}, which is in neither this layer nor one below it",
                         rel.display(),
                         lrel.display()
                     )));
@@ -924,16 +1019,18 @@ mod tests {
     #[test]
     fn validated_copy_is_byte_exact_and_refuses_escapes() {
         let t = tar_of(&[("etc/hosts", b"127.0.0.1 localhost\n"), ("./bin/sh", b"x")]);
-        let (s, out) = copy_validated(&t[..], Vec::new()).unwrap();
+        let (s, out) = copy_validated(&t[..], Vec::new(), u64::MAX).unwrap();
         assert_eq!(out, t);
         assert_eq!(s.diff_id, Digest::sha256(&t));
         assert_eq!(s.entries, 2);
         let bad = tar_of(&[("../../etc/passwd", b"x")]);
-        let e = copy_validated(&bad[..], Vec::new()).unwrap_err();
+        let e = copy_validated(&bad[..], Vec::new(), u64::MAX).unwrap_err();
         assert!(e.to_string().contains("leaves its root"), "{e}");
         let truncated = &t[..700];
-        assert!(copy_validated(truncated, Vec::new()).is_err());
-        assert!(copy_validated(&b"definitely not a tar archive"[..], Vec::new()).is_err());
+        assert!(copy_validated(truncated, Vec::new(), u64::MAX).is_err());
+        assert!(
+            copy_validated(&b"definitely not a tar archive"[..], Vec::new(), u64::MAX).is_err()
+        );
     }
 
     #[test]
@@ -983,7 +1080,7 @@ mod tests {
         h.set_size(0);
         b.append_link(&mut h, "a/out", "../../etc").unwrap();
         let out = b.into_inner().unwrap();
-        let e = extract_files(&out[..], &dir.join("files")).unwrap_err();
+        let e = extract_files(&out[..], &dir.join("files"), None).unwrap_err();
         assert!(e.to_string().contains("leaves the archive"), "{e}");
         let mut b = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_gnu();
@@ -992,14 +1089,14 @@ mod tests {
         h.set_mode(0o666);
         b.append_data(&mut h, "sda", std::io::empty()).unwrap();
         let dev = b.into_inner().unwrap();
-        assert!(extract_files(&dev[..], &dir.join("files2")).is_err());
+        assert!(extract_files(&dev[..], &dir.join("files2"), None).is_err());
         let mut b = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_gnu();
         h.set_size(1);
         h.set_mode(0o4777);
         b.append_data(&mut h, "suid", &b"x"[..]).unwrap();
         let suid = b.into_inner().unwrap();
-        extract_files(&suid[..], &dir.join("files3")).unwrap();
+        extract_files(&suid[..], &dir.join("files3"), None).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(dir.join("files3/suid"))
@@ -1132,13 +1229,92 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    // An old-GNU sparse entry: `data` at the end of a file of `real` bytes.
+    fn sparse_tar(name: &str, real: u64, data: &[u8]) -> Vec<u8> {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::GNUSparse);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_path(name).unwrap();
+        let g = h.as_gnu_mut().unwrap();
+        g.sparse[0].set_offset(real - data.len() as u64);
+        g.sparse[0].set_length(data.len() as u64);
+        g.set_real_size(real);
+        h.set_cksum();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&h, data).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn sparse_claims_past_the_unpack_limit_are_refused_by_name_everywhere() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("berth-sp-{}", crate::util::uuid4()));
+        let small = sparse_tar("holey", 1 << 20, b"tail");
+        extract(&small[..], &dir.join("ok")).unwrap();
+        let m = std::fs::metadata(dir.join("ok/holey")).unwrap();
+        assert_eq!(m.len(), 1 << 20);
+        assert!(m.blocks() * 512 < 1 << 20, "the hole was written out");
+        copy_validated(&small[..], Vec::new(), 1 << 20).unwrap();
+        let bomb = sparse_tar("big", 1 << 50, b"tail");
+        let named = |e: Error, entry: &str| {
+            let e = e.to_string();
+            assert!(
+                e.contains(&format!("tar entry {entry}: a sparse file")),
+                "{e}"
+            );
+            assert!(!e.contains('\n'), "{e}");
+        };
+        named(extract(&bomb[..], &dir.join("a")).unwrap_err(), "big");
+        named(
+            extract_overlay(&bomb[..], &dir.join("b")).unwrap_err(),
+            "big",
+        );
+        named(
+            extract_files(&bomb[..], &dir.join("c"), None).unwrap_err(),
+            "big",
+        );
+        let e = extract_files(&small[..], &dir.join("d"), Some(1 << 19)).unwrap_err();
+        named(e, "holey");
+        named(
+            copy_validated(&bomb[..], Vec::new(), 1 << 40).unwrap_err(),
+            "big",
+        );
+        for d in ["a", "b", "c", "d"] {
+            assert!(!dir.join(d).join("big").exists(), "{d}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn names_deeper_than_the_limit_are_refused_before_any_directory() {
+        let dir = std::env::temp_dir().join(format!("berth-dp-{}", crate::util::uuid4()));
+        let deep = "d/".repeat(MAX_DEPTH) + "f";
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        b.append_data(&mut h, &deep, &b"x"[..]).unwrap();
+        let t = b.into_inner().unwrap();
+        let e = extract(&t[..], &dir).unwrap_err().to_string();
+        assert!(e.contains("directories deep") && e.contains("d/d/"), "{e}");
+        assert!(!dir.join("d").exists());
+        let e = copy_validated(&t[..], Vec::new(), u64::MAX).unwrap_err();
+        assert!(e.to_string().contains("directories deep"), "{e}");
+        let ok = "d/".repeat(MAX_DEPTH - 1) + "f";
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_data(&mut h, &ok, &b"x"[..]).unwrap();
+        extract(&b.into_inner().unwrap()[..], &dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_validated_layer_has_nothing_after_its_end_and_nothing_the_extractor_refuses() {
         let good = tar_of(&[("etc/hosts", b"x")]);
         let evil = tar_of(&[("../../etc/passwd", b"y")]);
         let mut both = good.clone();
         both.extend_from_slice(&evil);
-        let e = copy_validated(&both[..], Vec::new()).unwrap_err();
+        let e = copy_validated(&both[..], Vec::new(), u64::MAX).unwrap_err();
         assert!(
             e.to_string().contains("after the tar end-of-archive"),
             "{e}"
@@ -1146,7 +1322,7 @@ mod tests {
         // zero padding after the end is fine (and kept: it is part of the layer)
         let mut padded = good.clone();
         padded.extend_from_slice(&[0u8; 4096]);
-        let (_, out) = copy_validated(&padded[..], Vec::new()).unwrap();
+        let (_, out) = copy_validated(&padded[..], Vec::new(), u64::MAX).unwrap();
         assert_eq!(out, padded);
         // a file through a symlink of the same archive, a hard link to nothing
         let mut b = tar::Builder::new(Vec::new());
@@ -1159,7 +1335,7 @@ mod tests {
         h.set_mode(0o644);
         b.append_data(&mut h, "lib/x", &b"x"[..]).unwrap();
         let t = b.into_inner().unwrap();
-        let e = copy_validated(&t[..], Vec::new()).unwrap_err();
+        let e = copy_validated(&t[..], Vec::new(), u64::MAX).unwrap_err();
         assert!(e.to_string().contains("through the symlink"), "{e}");
         let mut b = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_gnu();
@@ -1167,9 +1343,9 @@ mod tests {
         h.set_size(0);
         b.append_link(&mut h, "x", "missing").unwrap();
         let t = b.into_inner().unwrap();
-        let e = copy_validated(&t[..], Vec::new()).unwrap_err();
+        let e = copy_validated(&t[..], Vec::new(), u64::MAX).unwrap_err();
         assert!(e.to_string().contains("not a file earlier"), "{e}");
         let bad_wh = tar_of(&[("a/.wh...", b"")]);
-        assert!(copy_validated(&bad_wh[..], Vec::new()).is_err());
+        assert!(copy_validated(&bad_wh[..], Vec::new(), u64::MAX).is_err());
     }
 }

@@ -375,7 +375,7 @@ pub fn load(store: &LocalStore, input: Box<dyn Read + Send>, opts: &LoadOptions)
         limit,
         hit: hit.clone(),
     };
-    crate::archive::extract_files(bounded, staging.path()).map_err(|e| {
+    crate::archive::extract_files(bounded, staging.path(), Some(limit)).map_err(|e| {
         if hit.load(std::sync::atomic::Ordering::Relaxed) {
             Error::new(
                 Kind::Unsupported,

@@ -338,7 +338,9 @@ pub fn import(
         crate::archive::gzip::level(),
         ParallelGzip::<Vec<u8>>::default_threads(),
     );
-    let (summary, gz) = copy_validated(plain, gz).map_err(|e| e.context(source))?;
+    // What the layer may unpack to later: the store's free space now.
+    let room = crate::fsutil::free_space(store.root()).unwrap_or(u64::MAX);
+    let (summary, gz) = copy_validated(plain, gz, room).map_err(|e| e.context(source))?;
     let writer = gz.finish()?;
     let (layer, layer_size) = writer.commit(None)?;
     let history = History {

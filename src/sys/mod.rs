@@ -162,6 +162,13 @@ pub trait Sys: Send + Sync {
     fn run(&self, op: &Op) -> Result<()>;
 }
 
+/// Whether the kernel has no_new_privs (Linux 3.5; not SL6's 2.6.32): an
+/// older one answers EINVAL to the option.
+pub fn has_no_new_privs() -> bool {
+    // SAFETY: prctl with integer arguments, reading a flag of our own process.
+    unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) >= 0 }
+}
+
 /// Apply a plan in order, stopping at the first failure (named with its step).
 pub fn apply(sys: &dyn Sys, plan: &[Op]) -> Result<()> {
     for (i, op) in plan.iter().enumerate() {

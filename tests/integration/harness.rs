@@ -1048,3 +1048,20 @@ pub fn du(p: &Path) -> u64 {
     }
     n
 }
+
+/// Apparent size under `p`: what reading every file would return (holes of
+/// sparse files count in full, unlike [`du`]; links not followed).
+pub fn apparent_size(p: &Path) -> u64 {
+    let Ok(m) = std::fs::symlink_metadata(p) else {
+        return 0;
+    };
+    let mut n = if m.is_file() { m.len() } else { 0 };
+    if m.is_dir()
+        && let Ok(rd) = std::fs::read_dir(p)
+    {
+        for e in rd.flatten() {
+            n = n.saturating_add(apparent_size(&e.path()));
+        }
+    }
+    n
+}

@@ -93,13 +93,121 @@ fn docker_archive(layer: &Path, tag: &str, out: &Path) {
     b.finish().unwrap();
 }
 
-fn one_clear_line(err: &str, what: &str) {
+/// A refusal is one line (beside progress lines and the hints docker's CLI
+/// and mkimage add on lines of their own) and, where an archive has an
+/// offending entry, names it.
+fn one_clear_line(err: &str, what: &str, archive: &str) {
     let err = err.trim();
     assert!(!err.is_empty(), "{what}: failed without a word");
     assert!(
         !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
         "{what}: {err}"
     );
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        // progress, and hints on what to do next, are not the error
+        .filter(|l| !l.starts_with("==> "))
+        .filter(|l| !(l.starts_with("See 'docker") || l.starts_with("Run 'docker")))
+        .filter(|l| !l.starts_with("the root was removed (--keep-root"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{what}: not one line: {err}");
+    if let Some(names) = offenders(archive) {
+        assert!(
+            names.iter().any(|n| lines[0].contains(n)),
+            "{what}: the error names none of {names:?}: {err}"
+        );
+    }
+}
+
+/// What an error about each archive must name: its offending entry (any one
+/// of these spellings of it). None: the archive has nothing to refuse by name
+/// (a bomb refused for its size, or entries that are only unusual).
+fn offenders(archive: &str) -> Option<&'static [&'static str]> {
+    Some(match archive {
+        "dotdot" => &["../berth-hostile-victim/sentinel"],
+        "symlink-then-file" => &["link/sentinel"],
+        "dir-replaced-by-symlink" => &["d/sentinel"],
+        "hardlink-out" => &["hard link h", "berth-hostile-victim/sentinel"],
+        "whiteout-climb" => &["sub/.wh..", ".wh..."],
+        "long-pax-name" => &["berth-hostile-victim/sentinel", "directories deep"],
+        "sparse-bomb" => &["gnu-big"],
+        "duplicates" => &["f/", "tar entry f"],
+        _ => return None,
+    })
+}
+
+/// Relative climbs land one level above the root they start from: beside
+/// the staging and build directories, under each store's tmp/. Those must
+/// stay empty, and no directory of the victim's name may appear anywhere in
+/// the test's trees except where an absolute name was (rightly) kept inside
+/// a root, as its own tmp/berth-hostile-victim.
+fn climbed(trees: &[&Path], tmps: &[PathBuf]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack: Vec<PathBuf> = trees.iter().map(|p| p.to_path_buf()).collect();
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_name() == "berth-hostile-victim"
+                && (d.file_name().is_none_or(|n| n != "tmp") || tmps.contains(&d))
+            {
+                found.push(p.clone());
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            }
+        }
+    }
+    found
+}
+
+/// Device nodes (overlay's 0/0 whiteouts aside) and set-id files under `top`.
+fn specials(top: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut found = Vec::new();
+    let mut stack = vec![top.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = std::fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            let t = m.file_type();
+            if ((t.is_char_device() || t.is_block_device()) && m.rdev() != 0)
+                || (t.is_file() && m.mode() & 0o6000 != 0)
+            {
+                found.push(e.path());
+            }
+            if t.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    found
+}
+
+/// Whether a user other than root is kept from `p` by a directory between
+/// `top` and it that others may not search.
+fn out_of_others_reach(top: &Path, p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.ancestors()
+        .skip(1)
+        .take_while(|a| a.starts_with(top))
+        .any(|a| {
+            std::fs::symlink_metadata(a)
+                .is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o001 == 0)
+        })
+}
+
+/// A run whose layer unpacked: it ran, or found no /bin/true in what it
+/// unpacked (the corpus' layers hold no programs).
+fn unpacked(o: &std::process::Output) -> bool {
+    o.status.success() || stderr(o).contains("exec: \"/bin/true\": stat /bin/true: no such file")
 }
 
 fn staging_empty(graph: &Path) -> bool {
@@ -123,6 +231,14 @@ fn the_hostile_corpus_changes_nothing_outside_through_every_path() {
         ..RegOpts::default()
     });
     let mut seen = Vec::new();
+    let tmps = [graph.join("tmp"), e.graph.join("tmp")];
+    let check = |what: &str| {
+        assert_eq!(victim_state(), before, "{what} reached the victim");
+        let c = climbed(&[&dir.0, &e.dir.0], &tmps);
+        assert!(c.is_empty(), "{what} climbed out of its root: {c:?}");
+        assert!(staging_empty(&graph), "{what} left the client's staging");
+        assert!(staging_empty(&e.graph), "{what} left the engine's staging");
+    };
     for layer in corpus() {
         let name = layer
             .file_name()
@@ -132,19 +248,26 @@ fn the_hostile_corpus_changes_nothing_outside_through_every_path() {
             .trim_end_matches(".tar")
             .to_string();
         let tag = format!("hostile:{name}");
+        // Every path runs for every archive: a refusal earlier on must not
+        // spare the later ones (each takes the layer in by itself).
+        let mut ran = Vec::new();
+        let mut refused = Vec::new();
         // import: a rootfs tarball, validated as it is stored
         let o = run(&[
             "import",
             "-g",
             graph.to_str().unwrap(),
             layer.to_str().unwrap(),
-            &tag,
+            &format!("imported:{name}"),
         ]);
         if !o.status.success() {
-            one_clear_line(&stderr(&o), &format!("import {name}"));
+            one_clear_line(&stderr(&o), &format!("import {name}"), &name);
+            refused.push("import");
         }
-        assert_eq!(victim_state(), before, "import {name} reached the victim");
-        // load: a docker-archive with it as the layer, bounded by --max-size
+        check(&format!("import {name}"));
+        ran.push("import");
+        // load: a docker-archive with it as the layer, bounded by --max-size;
+        // the layer is a file in it, so the load itself must succeed
         let archive = dir.join(&format!("{name}.archive.tar"));
         docker_archive(&layer, &tag, &archive);
         let o = run(&[
@@ -156,72 +279,76 @@ fn the_hostile_corpus_changes_nothing_outside_through_every_path() {
             "--max-size",
             "64M",
         ]);
-        if !o.status.success() {
-            one_clear_line(&stderr(&o), &format!("load {name}"));
-        }
-        assert_eq!(victim_state(), before, "load {name} reached the victim");
-        assert!(staging_empty(&graph), "load {name} left staging behind");
+        assert!(o.status.success(), "load {name}: {}", stderr(&o));
+        check(&format!("load {name}"));
+        ran.push("load");
         // mkimage on it as a base: its layers unpacked into the build root
-        if o.status.success() {
-            let recipe = dir.join(&format!("{name}.yml"));
-            std::fs::write(
-                &recipe,
-                format!(
-                    "name: on-{name}\nepoch: 1490616000\nbase: {tag}\nstages:\n  - name: motd\n    append: {{file: /etc/motd, lines: [\"x\"]}}\n"
-                ),
-            )
-            .unwrap();
-            let m = run(&[
-                "mkimage",
-                "-g",
-                graph.to_str().unwrap(),
-                "--tag",
-                &format!("derived:{name}"),
-                recipe.to_str().unwrap(),
-            ]);
-            if !m.status.success() {
-                one_clear_line(&stderr(&m), &format!("mkimage on {name}"));
-            }
-            assert_eq!(
-                victim_state(),
-                before,
-                "mkimage on {name} reached the victim"
-            );
+        let recipe = dir.join(&format!("{name}.yml"));
+        std::fs::write(
+            &recipe,
+            format!(
+                "name: on-{name}\nepoch: 1490616000\nbase: {tag}\nstages:\n  - name: motd\n    append: {{file: /etc/motd, lines: [\"x\"]}}\n"
+            ),
+        )
+        .unwrap();
+        let m = run(&[
+            "mkimage",
+            "-g",
+            graph.to_str().unwrap(),
+            "--tag",
+            &format!("derived:{name}"),
+            recipe.to_str().unwrap(),
+        ]);
+        if !m.status.success() {
+            one_clear_line(&stderr(&m), &format!("mkimage on {name}"), &name);
+            refused.push("mkimage");
         }
+        check(&format!("mkimage on {name}"));
+        ran.push("mkimage");
         // the engine: loaded, then unpacked into the layer cache to run
         let o = e.run(&["load", "-i", archive.to_str().unwrap()]);
-        if o.status.success() {
-            let r = e.run(&["run", "--rm", &tag]);
-            if !r.status.success() {
-                one_clear_line(&stderr(&r), &format!("run {name}"));
-            }
-            // pull: through a registry, then unpacked again from what came
-            let remote = format!("127.0.0.1:{}/hostile/{name}:1", reg.port);
-            e.ok(&["tag", &tag, &remote]);
-            e.ok(&["push", &remote]);
-            let _ = e.run(&["rmi", "-f", &remote, &tag]);
-            let p = e.run(&["pull", &remote]);
-            if p.status.success() {
-                let r = e.run(&["run", "--rm", &remote]);
-                if !r.status.success() {
-                    one_clear_line(&stderr(&r), &format!("run pulled {name}"));
-                }
-            } else {
-                one_clear_line(&stderr(&p), &format!("pull {name}"));
-            }
-            let _ = e.run(&["rmi", "-f", &remote]);
-        } else {
-            one_clear_line(&stderr(&o), &format!("docker load {name}"));
+        assert!(o.status.success(), "docker load {name}: {}", stderr(&o));
+        ran.push("docker load");
+        let r = e.run(&["run", "--rm", &tag]);
+        if !unpacked(&r) {
+            one_clear_line(&stderr(&r), &format!("run {name}"), &name);
+            refused.push("run");
         }
+        check(&format!("run {name}"));
+        ran.push("run");
+        // pull: through a registry, then unpacked again from what came
+        let remote = format!("127.0.0.1:{}/hostile/{name}:1", reg.port);
+        e.ok(&["tag", &tag, &remote]);
+        e.ok(&["push", &remote]);
+        let _ = e.run(&["rmi", "-f", &remote, &tag]);
+        let p = e.run(&["pull", &remote]);
+        assert!(p.status.success(), "pull {name}: {}", stderr(&p));
+        ran.push("pull");
+        let r = e.run(&["run", "--rm", &remote]);
+        if !unpacked(&r) {
+            one_clear_line(&stderr(&r), &format!("run pulled {name}"), &name);
+            refused.push("run pulled");
+        }
+        check(&format!("run pulled {name}"));
+        ran.push("run pulled");
+        let _ = e.run(&["rmi", "-f", &remote]);
         assert_eq!(
-            victim_state(),
-            before,
-            "the engine's {name} reached the victim"
+            ran,
+            [
+                "import",
+                "load",
+                "mkimage",
+                "docker load",
+                "run",
+                "pull",
+                "run pulled"
+            ],
+            "{name}"
         );
-        assert!(
-            staging_empty(&e.graph),
-            "the engine's {name} left staging behind"
-        );
+        // the 1 TiB claim is refused wherever the layer would be unpacked
+        if name == "sparse-bomb" {
+            assert_eq!(refused, ["import", "mkimage", "run", "run pulled"]);
+        }
         seen.push(name);
     }
     // the bombs never grew a store past real content (the gzip bomb's 512 MiB
@@ -230,6 +357,36 @@ fn the_hostile_corpus_changes_nothing_outside_through_every_path() {
     assert!(used < 600 << 20, "the engine's store holds {used} bytes");
     let used = crate::harness::du(&graph);
     assert!(used < 64 << 20, "the client store holds {used} bytes");
+    // and nothing claims more than it holds: a sparse file's hole costs no
+    // blocks, but a copy or a save of it writes every byte
+    let claimed = crate::harness::apparent_size(&e.graph);
+    assert!(
+        claimed < 600 << 20,
+        "the engine's store claims {claimed} bytes"
+    );
+    let claimed = crate::harness::apparent_size(&graph);
+    assert!(
+        claimed < 64 << 20,
+        "the client store claims {claimed} bytes"
+    );
     assert!(seen.contains(&"gzip-bomb".to_string()));
+    assert!(seen.contains(&"sparse-bomb".to_string()));
+    // devices and set-id files: the client's store keeps blobs and nothing
+    // unpacked (load drops set-id bits and refuses devices; mkimage's build
+    // root is gone); the engine's layer cache keeps them as the image has
+    // them (a container needs its /usr/bin/passwd), but out of reach of the
+    // host's other users, so no one there can use a device node or set-id
+    // program a layer brought
+    let client = specials(&graph);
+    assert!(client.is_empty(), "the client store holds {client:?}");
+    let engine = specials(&e.graph);
+    let reachable: Vec<_> = engine
+        .iter()
+        .filter(|p| !out_of_others_reach(&e.graph, p))
+        .collect();
+    assert!(
+        reachable.is_empty(),
+        "device nodes or set-id files other users can reach: {reachable:?}"
+    );
     let _ = std::fs::remove_dir_all(VICTIM);
 }

@@ -435,6 +435,45 @@ pub(crate) fn init_reaps_orphans_as_a_subreaper() {
     assert_eq!(stderr(&o), "");
 }
 
+/// Where the kernel has no subreapers (before 3.4: SL6), init says so in one
+/// line and goes on: its child is reaped and its status comes out, while the
+/// child's orphans belong to the host's init, never to this one.
+pub(crate) fn init_without_a_subreaper_reaps_its_child_only() {
+    // The orphan outlives its parent shell by far, so its parent can be read.
+    let script = "o=$(sh -c 'sleep 30 >/dev/null 2>&1 & echo $!'); echo $o; \
+                  while [ ! -e \"$GO\" ]; do sleep 0.02; done; kill $o";
+    let sh = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
+    let d = TempDir::new("init-nosub");
+    let go = d.join("go");
+    let mut init = Init::start(
+        &args_with(&["-s", "-w"], &sh),
+        &[("GO", go.to_str().unwrap())],
+    );
+    let orphan: i32 = init.line(PATIENCE).expect("orphan pid").parse().unwrap();
+    let ppid = |pid: i32| -> Option<i32> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        s.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()
+    };
+    assert_ne!(
+        ppid(orphan),
+        Some(init.pid()),
+        "the orphan went to init, a subreaper the kernel cannot have"
+    );
+    std::fs::write(&go, "").unwrap();
+    let (code, err) = init.wait();
+    assert_eq!(code, 0, "{err}");
+    let fallback: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("child subreaper"))
+        .collect();
+    assert_eq!(fallback.len(), 1, "{err}");
+    assert!(
+        fallback[0].contains("before 3.4") && fallback[0].contains("only the child is reaped"),
+        "{err}"
+    );
+    assert!(!err.contains(&format!("zombie process {orphan}")), "{err}");
+}
+
 #[test]
 fn init_as_pid_1_of_a_pid_namespace() {
     need("unshare");

@@ -1,9 +1,13 @@
 //! Playing an old kernel: a seccomp filter, installed between fork and exec
 //! of every berth process a test starts, that answers `ENOSYS` to each system
 //! call newer than the target kernel and `EINVAL` to flags it did not know
-//! (`O_TMPFILE`, `CLONE_NEWCGROUP`) — what SL7's 3.10 and SL6's 2.6.32 would
-//! answer. The filter is inherited by everything berth starts (shims,
-//! containers), so the whole engine plays the old kernel too.
+//! (`O_TMPFILE`, `CLONE_NEWCGROUP`), to `prctl` options and to namespaces of
+//! `clone`, `unshare` and `setns` — what SL7's 3.10 and SL6's 2.6.32 would
+//! answer (`PR_SET_CHILD_SUBREAPER`, `PR_SET_NO_NEW_PRIVS`, seccomp filters,
+//! `CLONE_NEWUSER` and `unshare(CLONE_NEWPID)` under 2.6.32; `PR_CAP_AMBIENT`
+//! and `CLONE_NEWCGROUP` under both). The filter is inherited by everything
+//! berth starts (shims, containers), so the whole engine plays the old kernel
+//! too.
 //!
 //! x86_64 numbers: 3.10's last call is finit_module (313); 314 onwards
 //! (sched_setattr, renameat2, seccomp, getrandom, memfd_create, bpf, execveat,
@@ -57,7 +61,9 @@ pub fn apply(c: &mut Command) {
                 len: prog.len() as u16,
                 filter: prog.as_ptr() as *mut libc::sock_filter,
             };
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            // Root may install a filter without no_new_privs; leaving it off
+            // keeps set-id programs working as they would on the old host.
+            if (libc::geteuid() != 0 && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
                 || libc::prctl(
                     libc::PR_SET_SECCOMP,
                     libc::SECCOMP_MODE_FILTER,
@@ -76,6 +82,8 @@ const RET_ALLOW: u32 = 0x7fff_0000;
 const RET_ERRNO: u32 = 0x0005_0000;
 const O_TMPFILE_BIT: u32 = 0o2000_0000;
 const CLONE_NEWCGROUP: u32 = 0x0200_0000;
+const CLONE_NEWUSER: u32 = 0x1000_0000;
+const PR_SET_PTRACER: u32 = 0x5961_6d61;
 
 fn stmt(code: u16, k: u32) -> libc::sock_filter {
     libc::sock_filter {
@@ -90,41 +98,119 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     libc::sock_filter { code, jt, jf, k }
 }
 
+const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+const JEQ: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+const JGE: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+const JSET: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
+const RET: u16 = 0x06; // BPF_RET | BPF_K
+
+/// One answer for one system call whose argument `arg` (its low 32 bits)
+/// passes `test` against `k`: JEQ equal, JGE at least, JSET any bit of.
+struct Rule {
+    nr: i64,
+    arg: u32,
+    test: u16,
+    k: u32,
+    ret: u32,
+}
+
+/// What kernel `k` said to arguments it did not know. Checked in order, so an
+/// ALLOW can carve an exception out of a later range.
+fn rules(k: Kernel) -> Vec<Rule> {
+    let einval = RET_ERRNO | libc::EINVAL as u32;
+    let rule = |nr: i64, arg: u32, test: u16, k: u32, ret: u32| Rule {
+        nr,
+        arg,
+        test,
+        k,
+        ret,
+    };
+    // clone, unshare: namespaces the kernel had not got (2.6.32 had a
+    // CLONE_NEWUSER flag, but no user namespace anyone could use: SL6 answers
+    // EINVAL)
+    let clone_flags = match k {
+        Kernel::V3_10 => CLONE_NEWCGROUP,
+        Kernel::V2_6_32 => CLONE_NEWCGROUP | CLONE_NEWUSER,
+    };
+    // unshare(CLONE_NEWPID) came in 3.8 (clone had it since 2.6.24)
+    let unshare_flags = match k {
+        Kernel::V3_10 => clone_flags,
+        Kernel::V2_6_32 => clone_flags | libc::CLONE_NEWPID as u32,
+    };
+    let mut v = vec![
+        rule(libc::SYS_openat, 2, JSET, O_TMPFILE_BIT, einval),
+        rule(libc::SYS_open, 1, JSET, O_TMPFILE_BIT, einval),
+        rule(libc::SYS_clone, 0, JSET, clone_flags, einval),
+        rule(libc::SYS_unshare, 0, JSET, unshare_flags, einval),
+    ];
+    match k {
+        Kernel::V3_10 => {
+            // setns came in 3.0, its cgroup namespace in 4.6
+            v.push(rule(libc::SYS_setns, 1, JSET, CLONE_NEWCGROUP, einval));
+            // prctl: 3.10 knew options up to PR_GET_TID_ADDRESS (40) and
+            // PR_SET_PTRACER (3.4); PR_SET_THP_DISABLE (41), PR_CAP_AMBIENT
+            // (47), … came later
+            v.push(rule(libc::SYS_prctl, 0, JEQ, PR_SET_PTRACER, RET_ALLOW));
+            v.push(rule(libc::SYS_prctl, 0, JGE, 41, einval));
+        }
+        Kernel::V2_6_32 => {
+            // setns is past 2.6.32's table. prctl: up to PR_MCE_KILL_GET
+            // (34); PR_SET_MM (35), PR_SET_CHILD_SUBREAPER (36, 3.4),
+            // PR_SET_NO_NEW_PRIVS (38, 3.5), PR_SET_PTRACER, … came later
+            v.push(rule(libc::SYS_prctl, 0, JGE, 35, einval));
+            // and seccomp filters (mode 2) in 3.5
+            v.push(Rule {
+                nr: libc::SYS_prctl,
+                arg: 0,
+                test: JEQ,
+                k: libc::PR_SET_SECCOMP as u32,
+                ret: u32::MAX,
+            });
+        }
+    }
+    v
+}
+
 /// The BPF program for kernel `k`.
 pub fn program(k: Kernel) -> Vec<libc::sock_filter> {
-    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
-    const JEQ: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
-    const JGE: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
-    const JSET: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
-    const RET: u16 = 0x06; // BPF_RET | BPF_K
     let first_missing = match k {
         Kernel::V3_10 => 314,
         Kernel::V2_6_32 => 299,
     };
     // arg n's low 32 bits (little endian)
     let arg = |n: u32| 16 + 8 * n;
+    let einval = RET_ERRNO | libc::EINVAL as u32;
     let mut p = vec![
-        stmt(LD_W_ABS, 4),                          // 0: arch
-        jump(JEQ, AUDIT_ARCH_X86_64, 1, 0),         // 1
-        stmt(RET, RET_ALLOW),                       // 2: another arch: not ours to judge
-        stmt(LD_W_ABS, 0),                          // 3: nr
-        jump(JGE, first_missing, 11, 0),            // 4 -> 16 ENOSYS
-        jump(JEQ, libc::SYS_openat as u32, 4, 0),   // 5 -> 10
-        jump(JEQ, libc::SYS_open as u32, 5, 0),     // 6 -> 12
-        jump(JEQ, libc::SYS_clone as u32, 6, 0),    // 7 -> 14
-        jump(JEQ, libc::SYS_unshare as u32, 5, 0),  // 8 -> 14
-        stmt(RET, RET_ALLOW),                       // 9
-        stmt(LD_W_ABS, arg(2)),                     // 10: openat flags
-        jump(JSET, O_TMPFILE_BIT, 6, 5),            // 11 -> 18 EINVAL / 17 ALLOW
-        stmt(LD_W_ABS, arg(1)),                     // 12: open flags
-        jump(JSET, O_TMPFILE_BIT, 4, 3),            // 13 -> 18 / 17
-        stmt(LD_W_ABS, arg(0)),                     // 14: clone/unshare flags
-        jump(JSET, CLONE_NEWCGROUP, 2, 1),          // 15 -> 18 / 17
-        stmt(RET, RET_ERRNO | libc::ENOSYS as u32), // 16
-        stmt(RET, RET_ALLOW),                       // 17
-        stmt(RET, RET_ERRNO | libc::EINVAL as u32), // 18
+        stmt(LD_W_ABS, 4),                          // arch
+        jump(JEQ, AUDIT_ARCH_X86_64, 1, 0),         //
+        stmt(RET, RET_ALLOW),                       // another arch: not ours to judge
+        stmt(LD_W_ABS, 0),                          // nr; x32 calls (bit 30) too
+        jump(JGE, first_missing, 0, 1),             //
+        stmt(RET, RET_ERRNO | libc::ENOSYS as u32), //
     ];
-    // x32 calls (bit 30 set) are past the limit too
-    p.truncate(19);
+    for r in rules(k) {
+        if r.ret == u32::MAX {
+            // prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER): option and mode both
+            p.extend([
+                stmt(LD_W_ABS, 0),
+                jump(JEQ, r.nr as u32, 0, 5),
+                stmt(LD_W_ABS, arg(0)),
+                jump(JEQ, r.k, 0, 3),
+                stmt(LD_W_ABS, arg(1)),
+                jump(JEQ, libc::SECCOMP_MODE_FILTER, 0, 1),
+                stmt(RET, einval),
+            ]);
+            continue;
+        }
+        // not this call: on to the next rule; the test fails: likewise
+        p.extend([
+            stmt(LD_W_ABS, 0),
+            jump(JEQ, r.nr as u32, 0, 3),
+            stmt(LD_W_ABS, arg(r.arg)),
+            jump(r.test, r.k, 0, 1),
+            stmt(RET, r.ret),
+        ]);
+    }
+    p.push(stmt(RET, RET_ALLOW));
     p
 }
