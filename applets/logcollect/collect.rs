@@ -8,8 +8,10 @@
 //! rotated file is still the same source), the length of every local copy and
 //! the spool's end. At start the local copies and the spool are cut back to
 //! those lengths and the sources resume at those offsets: whatever a crash
-//! half-did is done again exactly once. Only whole lines are counted: a line
-//! still being written is read again next time.
+//! half-did is done again exactly once. A round that fails (a full disk, a
+//! read error) is undone the same way without a restart: offsets back to the
+//! saved state, local copies and the spool cut back to its lengths. Only
+//! whole lines are counted: a line still being written is read again next time.
 //!
 //! A json-file log rotates by renames: the old file keeps its inode and is
 //! read to its end (oldest first) before the new one. A file whose size drops
@@ -98,6 +100,16 @@ pub struct Collector {
     last_retention: Option<std::time::Instant>,
     /// The spool's end as the saved state counts it: what the sinks may send.
     pub committed: std::sync::Arc<std::sync::Mutex<spool::Pos>>,
+    /// Local copies this round wrote to (undone if the round fails).
+    written: Vec<PathBuf>,
+    /// Cuts a failed round still owes: local copies and the spool's end.
+    undo: Undo,
+}
+
+#[derive(Default)]
+struct Undo {
+    locals: BTreeMap<PathBuf, u64>,
+    spool: Option<(u64, u64)>,
 }
 
 impl Collector {
@@ -146,6 +158,8 @@ impl Collector {
             reported: BTreeSet::new(),
             last_retention: None,
             committed: std::sync::Arc::new(std::sync::Mutex::new(committed)),
+            written: Vec::new(),
+            undo: Undo::default(),
         })
     }
 
@@ -178,8 +192,13 @@ impl Collector {
             .collect()
     }
 
-    /// One round; whether anything was read.
+    /// One round; whether anything was read. A round that fails part way is
+    /// undone whole (offsets, local copies, spool back to the last saved
+    /// state), so its lines are read again next round: never dropped because
+    /// offsets advanced in memory were saved by a later round, never written
+    /// twice because a local copy or the spool kept half of them.
     pub fn round(&mut self) -> Result<bool> {
+        self.finish_undo()?;
         let records = self.containers();
         let live: BTreeSet<String> = records.iter().map(|r| r.id.clone()).collect();
         for r in &records {
@@ -211,6 +230,65 @@ impl Collector {
         // rotation of the local copies happens only right after a saved state,
         // so a rotated file never holds lines the state does not count
         self.rotate_locals()?;
+        let before = self.state.clone();
+        let spool_at = self.spool.as_ref().map(|w| (w.seq, w.len));
+        match self.read_round(live) {
+            Ok(any) => {
+                self.written.clear();
+                if self
+                    .last_retention
+                    .is_none_or(|t| t.elapsed() > Duration::from_secs(600))
+                {
+                    self.last_retention = Some(std::time::Instant::now());
+                    self.remove_gone_dirs();
+                }
+                Ok(any)
+            }
+            Err(e) => {
+                self.roll_back(before, spool_at);
+                Err(e)
+            }
+        }
+    }
+
+    /// Put local copies and the spool back where `before` (the saved state)
+    /// counts them. What cannot be cut back now is kept in `undo` and done
+    /// before the next round reads anything.
+    fn roll_back(&mut self, mut before: State, spool_at: Option<(u64, u64)>) {
+        // lines the bound dropped are gone whatever happened after
+        before.dropped = self.state.dropped;
+        for p in std::mem::take(&mut self.written) {
+            let len = before.locals.get(&p).copied().unwrap_or(0);
+            self.undo.locals.insert(p, len);
+        }
+        self.state = before;
+        self.undo.spool = spool_at;
+        if let Err(e) = self.finish_undo() {
+            log::warn!("undoing a failed round: {e} (trying again next round)");
+        }
+    }
+
+    fn finish_undo(&mut self) -> Result<()> {
+        while let Some((p, len)) = self.undo.locals.pop_first() {
+            let cut = match OpenOptions::new().write(true).open(&p) {
+                Ok(f) => f.set_len(len),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = cut {
+                let err = berth::error::Error::from(e).context(format!("cut back {}", p.display()));
+                self.undo.locals.insert(p, len);
+                return Err(err);
+            }
+        }
+        if let (Some((seq, len)), Some(w)) = (self.undo.spool, &mut self.spool) {
+            w.roll_back(seq, len)?;
+            self.undo.spool = None;
+        }
+        Ok(())
+    }
+
+    fn read_round(&mut self, live: BTreeSet<String>) -> Result<bool> {
         let mut frames = Vec::new();
         let mut any = false;
         let ids: Vec<String> = self.state.containers.keys().cloned().collect();
@@ -289,13 +367,6 @@ impl Collector {
             }
         }
         self.save()?;
-        if self
-            .last_retention
-            .is_none_or(|t| t.elapsed() > Duration::from_secs(600))
-        {
-            self.last_retention = Some(std::time::Instant::now());
-            self.remove_gone_dirs();
-        }
         Ok(any)
     }
 
@@ -416,6 +487,8 @@ impl Collector {
         }
         for (name, bytes) in local_out {
             let p = c.dir.join(name);
+            // before the write: a write that fails half way is cut back too
+            self.written.push(p.clone());
             let mut f = OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -683,4 +756,136 @@ fn gzip_to(from: &Path, to: &Path) -> Result<()> {
     }
     fs::rename(&tmp, to).with_context(|| format!("rename to {}", to.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth::logfile::{Rotation, Stream};
+
+    /// An engine's graph with containers "a" and "b", each with a json-file log.
+    struct Fixture {
+        root: PathBuf,
+        c: Collector,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let root = std::env::temp_dir().join(format!("berth-lc-{}", berth::util::uuid4()));
+            let mut s = Settings {
+                graph: root.join("graph"),
+                log_root: root.join("logs"),
+                ..Settings::default()
+            };
+            s.sinks
+                .push(super::super::config::Sink::parse("tcp://127.0.0.1:9").unwrap());
+            for n in ["a", "b"] {
+                let id = n.repeat(64);
+                let d = s.graph.join("containers").join(&id);
+                fs::create_dir_all(&d).unwrap();
+                let rec = serde_json::json!({
+                    "id": id, "name": n, "image": "img",
+                    "created": "2026-12-01T00:00:00Z",
+                    "log_dir": s.log_root.join(n),
+                });
+                fs::write(d.join("config.json"), rec.to_string()).unwrap();
+            }
+            let c = Collector::open(s).unwrap();
+            Fixture { root, c }
+        }
+
+        fn write(&self, n: &str, lines: std::ops::Range<u32>) {
+            let id = n.repeat(64);
+            let p = self
+                .c
+                .s
+                .graph
+                .join("containers")
+                .join(&id)
+                .join(format!("{id}-json.log"));
+            let mut w = berth::logfile::Writer::open(&p, Rotation::default()).unwrap();
+            for i in lines {
+                w.write(
+                    Stream::Stdout,
+                    format!("{n}-{i}\n").as_bytes(),
+                    SystemTime::now(),
+                )
+                .unwrap();
+            }
+            w.close().unwrap();
+        }
+
+        /// Every line text in the spool up to its committed end, in order.
+        fn spooled(&self) -> Vec<String> {
+            let at = *self.c.committed.lock().unwrap();
+            let dir = state_dir(&self.c.s).join("spool");
+            let first = spool::segments(&dir)[0];
+            let (b, _) = spool::read_from(
+                &dir,
+                spool::Pos {
+                    seq: first,
+                    offset: 0,
+                },
+                1 << 30,
+                at,
+            )
+            .unwrap();
+            spool::frames(&b)
+                .into_iter()
+                .map(|(s, e)| {
+                    let f = String::from_utf8_lossy(&b[s..e]).into_owned();
+                    f.rsplit("] ").next().unwrap().to_string()
+                })
+                .collect()
+        }
+
+        fn local(&self, n: &str) -> String {
+            fs::read_to_string(self.c.s.log_root.join(n).join("stdout.log")).unwrap_or_default()
+        }
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.root);
+        }
+    }
+
+    fn names(n: &str, r: std::ops::Range<u32>) -> Vec<String> {
+        r.map(|i| format!("{n}-{i}")).collect()
+    }
+
+    #[test]
+    fn a_round_that_fails_part_way_is_done_again_whole() {
+        let mut f = Fixture::new();
+        f.write("a", 0..3);
+        f.write("b", 0..2);
+        // b's local copy cannot be written ("a" is read first, its offset
+        // advanced, its local copy written): the round fails
+        let blocked = f.c.s.log_root.join("b").join("stdout.log");
+        fs::create_dir_all(&blocked).unwrap();
+        assert!(f.c.round().is_err());
+        assert!(f.c.round().is_err());
+        fs::remove_dir(&blocked).unwrap();
+        f.c.round().unwrap();
+        let mut want = names("a", 0..3);
+        want.extend(names("b", 0..2));
+        assert_eq!(f.spooled(), want);
+        assert_eq!(f.local("a"), "a-0\na-1\na-2\n");
+        assert_eq!(f.local("b"), "b-0\nb-1\n");
+
+        // the spool's write fails half way (a full disk): the same
+        f.write("a", 3..5);
+        f.c.spool.as_mut().unwrap().fail_after = Some(10);
+        assert!(f.c.round().is_err());
+        f.c.round().unwrap();
+        want.extend(names("a", 3..5));
+        assert_eq!(f.spooled(), want);
+        assert_eq!(f.local("a"), "a-0\na-1\na-2\na-3\na-4\n");
+        // and what a restart takes up is the same
+        let s = f.c.s.clone();
+        f.c = Collector::open(s).unwrap();
+        f.c.round().unwrap();
+        assert_eq!(f.spooled(), want);
+        assert_eq!(f.local("a"), "a-0\na-1\na-2\na-3\na-4\n");
+    }
 }
