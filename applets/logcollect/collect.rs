@@ -13,6 +13,18 @@
 //! saved state, local copies and the spool cut back to its lengths. Only
 //! whole lines are counted: a line still being written is read again next time.
 //!
+//! Retention: stdout.log and stderr.log rotate at max_file_size into gzipped
+//! copies (max_files kept). Each container's directory as a whole, the files
+//! the container writes there included, is held to max_dir_size: when over
+//! it (checked after a rotation and every 10 s), files go oldest (by mtime)
+//! first, counted in a warning, among those that are removable: a rotated
+//! `.gz` copy other than the newest (`*.1.gz`), or a file the container wrote
+//! that logcollect has read to its end (its lines are in the spool and the
+//! local copies, counted by the saved state) and that nothing wrote to for 5
+//! minutes. Never the live stdout.log / stderr.log, the newest rotated copy,
+//! a file being written or one with unread lines: a directory that stays over
+//! its cap because of those is reported once.
+//!
 //! A json-file log rotates by renames: the old file keeps its inode and is
 //! read to its end (oldest first) before the new one. A file whose size drops
 //! below the offset was truncated and is read from the start, with a warning.
@@ -33,6 +45,8 @@ use std::time::{Duration, SystemTime};
 pub const MAX_LINE: usize = 64 << 10;
 /// Most bytes taken from one source in one round (the rest next round).
 const ROUND: u64 = 512 << 10;
+/// A file the container wrote within this long is live: the cap leaves it.
+const LIVE: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Source {
@@ -104,6 +118,9 @@ pub struct Collector {
     written: Vec<PathBuf>,
     /// Cuts a failed round still owes: local copies and the spool's end.
     undo: Undo,
+    last_cap: Option<std::time::Instant>,
+    /// Directories reported as over their cap with nothing left to remove.
+    over_cap: BTreeSet<PathBuf>,
 }
 
 #[derive(Default)]
@@ -160,6 +177,8 @@ impl Collector {
             committed: std::sync::Arc::new(std::sync::Mutex::new(committed)),
             written: Vec::new(),
             undo: Undo::default(),
+            last_cap: None,
+            over_cap: BTreeSet::new(),
         })
     }
 
@@ -584,51 +603,103 @@ impl Collector {
             self.state.locals.insert(p.clone(), 0);
             dirs.insert(dir);
         }
+        // every directory now and then: the container's own files grow it too
+        if self
+            .last_cap
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+        {
+            self.last_cap = Some(std::time::Instant::now());
+            dirs.extend(self.state.containers.values().map(|c| c.dir.clone()));
+        }
         for d in dirs {
             self.cap_dir(&d);
         }
         Ok(())
     }
 
-    /// Remove our oldest rotated files while the directory is over its cap.
-    fn cap_dir(&self, d: &Path) {
-        let mut files = Vec::new();
-        walk(d, d, &mut files);
-        let size = |rel: &PathBuf| fs::metadata(d.join(rel)).map(|m| m.len()).unwrap_or(0);
-        let mut total: u64 = files.iter().map(size).sum::<u64>()
-            + ["stdout.log", "stderr.log"]
-                .iter()
-                .map(|n| fs::metadata(d.join(n)).map(|m| m.len()).unwrap_or(0))
-                .sum::<u64>();
-        let mut ours: Vec<PathBuf> = fs::read_dir(d)
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "gz"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for p in &ours {
-            total += fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    /// While the directory is over its cap, remove its oldest removable files
+    /// (the rule is in the module doc); one counted warning per pass.
+    fn cap_dir(&mut self, d: &Path) {
+        let mut all = Vec::new();
+        walk_all(d, &mut all);
+        let mut total: u64 = all.iter().map(|(_, m)| m.len()).sum();
+        if total <= self.s.max_dir_size {
+            self.over_cap.remove(d);
+            return;
         }
-        ours.sort_by_key(|p| fs::metadata(p).and_then(|m| m.modified()).ok());
-        // the newest rotated copy of each file stays, even over the cap: it
-        // holds the last lines before the live file
-        ours.retain(|p| !p.to_string_lossy().ends_with(".1.gz"));
-        for p in ours {
+        let now = SystemTime::now();
+        let mut removable: Vec<(SystemTime, PathBuf, u64)> = all
+            .into_iter()
+            .filter(|(p, m)| {
+                let name = p
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                let top = p.parent() == Some(d);
+                if top && (name == "stdout.log" || name == "stderr.log") {
+                    return false;
+                }
+                if name.ends_with(".gz") {
+                    // the newest rotated copy of each file stays: it holds the
+                    // last lines before the live file
+                    return !(top && name.ends_with(".1.gz"));
+                }
+                let idle = m
+                    .modified()
+                    .ok()
+                    .and_then(|t| now.duration_since(t).ok())
+                    .is_some_and(|a| a >= LIVE);
+                let read = self
+                    .state
+                    .sources
+                    .get(&key(m))
+                    .is_some_and(|s| s.offset >= m.len());
+                idle && read
+            })
+            .map(|(p, m)| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), p, m.len()))
+            .collect();
+        removable.sort();
+        let (mut n, mut bytes, mut names) = (0u64, 0u64, Vec::new());
+        for (_, p, len) in removable {
             if total <= self.s.max_dir_size {
                 break;
             }
-            let n = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-            if fs::remove_file(&p).is_ok() {
-                log::info!(
-                    "{}: removed {} (the directory is over {} bytes)",
+            match fs::remove_file(&p) {
+                Ok(()) => {
+                    total = total.saturating_sub(len);
+                    n += 1;
+                    bytes += len;
+                    if names.len() < 5 {
+                        names.push(p.strip_prefix(d).unwrap_or(&p).display().to_string());
+                    }
+                }
+                Err(e) => log::warn!("{}: {e}", p.display()),
+            }
+        }
+        if n > 0 {
+            log::warn!(
+                "{} is over {} bytes: removed its {n} oldest forwarded files ({bytes} bytes: {}{})",
+                d.display(),
+                self.s.max_dir_size,
+                names.join(", "),
+                if n as usize > names.len() {
+                    ", …"
+                } else {
+                    ""
+                }
+            );
+        }
+        if total > self.s.max_dir_size {
+            if self.over_cap.insert(d.to_path_buf()) {
+                log::warn!(
+                    "{} is still over {} bytes ({total}): the rest is live or not yet read",
                     d.display(),
-                    p.display(),
                     self.s.max_dir_size
                 );
-                total = total.saturating_sub(n);
             }
+        } else {
+            self.over_cap.remove(d);
         }
     }
 
@@ -727,6 +798,23 @@ pub fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
                 continue;
             }
             out.push(rel);
+        }
+    }
+}
+
+/// Every regular file under `dir`, ours included, with its metadata.
+fn walk_all(dir: &Path, out: &mut Vec<(PathBuf, fs::Metadata)>) {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Ok(m) = e.metadata() else {
+            continue;
+        };
+        if m.is_dir() {
+            walk_all(&e.path(), out);
+        } else if m.is_file() {
+            out.push((e.path(), m));
         }
     }
 }

@@ -69,7 +69,7 @@ struct Args {
     /// rotated copies kept per file (default 5)
     #[argh(option)]
     max_files: Option<u32>,
-    /// cap of one container's directory (default 200M): our oldest rotated files go first
+    /// cap of one container's directory (default 200M): its oldest read and idle files go first
     #[argh(option)]
     max_dir_size: Option<String>,
     /// remove the directory of a container gone this many days (default 7)

@@ -505,8 +505,9 @@ fn retention_caps_directories_and_removes_old_ones() {
         &img,
         "sh",
         "-c",
-        // random text, so the gzipped copies stay big enough to meet the cap
-        "head -c 60000 /dev/urandom | base64; echo chatty-line-3999-end; sleep 600",
+        // random text, so the gzipped copies stay big enough to meet the cap;
+        // files of its own in its log directory count toward the cap too
+        "for f in old1 old2 live; do head -c 4500 /dev/urandom | base64 > /var/log/app/$f.log; done; head -c 60000 /dev/urandom | base64; echo chatty-line-3999-end; sleep 600",
     ]);
     let dir = wait_for("the directory", || {
         std::fs::read_dir(&log_root)
@@ -552,4 +553,26 @@ fn retention_caps_directories_and_removes_old_ones() {
     });
     assert!(dir.join("stdout.log.1.gz").exists());
     assert!(lc.logs().contains("over 12288 bytes"), "{}", lc.logs());
+    // the container's files no one wrote to for a while go, oldest first, once
+    // read; the one still written to stays even over the cap
+    for (f, ago) in [("old1.log", "2 hours ago"), ("old2.log", "1 hour ago")] {
+        let o = Command::new("touch")
+            .args(["-m", "-d", ago])
+            .arg(dir.join(f))
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+    }
+    wait_for("the idle files removed", || {
+        (!dir.join("old1.log").exists() && !dir.join("old2.log").exists()).then_some(())
+    });
+    assert!(dir.join("live.log").exists());
+    let l = lc.logs();
+    assert!(
+        l.contains("oldest forwarded files") && l.contains("old1.log"),
+        "{l}"
+    );
+    wait_for("the rest reported once", || {
+        (lc.logs().matches("still over 12288 bytes").count() == 1).then_some(())
+    });
 }
