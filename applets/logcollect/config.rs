@@ -147,6 +147,20 @@ pub fn facility(s: &str) -> std::result::Result<u8, String> {
         .ok_or_else(|| format!("unknown facility {s:?} (local0 … local7, daemon, user, …)"))
 }
 
+/// RFC 5424's APP-NAME: 1 to 48 printable US-ASCII characters, no space
+/// (a receiver parses the header by spaces).
+fn app_name(a: &str) -> std::result::Result<(), String> {
+    if a.is_empty() || a.len() > 48 {
+        return Err(format!("{a:?}: an app-name is 1 to 48 characters"));
+    }
+    if let Some(c) = a.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(format!(
+            "{a:?}: {c:?} is not allowed (printable US-ASCII without space only)"
+        ));
+    }
+    Ok(())
+}
+
 fn size(s: &str) -> std::result::Result<u64, String> {
     berth::util::parse_size(s).ok_or_else(|| format!("{s:?} is not a size (10M, 1G, …)"))
 }
@@ -202,6 +216,7 @@ pub fn resolve(file: Option<&Path>, f: &Flags) -> Result<Settings> {
         s.engine = PathBuf::from(e.strip_prefix("unix://").unwrap_or(e));
     }
     if let Some(a) = &f.app_name {
+        app_name(a).map_err(|w| flag("app-name", w))?;
         s.app_name = a.clone();
     }
     if let Some(x) = &f.facility {
@@ -261,6 +276,7 @@ fn apply_doc(doc: &Doc, s: &mut Settings) -> Result<()> {
         s.engine = PathBuf::from(e.strip_prefix("unix://").unwrap_or(&e));
     }
     if let Some(a) = doc.str("app_name")? {
+        app_name(&a).map_err(|w| doc.error("app_name", w))?;
         s.app_name = a;
     }
     if let Some(x) = doc.str("facility")? {
@@ -358,6 +374,40 @@ mod tests {
             e.contains("logcollect.yml:2") && e.contains("unknown key"),
             "{e}"
         );
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn app_names_are_rfc5424s() {
+        let d = std::env::temp_dir().join(format!("berth-lc-{}", berth::util::uuid4()));
+        std::fs::create_dir_all(&d).unwrap();
+        let f = d.join("logcollect.yml");
+        std::fs::write(&f, "graph: /g\napp_name: \"condor startd\"\n").unwrap();
+        let e = resolve(Some(&f), &Flags::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("logcollect.yml:2") && e.contains("app_name"),
+            "{e}"
+        );
+        std::fs::write(&f, "app_name: t1wn-startd\n").unwrap();
+        assert_eq!(
+            resolve(Some(&f), &Flags::default()).unwrap().app_name,
+            "t1wn-startd"
+        );
+        for bad in ["", "caf\u{e9}", &"x".repeat(49), "a\tb"] {
+            let flags = Flags {
+                app_name: Some(bad.to_string()),
+                ..Flags::default()
+            };
+            let e = resolve(None, &flags).unwrap_err().to_string();
+            assert!(e.contains("--app-name"), "{bad:?}: {e}");
+        }
+        let ok = Flags {
+            app_name: Some("x".repeat(48)),
+            ..Flags::default()
+        };
+        assert!(resolve(None, &ok).is_ok());
         std::fs::remove_dir_all(d).unwrap();
     }
 
