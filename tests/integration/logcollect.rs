@@ -2,8 +2,9 @@
 //! its own config, writing what it receives to a file): every line of a
 //! container's stdout and of its log directory arrives once with its metadata
 //! and is kept locally, across an rsyslog outage, a kill -9 of logcollect and
-//! json-file rotation; the retention cap; oversize and non-UTF-8 lines; TLS
-//! through rsyslog's gtls driver.
+//! json-file rotation; the retention cap (the container's own files too);
+//! oversize and non-UTF-8 lines (kept as bytes locally and by `docker logs`,
+//! escaped on the wire); TLS through rsyslog's gtls driver.
 
 use crate::engine::image;
 use crate::harness::*;
@@ -246,7 +247,7 @@ fn every_line_arrives_once_and_stays_local_through_outages_and_kills() {
         &img,
         "sh",
         "-c",
-        "i=0; while [ $i -lt 300 ]; do echo out-$i; echo file-$i >> /var/log/condor/MasterLog; i=$((i+1)); done; sleep 600",
+        "i=0; while [ $i -lt 300 ]; do echo out-$i; echo file-$i >> /var/log/condor/MasterLog; i=$((i+1)); done; echo err-0 >&2; sleep 600",
     ]);
     wait_for("the first lines at rsyslog", || {
         let r = rs.received();
@@ -261,6 +262,22 @@ fn every_line_arrives_once_and_stays_local_through_outages_and_kills() {
         "{line}"
     );
     assert!(line.starts_with("<134>1 "), "local0.info: {line}");
+    let id = e.ok(&["inspect", "--format", "{{.Id}}", "vn0317"]);
+    assert!(
+        line.contains(&format!("id=\"{}\"", id.trim()))
+            && line.contains(&format!("image=\"{img}\"")),
+        "{line}"
+    );
+    let eline = wait_for("the stderr line", || {
+        rs.received()
+            .lines()
+            .find(|l| l.ends_with("] err-0"))
+            .map(str::to_string)
+    });
+    assert!(
+        eline.contains("stream=\"stderr\"") && eline.starts_with("<131>1 "),
+        "local0.err: {eline}"
+    );
     let fline = r.lines().find(|l| l.ends_with("] file-7")).unwrap();
     assert!(
         fline.contains("file=\"MasterLog\"") && fline.contains("stream=\"file\""),
@@ -289,6 +306,13 @@ fn every_line_arrives_once_and_stays_local_through_outages_and_kills() {
     });
     rs.up();
     wait_once(&rs, &lc, "down-", 200);
+    let r = rs.received();
+    let order: Vec<&str> = r
+        .lines()
+        .filter_map(|l| l.split_once("] down-").map(|x| x.1))
+        .collect();
+    let want: Vec<String> = (0..200).map(|i| i.to_string()).collect();
+    assert_eq!(order, want, "the spooled lines arrive in order");
 
     // logcollect killed with -9 in the middle of a stream, started again
     e.ok(&[
@@ -326,7 +350,16 @@ fn every_line_arrives_once_and_stays_local_through_outages_and_kills() {
         e.graph.to_str().unwrap(),
         "ls",
     ]);
-    assert!(stdout(&o).contains("vn0317"), "{}", stdout(&o));
+    let row = stdout(&o)
+        .lines()
+        .find(|l| l.starts_with("vn0317 "))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("{}", stdout(&o)));
+    let size: u64 = row.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(
+        size > 16 * 1024,
+        "the size of what the directory holds: {row}"
+    );
     // (a rotation may be under way: ask until the copy has settled)
     wait_for("tail to show the last lines", || {
         let o = run(&[
@@ -340,6 +373,28 @@ fn every_line_arrives_once_and_stays_local_through_outages_and_kills() {
         ]);
         (stdout(&o) == "kill-2998\nkill-2999\n").then_some(())
     });
+    // the directory outlives the container
+    e.ok(&["rm", "-f", "vn0317"]);
+    wait_for("ls to show the container gone", || {
+        let o = run(&[
+            "logcollect",
+            "--log-root",
+            log_root.to_str().unwrap(),
+            "-g",
+            e.graph.to_str().unwrap(),
+            "ls",
+        ]);
+        stdout(&o)
+            .lines()
+            .any(|l| l.starts_with("vn0317 ") && l.contains(" gone "))
+            .then_some(())
+    });
+    assert!(
+        std::fs::read_to_string(dir.join("stdout.log"))
+            .unwrap()
+            .contains("kill-2999\n")
+    );
+    assert!(dir.join("MasterLog").exists());
     let _ = lc.logs();
 }
 
@@ -365,6 +420,8 @@ pub(crate) fn oversize_and_non_utf8_lines_and_tls() {
             p.ca.display().to_string(),
             "--app-name".into(),
             "t1wn".into(),
+            "--facility".into(),
+            "local3".into(),
         ],
         roots.join("logcollect.log"),
     );
@@ -378,17 +435,23 @@ pub(crate) fn oversize_and_non_utf8_lines_and_tls() {
         &img,
         "sh",
         "-c",
-        "printf 'bad\\377byte\\n' >> /var/log/condor/bin.log; head -c 100000 /dev/zero | tr '\\0' x >> /var/log/condor/big.log; echo >> /var/log/condor/big.log; echo tls-done; sleep 600",
+        "printf 'bad\\377byte\\n' >> /var/log/condor/bin.log; printf 'std\\377out\\n'; head -c 100000 /dev/zero | tr '\\0' x >> /var/log/condor/big.log; echo >> /var/log/condor/big.log; echo tls-done; sleep 600",
     ]);
     wait_for("the lines over TLS", || {
         let r = rs.received();
         (r.contains("] tls-done")
             && r.contains("] bad\\xFFbyte")
+            && r.contains("] std\\xFFout")
             && r.matches("file=\"big.log\"").count() >= 2)
             .then_some(())
     });
     let r = rs.received();
     assert!(r.contains(" t1wn - "), "app-name: {r:.300}");
+    let std = r.lines().find(|l| l.ends_with("] std\\xFFout")).unwrap();
+    assert!(
+        std.starts_with("<158>1 ") && std.contains("stream=\"stdout\""),
+        "local3.info: {std}"
+    );
     let big: Vec<&str> = r
         .lines()
         .filter(|l| l.contains("file=\"big.log\""))
@@ -406,6 +469,13 @@ pub(crate) fn oversize_and_non_utf8_lines_and_tls() {
         std::fs::read(dir.join("bin.log")).unwrap(),
         b"bad\xffbyte\n"
     );
+    // and so do stdout.log and docker logs (the json-file log carries them)
+    assert_eq!(
+        std::fs::read(dir.join("stdout.log")).unwrap(),
+        b"std\xffout\ntls-done\n"
+    );
+    let o = e.docker(&["logs", "odd"]).output().unwrap();
+    assert_eq!(o.stdout, b"std\xffout\ntls-done\n");
     drop(lc);
 
     // a sink whose certificate is not trusted is reported with the reason
