@@ -13,6 +13,15 @@
 //! saved state, local copies and the spool cut back to its lengths. Only
 //! whole lines are counted: a line still being written is read again next time.
 //!
+//! A file the container wrote whose last line has no newline yet: that line
+//! waits (more of it may come), and is sent as it is, marked
+//! `split="partial"`, once the file has not grown for 5 s or the container
+//! is no longer running (or gone). The offset then moves past it, so if the
+//! rest does come it is sent as a line of its own: a line cut in two, never
+//! one sent twice. (The container's stdout and stderr need none of this: the
+//! engine writes an unfinished last line into the json-file log when the
+//! container's output closes, sent marked `split="continues"`.)
+//!
 //! Retention: stdout.log and stderr.log rotate at max_file_size into gzipped
 //! copies (max_files kept). Each container's directory as a whole, the files
 //! the container writes there included, is held to max_dir_size: when over
@@ -47,6 +56,8 @@ pub const MAX_LINE: usize = 64 << 10;
 const ROUND: u64 = 512 << 10;
 /// A file the container wrote within this long is live: the cap leaves it.
 const LIVE: Duration = Duration::from_secs(300);
+/// A last line without its newline is sent after this long without growth.
+const PARTIAL_IDLE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Source {
@@ -121,6 +132,9 @@ pub struct Collector {
     last_cap: Option<std::time::Instant>,
     /// Directories reported as over their cap with nothing left to remove.
     over_cap: BTreeSet<PathBuf>,
+    /// Sources ending in a line without its newline: the file's length and
+    /// since when it has not changed.
+    tails: BTreeMap<String, (u64, std::time::Instant)>,
 }
 
 #[derive(Default)]
@@ -179,6 +193,7 @@ impl Collector {
             undo: Undo::default(),
             last_cap: None,
             over_cap: BTreeSet::new(),
+            tails: BTreeMap::new(),
         })
     }
 
@@ -371,6 +386,7 @@ impl Collector {
             }
         }
         self.state.sources.retain(|_, s| s.missed < 40);
+        self.tails.retain(|k, _| seen_keys.contains(k));
         // containers gone from the engine: nothing more will come
         self.state.containers.retain(|id, _| live.contains(id));
         if let Some(w) = &mut self.spool {
@@ -420,13 +436,14 @@ impl Collector {
         }
         let k = key(&m);
         seen.insert(k.clone());
+        let k2 = k.clone();
         let mut head = vec![0u8; 64.min(m.len() as usize)];
         {
             use std::os::unix::fs::FileExt;
             let n = f.read_at(&mut head, 0).unwrap_or(0);
             head.truncate(n);
         }
-        let src = self.state.sources.entry(k).or_default();
+        let src = self.state.sources.entry(k2).or_default();
         src.path = path.to_path_buf();
         if !head.starts_with(&src.head) || src.head.is_empty() && src.offset > 0 {
             // not the file the state knew under this inode
@@ -457,13 +474,35 @@ impl Collector {
             .read_to_end(&mut buf)?;
         // whole lines only, unless one line alone is longer than the cap
         // (whole pieces of it: the rest waits for more or for its newline)
-        let used = match buf.iter().rposition(|b| *b == b'\n') {
+        let mut used = match buf.iter().rposition(|b| *b == b'\n') {
             Some(i) => i + 1,
             None if buf.len() >= MAX_LINE && matches!(kind, Kind::File(_)) => {
                 buf.len() / MAX_LINE * MAX_LINE
             }
             None => 0,
         };
+        // a last line without its newline, at the end of a file the container
+        // wrote: sent as it is once nothing was added for PARTIAL_IDLE or the
+        // container has stopped (see the module doc)
+        let mut partial = false;
+        let at_end = src.offset + buf.len() as u64 >= m.len();
+        if matches!(kind, Kind::File(_)) && used < buf.len() && at_end {
+            let now = std::time::Instant::now();
+            let since = match self.tails.get(&k) {
+                Some((len, t)) if *len == m.len() => *t,
+                _ => {
+                    self.tails.insert(k.clone(), (m.len(), now));
+                    now
+                }
+            };
+            if now.duration_since(since) >= PARTIAL_IDLE || !running(&self.s.graph, id) {
+                used = buf.len();
+                partial = true;
+                self.tails.remove(&k);
+            }
+        } else {
+            self.tails.remove(&k);
+        }
         if used == 0 {
             return Ok(false);
         }
@@ -486,7 +525,14 @@ impl Collector {
                         })
                         .or_default()
                         .extend_from_slice(&e.bytes);
-                    self.frames_of(&mut out_frames, c, id, stream, "", e.time, &e.bytes);
+                    self.frames_of(
+                        &mut out_frames,
+                        c,
+                        (id, stream, ""),
+                        e.time,
+                        &e.bytes,
+                        false,
+                    );
                 }
             }
             Kind::File(rel) => {
@@ -499,7 +545,15 @@ impl Collector {
                         .position(|b| *b == b'\n')
                         .map(|i| i + 1)
                         .unwrap_or(rest.len());
-                    self.frames_of(&mut out_frames, c, id, "file", &rel, now, &rest[..end]);
+                    let last = end == rest.len();
+                    self.frames_of(
+                        &mut out_frames,
+                        c,
+                        (id, "file", &rel),
+                        now,
+                        &rest[..end],
+                        partial && last,
+                    );
                     rest = &rest[end..];
                 }
             }
@@ -526,17 +580,15 @@ impl Collector {
     }
 
     /// Frames for one line (pieces of MAX_LINE for a longer one), unless no
-    /// sink is configured.
-    #[allow(clippy::too_many_arguments)]
+    /// sink is configured. `partial`: a last line sent without its newline.
     fn frames_of(
         &self,
         out: &mut Vec<u8>,
         c: &Container,
-        id: &str,
-        stream: &str,
-        file: &str,
+        (id, stream, file): (&str, &str, &str),
         time: SystemTime,
         line: &[u8],
+        partial: bool,
     ) {
         if self.spool.is_none() {
             return;
@@ -554,6 +606,7 @@ impl Collector {
                 // more of this line follows: the next piece, or (a json-file
                 // entry without its newline) the next entry
                 cont: i + 1 < n || !p.ends_with(b"\n"),
+                partial: partial && i + 1 == n,
             };
             sink::frame(
                 out,
@@ -742,6 +795,15 @@ impl Collector {
             w.collect(oldest_needed);
         }
     }
+}
+
+/// Whether the engine records the container as running (a container that
+/// stopped will not finish its last line).
+fn running(graph: &Path, id: &str) -> bool {
+    fs::read(graph.join("containers").join(id).join("state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|v| v["status"] == "running")
 }
 
 /// The json-file logs newer than `p` (rotated ones with a smaller number, and
@@ -940,6 +1002,37 @@ mod tests {
 
     fn names(n: &str, r: std::ops::Range<u32>) -> Vec<String> {
         r.map(|i| format!("{n}-{i}")).collect()
+    }
+
+    #[test]
+    fn a_last_line_without_newline_goes_once_the_container_stops() {
+        let mut f = Fixture::new();
+        let id = "a".repeat(64);
+        let state = f.c.s.graph.join("containers").join(&id).join("state.json");
+        fs::write(&state, r#"{"status":"running"}"#).unwrap();
+        let dir = f.c.s.log_root.join("a");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("job.log"), "one\ntwo, still being writ").unwrap();
+        f.c.round().unwrap();
+        assert_eq!(f.spooled(), ["one"]);
+        // stopped: the engine will write no more of it
+        fs::write(&state, r#"{"status":"exited"}"#).unwrap();
+        f.c.round().unwrap();
+        assert_eq!(f.spooled(), ["one", "two, still being writ"]);
+        let all = fs::read_dir(state_dir(&f.c.s).join("spool"))
+            .unwrap()
+            .flatten()
+            .map(|e| fs::read_to_string(e.path()).unwrap())
+            .collect::<String>();
+        assert!(all.contains("split=\"partial\"] two"), "{all}");
+        // the rest, if it comes after all, is a line of its own
+        let mut j = OpenOptions::new()
+            .append(true)
+            .open(dir.join("job.log"))
+            .unwrap();
+        j.write_all(b"ten\n").unwrap();
+        f.c.round().unwrap();
+        assert_eq!(f.spooled(), ["one", "two, still being writ", "ten"]);
     }
 
     #[test]
