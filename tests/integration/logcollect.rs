@@ -4,7 +4,8 @@
 //! and is kept locally, across an rsyslog outage, a kill -9 of logcollect and
 //! json-file rotation; the retention cap (the container's own files too);
 //! oversize and non-UTF-8 lines (kept as bytes locally and by `docker logs`,
-//! escaped on the wire); TLS through rsyslog's gtls driver.
+//! escaped on the wire); a last line without its newline; TLS through
+//! rsyslog's gtls driver, which requires a client certificate.
 
 use crate::engine::image;
 use crate::harness::*;
@@ -34,7 +35,8 @@ impl Rsyslog {
                     p.cert.display(),
                     p.key.display()
                 ),
-                "module(load=\"imtcp\" StreamDriver.Name=\"gtls\" StreamDriver.Mode=\"1\" StreamDriver.AuthMode=\"anon\")",
+                // a client certificate the CA signed is required
+                "module(load=\"imtcp\" StreamDriver.Name=\"gtls\" StreamDriver.Mode=\"1\" StreamDriver.AuthMode=\"x509/certvalid\")",
             )
         } else {
             (String::new(), "module(load=\"imtcp\")")
@@ -418,6 +420,11 @@ pub(crate) fn oversize_and_non_utf8_lines_and_tls() {
             format!("tls://localhost:{}", rs.port),
             "--ca".into(),
             p.ca.display().to_string(),
+            // the test CA's server certificate is good for client auth too
+            "--cert".into(),
+            p.cert.display().to_string(),
+            "--key".into(),
+            p.key.display().to_string(),
             "--app-name".into(),
             "t1wn".into(),
             "--facility".into(),
@@ -435,7 +442,7 @@ pub(crate) fn oversize_and_non_utf8_lines_and_tls() {
         &img,
         "sh",
         "-c",
-        "printf 'bad\\377byte\\n' >> /var/log/condor/bin.log; printf 'std\\377out\\n'; head -c 100000 /dev/zero | tr '\\0' x >> /var/log/condor/big.log; echo >> /var/log/condor/big.log; echo tls-done; sleep 600",
+        "printf 'bad\\377byte\\n' >> /var/log/condor/bin.log; printf 'std\\377out\\n'; printf no-newline-yet >> /var/log/condor/part.log; head -c 100000 /dev/zero | tr '\\0' x >> /var/log/condor/big.log; echo >> /var/log/condor/big.log; echo tls-done; sleep 600",
     ]);
     wait_for("the lines over TLS", || {
         let r = rs.received();
@@ -469,6 +476,26 @@ pub(crate) fn oversize_and_non_utf8_lines_and_tls() {
         std::fs::read(dir.join("bin.log")).unwrap(),
         b"bad\xffbyte\n"
     );
+    // a last line without its newline goes once idle, marked; the rest, when
+    // it comes, as a line of its own
+    let part = wait_for("the unfinished line", || {
+        rs.received()
+            .lines()
+            .find(|l| l.ends_with("] no-newline-yet"))
+            .map(str::to_string)
+    });
+    assert!(part.contains("split=\"partial\""), "{part}");
+    e.ok(&[
+        "exec",
+        "odd",
+        "sh",
+        "-c",
+        "echo -rest >> /var/log/condor/part.log",
+    ]);
+    wait_for("the rest of it", || {
+        rs.received().contains("] -rest\n").then_some(())
+    });
+    assert_eq!(rs.received().matches("no-newline-yet").count(), 1);
     // and so do stdout.log and docker logs (the json-file log carries them)
     assert_eq!(
         std::fs::read(dir.join("stdout.log")).unwrap(),
@@ -477,6 +504,33 @@ pub(crate) fn oversize_and_non_utf8_lines_and_tls() {
     let o = e.docker(&["logs", "odd"]).output().unwrap();
     assert_eq!(o.stdout, b"std\xffout\ntls-done\n");
     drop(lc);
+
+    // without a client certificate rsyslog will not take the lines
+    let lc3 = Collector::start(
+        vec![
+            "-g".into(),
+            e.graph.display().to_string(),
+            "--log-root".into(),
+            roots.join("logs3").display().to_string(),
+            "-H".into(),
+            e.host(),
+            "--forward".into(),
+            format!("tls://localhost:{}", rs.port),
+            "--ca".into(),
+            p.ca.display().to_string(),
+            "--app-name".into(),
+            "nocert".into(),
+        ],
+        roots.join("logcollect3.log"),
+    );
+    wait_for("rsyslog to refuse the client", || {
+        std::fs::read_to_string(rs.dir.join("rsyslogd.out"))
+            .ok()?
+            .contains("peer did not provide a certificate")
+            .then_some(())
+    });
+    assert!(!rs.received().contains(" nocert "));
+    drop(lc3);
 
     // a sink whose certificate is not trusted is reported with the reason
     let other = TempDir::new("other-ca");
