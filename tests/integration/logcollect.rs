@@ -103,6 +103,9 @@ struct Collector {
     child: Option<Child>,
     args: Vec<String>,
     log: PathBuf,
+    /// Run without the capabilities that let root read any file, so a file
+    /// can be made unreadable to it.
+    no_dac: bool,
 }
 
 impl Collector {
@@ -111,6 +114,18 @@ impl Collector {
             child: None,
             args,
             log,
+            no_dac: false,
+        };
+        c.spawn();
+        c
+    }
+    fn start_no_dac(args: Vec<String>, log: PathBuf) -> Collector {
+        need("setpriv");
+        let mut c = Collector {
+            child: None,
+            args,
+            log,
+            no_dac: true,
         };
         c.spawn();
         c
@@ -123,7 +138,16 @@ impl Collector {
             .unwrap();
         let mut a = vec!["logcollect"];
         a.extend(self.args.iter().map(String::as_str));
-        let child = berth(&a)
+        let mut cmd = if self.no_dac {
+            let mut c = Command::new("setpriv");
+            c.arg("--bounding-set=-dac_override,-dac_read_search")
+                .arg(bin())
+                .args(&a);
+            c
+        } else {
+            berth(&a)
+        };
+        let child = cmd
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .stdin(Stdio::null())
@@ -699,4 +723,167 @@ fn retention_caps_directories_and_removes_old_ones() {
     wait_for("the rest reported once", || {
         (lc.logs().matches("still over 12288 bytes").count() == 1).then_some(())
     });
+}
+
+/// With a small --spool-max and rsyslog down, the oldest lines go with a
+/// counted warning and the rest arrive once, in order; a truncated file is
+/// read again from its start; a file logcollect cannot open is reported once
+/// and read when it can be; `tail -f` follows; with engined down the
+/// collector follows the running container through the state directory.
+#[test]
+fn a_small_spool_drops_the_oldest_and_the_rest_follows() {
+    let roots = TempDir::new("logroot");
+    let log_root = roots.join("logs");
+    let mut e = Engined::start_with(&["--log-root", log_root.to_str().unwrap()]);
+    let img = image(&e);
+    let mut rs = Rsyslog::start(false);
+    rs.down();
+    let lc = Collector::start_no_dac(
+        vec![
+            "-g".into(),
+            e.graph.display().to_string(),
+            "--log-root".into(),
+            log_root.display().to_string(),
+            "-H".into(),
+            e.host(),
+            "--forward".into(),
+            format!("tcp://127.0.0.1:{}", rs.port),
+            "--spool-max".into(),
+            "1M".into(),
+        ],
+        roots.join("logcollect.log"),
+    );
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "burst",
+        "--label",
+        "berth.log-dir=/var/log/app",
+        &img,
+        "sh",
+        "-c",
+        // a file made unreadable from its creation; 40,000 lines (about
+        // 12 MB of frames); then a tick a second
+        "(umask 777; echo locked-line > /var/log/app/locked.log); \
+         awk 'BEGIN { for (i = 0; i < 40000; i++) printf \"sp-%d %s\\n\", i, \"padding-padding-padding-padding-padding-padding-padding-padding\" }'; \
+         i=0; while true; do echo tick-$i; i=$((i+1)); sleep 1; done",
+    ]);
+    wait_for("the unreadable file reported", || {
+        lc.logs()
+            .contains("locked.log: Permission denied")
+            .then_some(())
+    });
+    let dir = log_dir(&log_root, "burst");
+    wait_for("the burst in the local copy", || {
+        std::fs::read_to_string(dir.join("stdout.log"))
+            .ok()?
+            .contains("sp-39999 ")
+            .then_some(())
+    });
+    wait_for("the spool's warning", || {
+        lc.logs().contains("spool over its bound").then_some(())
+    });
+    rs.up();
+    wait_for("the newest lines at rsyslog", || {
+        rs.received().contains("] sp-39999 ").then_some(())
+    });
+    // (the last warning's total: the burst is all spooled by now)
+    let l = lc.logs();
+    let w = l
+        .lines()
+        .rfind(|l| l.contains("spool over its bound"))
+        .unwrap();
+    let dropped: usize = w
+        .rsplit_once(" in all)")
+        .and_then(|x| x.0.rsplit_once('('))
+        .and_then(|x| x.1.parse().ok())
+        .unwrap_or_else(|| panic!("{w}"));
+    let r = rs.received();
+    let got: Vec<usize> = r
+        .lines()
+        .filter_map(|l| l.split_once("] sp-")?.1.split_once(' ')?.0.parse().ok())
+        .collect();
+    let first = got[0];
+    assert!(first > 0, "the oldest were dropped");
+    assert_eq!(
+        got,
+        (first..40000).collect::<Vec<_>>(),
+        "the rest once, in order"
+    );
+    assert_eq!(dropped, first, "the count in the warning");
+
+    // truncated and written again: read from its start
+    e.ok(&[
+        "exec",
+        "burst",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo trunc-a-$i >> /var/log/app/t.log; done",
+    ]);
+    wait_for("the lines before the truncation", || {
+        rs.received().contains("] trunc-a-3\n").then_some(())
+    });
+    e.ok(&[
+        "exec",
+        "burst",
+        "sh",
+        "-c",
+        ": > /var/log/app/t.log; echo trunc-b >> /var/log/app/t.log",
+    ]);
+    wait_for("the line after the truncation", || {
+        rs.received().contains("] trunc-b\n").then_some(())
+    });
+    assert_eq!(rs.received().matches("] trunc-a-1\n").count(), 1);
+
+    // readable now: read, and it was reported once
+    std::fs::set_permissions(
+        dir.join("locked.log"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    wait_for("the file once readable", || {
+        rs.received().contains("] locked-line\n").then_some(())
+    });
+    assert_eq!(
+        lc.logs().matches("locked.log: Permission denied").count(),
+        1
+    );
+
+    // tail -f prints the lines as they come
+    let out = roots.join("tail.out");
+    let mut tail = berth(&[
+        "logcollect",
+        "--log-root",
+        log_root.to_str().unwrap(),
+        "tail",
+        "-f",
+        "-n",
+        "1",
+        "burst",
+    ])
+    .stdout(std::fs::File::create(&out).unwrap())
+    .spawn()
+    .unwrap();
+    wait_for("tail -f to follow", || {
+        let t = std::fs::read_to_string(&out).ok()?;
+        (t.lines().filter(|l| l.starts_with("tick-")).count() >= 3).then_some(())
+    });
+    let _ = tail.kill();
+    let _ = tail.wait();
+
+    // engined down: the running container's lines still come
+    let ticks = |r: &str| {
+        r.lines()
+            .filter_map(|l| l.split_once("] tick-")?.1.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    let before = ticks(&rs.received());
+    e.kill_daemon();
+    wait_for("ticks while engined is down", || {
+        (ticks(&rs.received()) >= before + 3).then_some(())
+    });
+    e.start_daemon();
+    e.ok(&["rm", "-f", "burst"]);
 }
