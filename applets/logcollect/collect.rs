@@ -15,7 +15,9 @@
 //!
 //! A file the container wrote whose last line has no newline yet: that line
 //! waits (more of it may come), and is sent as it is, marked
-//! `split="partial"`, once the file has not grown for 5 s or the container
+//! `split="partial"`, once the file has not grown for `partial_after` (5 s
+//! unless set: long enough for a writer between two writes of one line,
+//! short enough for a reader waiting on it) or the container
 //! is no longer running (or gone). The offset then moves past it, so if the
 //! rest does come it is sent as a line of its own: a line cut in two, never
 //! one sent twice. (The container's stdout and stderr need none of this: the
@@ -56,8 +58,6 @@ pub const MAX_LINE: usize = 64 << 10;
 const ROUND: u64 = 512 << 10;
 /// A file the container wrote within this long is live: the cap leaves it.
 const LIVE: Duration = Duration::from_secs(300);
-/// A last line without its newline is sent after this long without growth.
-const PARTIAL_IDLE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Source {
@@ -482,7 +482,7 @@ impl Collector {
             None => 0,
         };
         // a last line without its newline, at the end of a file the container
-        // wrote: sent as it is once nothing was added for PARTIAL_IDLE or the
+        // wrote: sent as it is once nothing was added for partial_after or the
         // container has stopped (see the module doc)
         let mut partial = false;
         let at_end = src.offset + buf.len() as u64 >= m.len();
@@ -495,7 +495,8 @@ impl Collector {
                     now
                 }
             };
-            if now.duration_since(since) >= PARTIAL_IDLE || !running(&self.s.graph, id) {
+            let idle = Duration::from_secs(self.s.partial_after);
+            if now.duration_since(since) >= idle || !running(&self.s.graph, id) {
                 used = buf.len();
                 partial = true;
                 self.tails.remove(&k);

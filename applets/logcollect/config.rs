@@ -19,6 +19,7 @@
 //! max_files: 5
 //! max_dir_size: 200M
 //! gone_days: 7
+//! partial_after: 5
 //! ```
 
 use berth::config::Doc;
@@ -85,6 +86,8 @@ pub struct Settings {
     pub max_files: u32,
     pub max_dir_size: u64,
     pub gone_days: u64,
+    /// Seconds a last line without its newline waits before it is sent.
+    pub partial_after: u64,
 }
 
 impl Default for Settings {
@@ -101,6 +104,7 @@ impl Default for Settings {
             max_files: 5,
             max_dir_size: 200 << 20,
             gone_days: 7,
+            partial_after: 5,
         }
     }
 }
@@ -182,6 +186,7 @@ pub struct Flags {
     pub max_files: Option<u32>,
     pub max_dir_size: Option<String>,
     pub gone_days: Option<u64>,
+    pub partial_after: Option<u64>,
 }
 
 const KEYS: &[&str] = &[
@@ -196,6 +201,7 @@ const KEYS: &[&str] = &[
     "max_files",
     "max_dir_size",
     "gone_days",
+    "partial_after",
 ];
 
 /// The file (if any), then the flags over it.
@@ -245,6 +251,9 @@ pub fn resolve(file: Option<&Path>, f: &Flags) -> Result<Settings> {
     }
     if let Some(n) = f.gone_days {
         s.gone_days = n;
+    }
+    if let Some(n) = f.partial_after {
+        s.partial_after = n;
     }
     for k in &s.sinks {
         if k.cert.is_some() != k.key.is_some() {
@@ -327,6 +336,10 @@ fn apply_doc(doc: &Doc, s: &mut Settings) -> Result<()> {
     if let Some(n) = doc.int("gone_days")? {
         s.gone_days = u64::try_from(n).map_err(|_| doc.error("gone_days", "expected days"))?;
     }
+    if let Some(n) = doc.int("partial_after")? {
+        s.partial_after =
+            u64::try_from(n).map_err(|_| doc.error("partial_after", "expected seconds"))?;
+    }
     Ok(())
 }
 
@@ -341,7 +354,7 @@ mod tests {
         let f = d.join("logcollect.yml");
         std::fs::write(
             &f,
-            "log_root: /srv/logs\nfacility: local3\nforward:\n  - tcp://a:514\n  - url: tls://b:6514\n    ca: /ca.pem\nmax_file_size: 1M\n",
+            "log_root: /srv/logs\npartial_after: 2\nfacility: local3\nforward:\n  - tcp://a:514\n  - url: tls://b:6514\n    ca: /ca.pem\nmax_file_size: 1M\n",
         )
         .unwrap();
         let s = resolve(Some(&f), &Flags::default()).unwrap();
@@ -350,6 +363,7 @@ mod tests {
         assert_eq!(s.sinks.len(), 2);
         assert!(s.sinks[1].tls && s.sinks[1].ca == Some(PathBuf::from("/ca.pem")));
         assert_eq!(s.max_file_size, 1 << 20);
+        assert_eq!(s.partial_after, 2);
         let flags = Flags {
             log_root: Some("/x".into()),
             forward: vec!["tcp://c:1".into()],

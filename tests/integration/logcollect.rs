@@ -453,6 +453,8 @@ pub(crate) fn oversize_and_non_utf8_lines_and_tls() {
             "t1wn".into(),
             "--facility".into(),
             "local3".into(),
+            "--partial-after".into(),
+            "1".into(),
         ],
         roots.join("logcollect.log"),
     );
