@@ -391,6 +391,12 @@ impl Collector {
         self.state.containers.retain(|id, _| live.contains(id));
         if let Some(w) = &mut self.spool {
             w.append(&frames)?;
+        }
+        self.save()?;
+        // only after the save: a failed round is rolled back to the segment
+        // it started in, which the bound must not have dropped meanwhile (the
+        // count is saved with the next round's state)
+        if let Some(w) = &self.spool {
             let dropped = w.enforce_bound();
             if dropped > 0 {
                 self.state.dropped += dropped;
@@ -401,7 +407,6 @@ impl Collector {
                 );
             }
         }
-        self.save()?;
         Ok(any)
     }
 

@@ -148,6 +148,16 @@ impl Writer {
     pub fn roll_back(&mut self, seq: u64, len: u64) -> Result<()> {
         if seq != self.seq {
             let path = seg_path(&self.dir, seq);
+            if !path.exists() {
+                // the bound dropped it (its lines counted): the segments
+                // after it hold only what is undone, so the current one is
+                // emptied rather than a segment of zeros made up
+                self.file.set_len(0).with_context(|| {
+                    format!("cut back {}", seg_path(&self.dir, self.seq).display())
+                })?;
+                self.len = 0;
+                return Ok(());
+            }
             self.file = OpenOptions::new()
                 .create(true)
                 .append(true)
