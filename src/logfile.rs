@@ -11,6 +11,14 @@
 //! `path` to `path.1`, `path.1` to `path.2`, … keeping `max-file - 1` old files
 //! (`max-file=1` truncates in place).
 //!
+//! One addition: an entry whose bytes are not UTF-8 also carries them, base64,
+//! in `"attrs":{"berth.raw":"…"}` — where dockerd writes `--log-opt labels`, so
+//! Docker's readers and any shipper see the usual `\ufffd` text and one more
+//! attribute, while berth's reader (`docker logs` through engined, logcollect)
+//! gives back the bytes the container wrote. Not lone surrogates (`\udcXX`,
+//! PEP 383's way): strict JSON readers, serde_json among them, reject a line
+//! holding one, and I-JSON forbids them.
+//!
 //! The writer never leaves half an entry followed by another: each entry is one
 //! `write_all` on an `O_APPEND` file, and a line torn by a crash or a full disk is
 //! ended before the next entry, so a reader loses only the torn one. No fsync: the
@@ -38,6 +46,8 @@ use std::time::{Duration, SystemTime};
 
 /// Docker's copier reads into a 16 KiB buffer: a longer line becomes several entries.
 pub const MAX_LINE: usize = 16 * 1024;
+/// The attribute holding, base64, the bytes of an entry that is not UTF-8.
+const RAW_ATTR: &str = "berth.raw";
 
 /// A line longer than this in a file is not ours (an entry is at most ~100 KiB even
 /// with every byte escaped): the reader skips it instead of buffering it.
@@ -111,7 +121,7 @@ impl Rotation {
     /// Sizes are `10m`, `1g` or plain bytes, in binary multiples as everywhere in
     /// berth (Docker reads `10m` as 10 MB here; it only moves the rotation point).
     /// The options Docker accepts that only add attributes (`labels`, `env`, `tag`,
-    /// …) are accepted and have no effect, since berth writes no `attrs`.
+    /// …) are accepted and have no effect: berth's only `attrs` is `berth.raw`.
     pub fn from_opts<K: AsRef<str>, V: AsRef<str>>(
         opts: impl IntoIterator<Item = (K, V)>,
     ) -> Result<Rotation> {
@@ -362,7 +372,22 @@ fn encode_entry(out: &mut Vec<u8>, log: &[u8], stream: Stream, time: SystemTime)
     json_string(out, log);
     out.extend_from_slice(b",\"stream\":\"");
     out.extend_from_slice(stream.as_str().as_bytes());
-    out.extend_from_slice(b"\",\"time\":\"");
+    if std::str::from_utf8(log).is_err() {
+        // where dockerd puts --log-opt labels: Docker's readers take it as such
+        use base64::Engine;
+        out.extend_from_slice(b"\",\"attrs\":{\"");
+        out.extend_from_slice(RAW_ATTR.as_bytes());
+        out.extend_from_slice(b"\":\"");
+        out.extend_from_slice(
+            base64::engine::general_purpose::STANDARD
+                .encode(log)
+                .as_bytes(),
+        );
+        out.extend_from_slice(b"\"}");
+        out.extend_from_slice(b",\"time\":\"");
+    } else {
+        out.extend_from_slice(b"\",\"time\":\"");
+    }
     out.extend_from_slice(rfc3339_nano(time).as_bytes());
     out.extend_from_slice(b"\"}\n");
 }
@@ -464,16 +489,25 @@ struct RawEntry {
     log: String,
     stream: String,
     time: String,
+    #[serde(default)]
+    attrs: std::collections::BTreeMap<String, String>,
 }
 
 /// One line of a json-file log, as the writer makes it; None for a torn or
-/// foreign line.
+/// foreign line. A line that was not UTF-8 comes back as its bytes.
 pub fn parse_entry(line: &[u8]) -> Option<Entry> {
     let raw: RawEntry = serde_json::from_slice(line).ok()?;
+    let bytes = match raw.attrs.get(RAW_ATTR) {
+        Some(b64) => {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.decode(b64).ok()?
+        }
+        None => raw.log.into_bytes(),
+    };
     Some(Entry {
         stream: Stream::from_name(&raw.stream)?,
         time: parse_rfc3339_time(&raw.time)?,
-        bytes: raw.log.into_bytes(),
+        bytes,
     })
 }
 
@@ -1120,11 +1154,18 @@ mod tests {
             "{}",
             raw[1]
         );
-        let got = all(&d.log(), ReadOptions::default());
+        // and the bytes themselves where dockerd puts attributes, so Docker's
+        // readers show the text above and berth's give back the bytes
+        let v: serde_json::Value = serde_json::from_str(raw[0]).unwrap();
         assert_eq!(
-            logs(&got)[0],
+            v["log"],
             "a\u{fffd}b\u{fffd}\u{fffd}c\u{fffd}\u{fffd}\u{fffd}\n"
         );
+        assert_eq!(v["attrs"]["berth.raw"], "Yf9i4oJj7aCACg==");
+        assert!(raw[0].contains(r#""stdout","attrs":{"#), "{}", raw[0]);
+        assert!(!raw[1].contains("attrs"), "{}", raw[1]);
+        let got = all(&d.log(), ReadOptions::default());
+        assert_eq!(got[0].bytes, b"a\xffb\xe2\x82c\xed\xa0\x80\n");
     }
 
     #[test]

@@ -8,8 +8,33 @@
 //! rotated file is still the same source), the length of every local copy and
 //! the spool's end. At start the local copies and the spool are cut back to
 //! those lengths and the sources resume at those offsets: whatever a crash
-//! half-did is done again exactly once. Only whole lines are counted: a line
-//! still being written is read again next time.
+//! half-did is done again exactly once. A round that fails (a full disk, a
+//! read error) is undone the same way without a restart: offsets back to the
+//! saved state, local copies and the spool cut back to its lengths. Only
+//! whole lines are counted: a line still being written is read again next time.
+//!
+//! A file the container wrote whose last line has no newline yet: that line
+//! waits (more of it may come), and is sent as it is, marked
+//! `split="partial"`, once the file has not grown for `partial_after` (5 s
+//! unless set: long enough for a writer between two writes of one line,
+//! short enough for a reader waiting on it) or the container
+//! is no longer running (or gone). The offset then moves past it, so if the
+//! rest does come it is sent as a line of its own: a line cut in two, never
+//! one sent twice. (The container's stdout and stderr need none of this: the
+//! engine writes an unfinished last line into the json-file log when the
+//! container's output closes, sent marked `split="continues"`.)
+//!
+//! Retention: stdout.log and stderr.log rotate at max_file_size into gzipped
+//! copies (max_files kept). Each container's directory as a whole, the files
+//! the container writes there included, is held to max_dir_size: when over
+//! it (checked after a rotation and every 10 s), files go oldest (by mtime)
+//! first, counted in a warning, among those that are removable: a rotated
+//! `.gz` copy other than the newest (`*.1.gz`), or a file the container wrote
+//! that logcollect has read to its end (its lines are in the spool and the
+//! local copies, counted by the saved state) and that nothing wrote to for 5
+//! minutes. Never the live stdout.log / stderr.log, the newest rotated copy,
+//! a file being written or one with unread lines: a directory that stays over
+//! its cap because of those is reported once.
 //!
 //! A json-file log rotates by renames: the old file keeps its inode and is
 //! read to its end (oldest first) before the new one. A file whose size drops
@@ -31,6 +56,8 @@ use std::time::{Duration, SystemTime};
 pub const MAX_LINE: usize = 64 << 10;
 /// Most bytes taken from one source in one round (the rest next round).
 const ROUND: u64 = 512 << 10;
+/// A file the container wrote within this long is live: the cap leaves it.
+const LIVE: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Source {
@@ -98,6 +125,22 @@ pub struct Collector {
     last_retention: Option<std::time::Instant>,
     /// The spool's end as the saved state counts it: what the sinks may send.
     pub committed: std::sync::Arc<std::sync::Mutex<spool::Pos>>,
+    /// Local copies this round wrote to (undone if the round fails).
+    written: Vec<PathBuf>,
+    /// Cuts a failed round still owes: local copies and the spool's end.
+    undo: Undo,
+    last_cap: Option<std::time::Instant>,
+    /// Directories reported as over their cap with nothing left to remove.
+    over_cap: BTreeSet<PathBuf>,
+    /// Sources ending in a line without its newline: the file's length and
+    /// since when it has not changed.
+    tails: BTreeMap<String, (u64, std::time::Instant)>,
+}
+
+#[derive(Default)]
+struct Undo {
+    locals: BTreeMap<PathBuf, u64>,
+    spool: Option<(u64, u64)>,
 }
 
 impl Collector {
@@ -146,6 +189,11 @@ impl Collector {
             reported: BTreeSet::new(),
             last_retention: None,
             committed: std::sync::Arc::new(std::sync::Mutex::new(committed)),
+            written: Vec::new(),
+            undo: Undo::default(),
+            last_cap: None,
+            over_cap: BTreeSet::new(),
+            tails: BTreeMap::new(),
         })
     }
 
@@ -178,8 +226,13 @@ impl Collector {
             .collect()
     }
 
-    /// One round; whether anything was read.
+    /// One round; whether anything was read. A round that fails part way is
+    /// undone whole (offsets, local copies, spool back to the last saved
+    /// state), so its lines are read again next round: never dropped because
+    /// offsets advanced in memory were saved by a later round, never written
+    /// twice because a local copy or the spool kept half of them.
     pub fn round(&mut self) -> Result<bool> {
+        self.finish_undo()?;
         let records = self.containers();
         let live: BTreeSet<String> = records.iter().map(|r| r.id.clone()).collect();
         for r in &records {
@@ -211,6 +264,65 @@ impl Collector {
         // rotation of the local copies happens only right after a saved state,
         // so a rotated file never holds lines the state does not count
         self.rotate_locals()?;
+        let before = self.state.clone();
+        let spool_at = self.spool.as_ref().map(|w| (w.seq, w.len));
+        match self.read_round(live) {
+            Ok(any) => {
+                self.written.clear();
+                if self
+                    .last_retention
+                    .is_none_or(|t| t.elapsed() > Duration::from_secs(600))
+                {
+                    self.last_retention = Some(std::time::Instant::now());
+                    self.remove_gone_dirs();
+                }
+                Ok(any)
+            }
+            Err(e) => {
+                self.roll_back(before, spool_at);
+                Err(e)
+            }
+        }
+    }
+
+    /// Put local copies and the spool back where `before` (the saved state)
+    /// counts them. What cannot be cut back now is kept in `undo` and done
+    /// before the next round reads anything.
+    fn roll_back(&mut self, mut before: State, spool_at: Option<(u64, u64)>) {
+        // lines the bound dropped are gone whatever happened after
+        before.dropped = self.state.dropped;
+        for p in std::mem::take(&mut self.written) {
+            let len = before.locals.get(&p).copied().unwrap_or(0);
+            self.undo.locals.insert(p, len);
+        }
+        self.state = before;
+        self.undo.spool = spool_at;
+        if let Err(e) = self.finish_undo() {
+            log::warn!("undoing a failed round: {e} (trying again next round)");
+        }
+    }
+
+    fn finish_undo(&mut self) -> Result<()> {
+        while let Some((p, len)) = self.undo.locals.pop_first() {
+            let cut = match OpenOptions::new().write(true).open(&p) {
+                Ok(f) => f.set_len(len),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = cut {
+                let err = berth::error::Error::from(e).context(format!("cut back {}", p.display()));
+                self.undo.locals.insert(p, len);
+                return Err(err);
+            }
+        }
+        if let (Some((seq, len)), Some(w)) = (self.undo.spool, &mut self.spool) {
+            w.roll_back(seq, len)?;
+            self.undo.spool = None;
+        }
+        Ok(())
+    }
+
+    fn read_round(&mut self, live: BTreeSet<String>) -> Result<bool> {
         let mut frames = Vec::new();
         let mut any = false;
         let ids: Vec<String> = self.state.containers.keys().cloned().collect();
@@ -274,10 +386,17 @@ impl Collector {
             }
         }
         self.state.sources.retain(|_, s| s.missed < 40);
+        self.tails.retain(|k, _| seen_keys.contains(k));
         // containers gone from the engine: nothing more will come
         self.state.containers.retain(|id, _| live.contains(id));
         if let Some(w) = &mut self.spool {
             w.append(&frames)?;
+        }
+        self.save()?;
+        // only after the save: a failed round is rolled back to the segment
+        // it started in, which the bound must not have dropped meanwhile (the
+        // count is saved with the next round's state)
+        if let Some(w) = &self.spool {
             let dropped = w.enforce_bound();
             if dropped > 0 {
                 self.state.dropped += dropped;
@@ -287,14 +406,6 @@ impl Collector {
                     self.state.dropped
                 );
             }
-        }
-        self.save()?;
-        if self
-            .last_retention
-            .is_none_or(|t| t.elapsed() > Duration::from_secs(600))
-        {
-            self.last_retention = Some(std::time::Instant::now());
-            self.remove_gone_dirs();
         }
         Ok(any)
     }
@@ -330,13 +441,14 @@ impl Collector {
         }
         let k = key(&m);
         seen.insert(k.clone());
+        let k2 = k.clone();
         let mut head = vec![0u8; 64.min(m.len() as usize)];
         {
             use std::os::unix::fs::FileExt;
             let n = f.read_at(&mut head, 0).unwrap_or(0);
             head.truncate(n);
         }
-        let src = self.state.sources.entry(k).or_default();
+        let src = self.state.sources.entry(k2).or_default();
         src.path = path.to_path_buf();
         if !head.starts_with(&src.head) || src.head.is_empty() && src.offset > 0 {
             // not the file the state knew under this inode
@@ -367,13 +479,36 @@ impl Collector {
             .read_to_end(&mut buf)?;
         // whole lines only, unless one line alone is longer than the cap
         // (whole pieces of it: the rest waits for more or for its newline)
-        let used = match buf.iter().rposition(|b| *b == b'\n') {
+        let mut used = match buf.iter().rposition(|b| *b == b'\n') {
             Some(i) => i + 1,
             None if buf.len() >= MAX_LINE && matches!(kind, Kind::File(_)) => {
                 buf.len() / MAX_LINE * MAX_LINE
             }
             None => 0,
         };
+        // a last line without its newline, at the end of a file the container
+        // wrote: sent as it is once nothing was added for partial_after or the
+        // container has stopped (see the module doc)
+        let mut partial = false;
+        let at_end = src.offset + buf.len() as u64 >= m.len();
+        if matches!(kind, Kind::File(_)) && used < buf.len() && at_end {
+            let now = std::time::Instant::now();
+            let since = match self.tails.get(&k) {
+                Some((len, t)) if *len == m.len() => *t,
+                _ => {
+                    self.tails.insert(k.clone(), (m.len(), now));
+                    now
+                }
+            };
+            let idle = Duration::from_secs(self.s.partial_after);
+            if now.duration_since(since) >= idle || !running(&self.s.graph, id) {
+                used = buf.len();
+                partial = true;
+                self.tails.remove(&k);
+            }
+        } else {
+            self.tails.remove(&k);
+        }
         if used == 0 {
             return Ok(false);
         }
@@ -396,7 +531,14 @@ impl Collector {
                         })
                         .or_default()
                         .extend_from_slice(&e.bytes);
-                    self.frames_of(&mut out_frames, c, id, stream, "", e.time, &e.bytes);
+                    self.frames_of(
+                        &mut out_frames,
+                        c,
+                        (id, stream, ""),
+                        e.time,
+                        &e.bytes,
+                        false,
+                    );
                 }
             }
             Kind::File(rel) => {
@@ -409,13 +551,23 @@ impl Collector {
                         .position(|b| *b == b'\n')
                         .map(|i| i + 1)
                         .unwrap_or(rest.len());
-                    self.frames_of(&mut out_frames, c, id, "file", &rel, now, &rest[..end]);
+                    let last = end == rest.len();
+                    self.frames_of(
+                        &mut out_frames,
+                        c,
+                        (id, "file", &rel),
+                        now,
+                        &rest[..end],
+                        partial && last,
+                    );
                     rest = &rest[end..];
                 }
             }
         }
         for (name, bytes) in local_out {
             let p = c.dir.join(name);
+            // before the write: a write that fails half way is cut back too
+            self.written.push(p.clone());
             let mut f = OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -434,17 +586,15 @@ impl Collector {
     }
 
     /// Frames for one line (pieces of MAX_LINE for a longer one), unless no
-    /// sink is configured.
-    #[allow(clippy::too_many_arguments)]
+    /// sink is configured. `partial`: a last line sent without its newline.
     fn frames_of(
         &self,
         out: &mut Vec<u8>,
         c: &Container,
-        id: &str,
-        stream: &str,
-        file: &str,
+        (id, stream, file): (&str, &str, &str),
         time: SystemTime,
         line: &[u8],
+        partial: bool,
     ) {
         if self.spool.is_none() {
             return;
@@ -462,6 +612,7 @@ impl Collector {
                 // more of this line follows: the next piece, or (a json-file
                 // entry without its newline) the next entry
                 cont: i + 1 < n || !p.ends_with(b"\n"),
+                partial: partial && i + 1 == n,
             };
             sink::frame(
                 out,
@@ -511,51 +662,103 @@ impl Collector {
             self.state.locals.insert(p.clone(), 0);
             dirs.insert(dir);
         }
+        // every directory now and then: the container's own files grow it too
+        if self
+            .last_cap
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+        {
+            self.last_cap = Some(std::time::Instant::now());
+            dirs.extend(self.state.containers.values().map(|c| c.dir.clone()));
+        }
         for d in dirs {
             self.cap_dir(&d);
         }
         Ok(())
     }
 
-    /// Remove our oldest rotated files while the directory is over its cap.
-    fn cap_dir(&self, d: &Path) {
-        let mut files = Vec::new();
-        walk(d, d, &mut files);
-        let size = |rel: &PathBuf| fs::metadata(d.join(rel)).map(|m| m.len()).unwrap_or(0);
-        let mut total: u64 = files.iter().map(size).sum::<u64>()
-            + ["stdout.log", "stderr.log"]
-                .iter()
-                .map(|n| fs::metadata(d.join(n)).map(|m| m.len()).unwrap_or(0))
-                .sum::<u64>();
-        let mut ours: Vec<PathBuf> = fs::read_dir(d)
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "gz"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for p in &ours {
-            total += fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    /// While the directory is over its cap, remove its oldest removable files
+    /// (the rule is in the module doc); one counted warning per pass.
+    fn cap_dir(&mut self, d: &Path) {
+        let mut all = Vec::new();
+        walk_all(d, &mut all);
+        let mut total: u64 = all.iter().map(|(_, m)| m.len()).sum();
+        if total <= self.s.max_dir_size {
+            self.over_cap.remove(d);
+            return;
         }
-        ours.sort_by_key(|p| fs::metadata(p).and_then(|m| m.modified()).ok());
-        // the newest rotated copy of each file stays, even over the cap: it
-        // holds the last lines before the live file
-        ours.retain(|p| !p.to_string_lossy().ends_with(".1.gz"));
-        for p in ours {
+        let now = SystemTime::now();
+        let mut removable: Vec<(SystemTime, PathBuf, u64)> = all
+            .into_iter()
+            .filter(|(p, m)| {
+                let name = p
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                let top = p.parent() == Some(d);
+                if top && (name == "stdout.log" || name == "stderr.log") {
+                    return false;
+                }
+                if name.ends_with(".gz") {
+                    // the newest rotated copy of each file stays: it holds the
+                    // last lines before the live file
+                    return !(top && name.ends_with(".1.gz"));
+                }
+                let idle = m
+                    .modified()
+                    .ok()
+                    .and_then(|t| now.duration_since(t).ok())
+                    .is_some_and(|a| a >= LIVE);
+                let read = self
+                    .state
+                    .sources
+                    .get(&key(m))
+                    .is_some_and(|s| s.offset >= m.len());
+                idle && read
+            })
+            .map(|(p, m)| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), p, m.len()))
+            .collect();
+        removable.sort();
+        let (mut n, mut bytes, mut names) = (0u64, 0u64, Vec::new());
+        for (_, p, len) in removable {
             if total <= self.s.max_dir_size {
                 break;
             }
-            let n = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-            if fs::remove_file(&p).is_ok() {
-                log::info!(
-                    "{}: removed {} (the directory is over {} bytes)",
+            match fs::remove_file(&p) {
+                Ok(()) => {
+                    total = total.saturating_sub(len);
+                    n += 1;
+                    bytes += len;
+                    if names.len() < 5 {
+                        names.push(p.strip_prefix(d).unwrap_or(&p).display().to_string());
+                    }
+                }
+                Err(e) => log::warn!("{}: {e}", p.display()),
+            }
+        }
+        if n > 0 {
+            log::warn!(
+                "{} is over {} bytes: removed its {n} oldest forwarded files ({bytes} bytes: {}{})",
+                d.display(),
+                self.s.max_dir_size,
+                names.join(", "),
+                if n as usize > names.len() {
+                    ", …"
+                } else {
+                    ""
+                }
+            );
+        }
+        if total > self.s.max_dir_size {
+            if self.over_cap.insert(d.to_path_buf()) {
+                log::warn!(
+                    "{} is still over {} bytes ({total}): the rest is live or not yet read",
                     d.display(),
-                    p.display(),
                     self.s.max_dir_size
                 );
-                total = total.saturating_sub(n);
             }
+        } else {
+            self.over_cap.remove(d);
         }
     }
 
@@ -598,6 +801,15 @@ impl Collector {
             w.collect(oldest_needed);
         }
     }
+}
+
+/// Whether the engine records the container as running (a container that
+/// stopped will not finish its last line).
+fn running(graph: &Path, id: &str) -> bool {
+    fs::read(graph.join("containers").join(id).join("state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|v| v["status"] == "running")
 }
 
 /// The json-file logs newer than `p` (rotated ones with a smaller number, and
@@ -658,6 +870,23 @@ pub fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Every regular file under `dir`, ours included, with its metadata.
+fn walk_all(dir: &Path, out: &mut Vec<(PathBuf, fs::Metadata)>) {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Ok(m) = e.metadata() else {
+            continue;
+        };
+        if m.is_dir() {
+            walk_all(&e.path(), out);
+        } else if m.is_file() {
+            out.push((e.path(), m));
+        }
+    }
+}
+
 fn newest_mtime(p: &Path) -> SystemTime {
     let mut newest = fs::metadata(p)
         .and_then(|m| m.modified())
@@ -683,4 +912,167 @@ fn gzip_to(from: &Path, to: &Path) -> Result<()> {
     }
     fs::rename(&tmp, to).with_context(|| format!("rename to {}", to.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth::logfile::{Rotation, Stream};
+
+    /// An engine's graph with containers "a" and "b", each with a json-file log.
+    struct Fixture {
+        root: PathBuf,
+        c: Collector,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let root = std::env::temp_dir().join(format!("berth-lc-{}", berth::util::uuid4()));
+            let mut s = Settings {
+                graph: root.join("graph"),
+                log_root: root.join("logs"),
+                ..Settings::default()
+            };
+            s.sinks
+                .push(super::super::config::Sink::parse("tcp://127.0.0.1:9").unwrap());
+            for n in ["a", "b"] {
+                let id = n.repeat(64);
+                let d = s.graph.join("containers").join(&id);
+                fs::create_dir_all(&d).unwrap();
+                let rec = serde_json::json!({
+                    "id": id, "name": n, "image": "img",
+                    "created": "2026-12-01T00:00:00Z",
+                    "log_dir": s.log_root.join(n),
+                });
+                fs::write(d.join("config.json"), rec.to_string()).unwrap();
+            }
+            let c = Collector::open(s).unwrap();
+            Fixture { root, c }
+        }
+
+        fn write(&self, n: &str, lines: std::ops::Range<u32>) {
+            let id = n.repeat(64);
+            let p = self
+                .c
+                .s
+                .graph
+                .join("containers")
+                .join(&id)
+                .join(format!("{id}-json.log"));
+            let mut w = berth::logfile::Writer::open(&p, Rotation::default()).unwrap();
+            for i in lines {
+                w.write(
+                    Stream::Stdout,
+                    format!("{n}-{i}\n").as_bytes(),
+                    SystemTime::now(),
+                )
+                .unwrap();
+            }
+            w.close().unwrap();
+        }
+
+        /// Every line text in the spool up to its committed end, in order.
+        fn spooled(&self) -> Vec<String> {
+            let at = *self.c.committed.lock().unwrap();
+            let dir = state_dir(&self.c.s).join("spool");
+            let first = spool::segments(&dir)[0];
+            let (b, _) = spool::read_from(
+                &dir,
+                spool::Pos {
+                    seq: first,
+                    offset: 0,
+                },
+                1 << 30,
+                at,
+            )
+            .unwrap();
+            spool::frames(&b)
+                .into_iter()
+                .map(|(s, e)| {
+                    let f = String::from_utf8_lossy(&b[s..e]).into_owned();
+                    f.rsplit("] ").next().unwrap().to_string()
+                })
+                .collect()
+        }
+
+        fn local(&self, n: &str) -> String {
+            fs::read_to_string(self.c.s.log_root.join(n).join("stdout.log")).unwrap_or_default()
+        }
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.root);
+        }
+    }
+
+    fn names(n: &str, r: std::ops::Range<u32>) -> Vec<String> {
+        r.map(|i| format!("{n}-{i}")).collect()
+    }
+
+    #[test]
+    fn a_last_line_without_newline_goes_once_the_container_stops() {
+        let mut f = Fixture::new();
+        let id = "a".repeat(64);
+        let state = f.c.s.graph.join("containers").join(&id).join("state.json");
+        fs::write(&state, r#"{"status":"running"}"#).unwrap();
+        let dir = f.c.s.log_root.join("a");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("job.log"), "one\ntwo, still being writ").unwrap();
+        f.c.round().unwrap();
+        assert_eq!(f.spooled(), ["one"]);
+        // stopped: the engine will write no more of it
+        fs::write(&state, r#"{"status":"exited"}"#).unwrap();
+        f.c.round().unwrap();
+        assert_eq!(f.spooled(), ["one", "two, still being writ"]);
+        let all = fs::read_dir(state_dir(&f.c.s).join("spool"))
+            .unwrap()
+            .flatten()
+            .map(|e| fs::read_to_string(e.path()).unwrap())
+            .collect::<String>();
+        assert!(all.contains("split=\"partial\"] two"), "{all}");
+        // the rest, if it comes after all, is a line of its own
+        let mut j = OpenOptions::new()
+            .append(true)
+            .open(dir.join("job.log"))
+            .unwrap();
+        j.write_all(b"ten\n").unwrap();
+        f.c.round().unwrap();
+        assert_eq!(f.spooled(), ["one", "two, still being writ", "ten"]);
+    }
+
+    #[test]
+    fn a_round_that_fails_part_way_is_done_again_whole() {
+        let mut f = Fixture::new();
+        f.write("a", 0..3);
+        f.write("b", 0..2);
+        // b's local copy cannot be written ("a" is read first, its offset
+        // advanced, its local copy written): the round fails
+        let blocked = f.c.s.log_root.join("b").join("stdout.log");
+        fs::create_dir_all(&blocked).unwrap();
+        assert!(f.c.round().is_err());
+        assert!(f.c.round().is_err());
+        fs::remove_dir(&blocked).unwrap();
+        f.c.round().unwrap();
+        let mut want = names("a", 0..3);
+        want.extend(names("b", 0..2));
+        assert_eq!(f.spooled(), want);
+        assert_eq!(f.local("a"), "a-0\na-1\na-2\n");
+        assert_eq!(f.local("b"), "b-0\nb-1\n");
+
+        // the spool's write fails half way (a full disk): the same
+        f.write("a", 3..5);
+        f.c.spool.as_mut().unwrap().fail_after = Some(10);
+        assert!(f.c.round().is_err());
+        f.c.round().unwrap();
+        want.extend(names("a", 3..5));
+        assert_eq!(f.spooled(), want);
+        assert_eq!(f.local("a"), "a-0\na-1\na-2\na-3\na-4\n");
+        // and what a restart takes up is the same
+        let s = f.c.s.clone();
+        f.c = Collector::open(s).unwrap();
+        f.c.round().unwrap();
+        assert_eq!(f.spooled(), want);
+        assert_eq!(f.local("a"), "a-0\na-1\na-2\na-3\na-4\n");
+    }
 }

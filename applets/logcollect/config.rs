@@ -19,6 +19,7 @@
 //! max_files: 5
 //! max_dir_size: 200M
 //! gone_days: 7
+//! partial_after: 5
 //! ```
 
 use berth::config::Doc;
@@ -85,6 +86,8 @@ pub struct Settings {
     pub max_files: u32,
     pub max_dir_size: u64,
     pub gone_days: u64,
+    /// Seconds a last line without its newline waits before it is sent.
+    pub partial_after: u64,
 }
 
 impl Default for Settings {
@@ -101,6 +104,7 @@ impl Default for Settings {
             max_files: 5,
             max_dir_size: 200 << 20,
             gone_days: 7,
+            partial_after: 5,
         }
     }
 }
@@ -147,6 +151,20 @@ pub fn facility(s: &str) -> std::result::Result<u8, String> {
         .ok_or_else(|| format!("unknown facility {s:?} (local0 … local7, daemon, user, …)"))
 }
 
+/// RFC 5424's APP-NAME: 1 to 48 printable US-ASCII characters, no space
+/// (a receiver parses the header by spaces).
+fn app_name(a: &str) -> std::result::Result<(), String> {
+    if a.is_empty() || a.len() > 48 {
+        return Err(format!("{a:?}: an app-name is 1 to 48 characters"));
+    }
+    if let Some(c) = a.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(format!(
+            "{a:?}: {c:?} is not allowed (printable US-ASCII without space only)"
+        ));
+    }
+    Ok(())
+}
+
 fn size(s: &str) -> std::result::Result<u64, String> {
     berth::util::parse_size(s).ok_or_else(|| format!("{s:?} is not a size (10M, 1G, …)"))
 }
@@ -168,6 +186,7 @@ pub struct Flags {
     pub max_files: Option<u32>,
     pub max_dir_size: Option<String>,
     pub gone_days: Option<u64>,
+    pub partial_after: Option<u64>,
 }
 
 const KEYS: &[&str] = &[
@@ -182,6 +201,7 @@ const KEYS: &[&str] = &[
     "max_files",
     "max_dir_size",
     "gone_days",
+    "partial_after",
 ];
 
 /// The file (if any), then the flags over it.
@@ -202,6 +222,7 @@ pub fn resolve(file: Option<&Path>, f: &Flags) -> Result<Settings> {
         s.engine = PathBuf::from(e.strip_prefix("unix://").unwrap_or(e));
     }
     if let Some(a) = &f.app_name {
+        app_name(a).map_err(|w| flag("app-name", w))?;
         s.app_name = a.clone();
     }
     if let Some(x) = &f.facility {
@@ -230,6 +251,9 @@ pub fn resolve(file: Option<&Path>, f: &Flags) -> Result<Settings> {
     }
     if let Some(n) = f.gone_days {
         s.gone_days = n;
+    }
+    if let Some(n) = f.partial_after {
+        s.partial_after = n;
     }
     for k in &s.sinks {
         if k.cert.is_some() != k.key.is_some() {
@@ -261,6 +285,7 @@ fn apply_doc(doc: &Doc, s: &mut Settings) -> Result<()> {
         s.engine = PathBuf::from(e.strip_prefix("unix://").unwrap_or(&e));
     }
     if let Some(a) = doc.str("app_name")? {
+        app_name(&a).map_err(|w| doc.error("app_name", w))?;
         s.app_name = a;
     }
     if let Some(x) = doc.str("facility")? {
@@ -311,6 +336,10 @@ fn apply_doc(doc: &Doc, s: &mut Settings) -> Result<()> {
     if let Some(n) = doc.int("gone_days")? {
         s.gone_days = u64::try_from(n).map_err(|_| doc.error("gone_days", "expected days"))?;
     }
+    if let Some(n) = doc.int("partial_after")? {
+        s.partial_after =
+            u64::try_from(n).map_err(|_| doc.error("partial_after", "expected seconds"))?;
+    }
     Ok(())
 }
 
@@ -325,7 +354,7 @@ mod tests {
         let f = d.join("logcollect.yml");
         std::fs::write(
             &f,
-            "log_root: /srv/logs\nfacility: local3\nforward:\n  - tcp://a:514\n  - url: tls://b:6514\n    ca: /ca.pem\nmax_file_size: 1M\n",
+            "log_root: /srv/logs\npartial_after: 2\nfacility: local3\nforward:\n  - tcp://a:514\n  - url: tls://b:6514\n    ca: /ca.pem\nmax_file_size: 1M\n",
         )
         .unwrap();
         let s = resolve(Some(&f), &Flags::default()).unwrap();
@@ -334,6 +363,7 @@ mod tests {
         assert_eq!(s.sinks.len(), 2);
         assert!(s.sinks[1].tls && s.sinks[1].ca == Some(PathBuf::from("/ca.pem")));
         assert_eq!(s.max_file_size, 1 << 20);
+        assert_eq!(s.partial_after, 2);
         let flags = Flags {
             log_root: Some("/x".into()),
             forward: vec!["tcp://c:1".into()],
@@ -358,6 +388,40 @@ mod tests {
             e.contains("logcollect.yml:2") && e.contains("unknown key"),
             "{e}"
         );
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn app_names_are_rfc5424s() {
+        let d = std::env::temp_dir().join(format!("berth-lc-{}", berth::util::uuid4()));
+        std::fs::create_dir_all(&d).unwrap();
+        let f = d.join("logcollect.yml");
+        std::fs::write(&f, "graph: /g\napp_name: \"condor startd\"\n").unwrap();
+        let e = resolve(Some(&f), &Flags::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("logcollect.yml:2") && e.contains("app_name"),
+            "{e}"
+        );
+        std::fs::write(&f, "app_name: t1wn-startd\n").unwrap();
+        assert_eq!(
+            resolve(Some(&f), &Flags::default()).unwrap().app_name,
+            "t1wn-startd"
+        );
+        for bad in ["", "caf\u{e9}", &"x".repeat(49), "a\tb"] {
+            let flags = Flags {
+                app_name: Some(bad.to_string()),
+                ..Flags::default()
+            };
+            let e = resolve(None, &flags).unwrap_err().to_string();
+            assert!(e.contains("--app-name"), "{bad:?}: {e}");
+        }
+        let ok = Flags {
+            app_name: Some("x".repeat(48)),
+            ..Flags::default()
+        };
+        assert!(resolve(None, &ok).is_ok());
         std::fs::remove_dir_all(d).unwrap();
     }
 

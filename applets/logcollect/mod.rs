@@ -69,12 +69,15 @@ struct Args {
     /// rotated copies kept per file (default 5)
     #[argh(option)]
     max_files: Option<u32>,
-    /// cap of one container's directory (default 200M): our oldest rotated files go first
+    /// cap of one container's directory (default 200M): its oldest read and idle files go first
     #[argh(option)]
     max_dir_size: Option<String>,
     /// remove the directory of a container gone this many days (default 7)
     #[argh(option)]
     gone_days: Option<u64>,
+    /// send a last line still without its newline after this many seconds without growth (default 5)
+    #[argh(option)]
+    partial_after: Option<u64>,
     /// a YAML file with the same settings
     #[argh(option)]
     config: Option<PathBuf>,
@@ -136,6 +139,7 @@ pub fn main(name: &str, args: &[String]) -> Result<u8> {
         max_files: a.max_files,
         max_dir_size: a.max_dir_size.clone(),
         gone_days: a.gone_days,
+        partial_after: a.partial_after,
     };
     let s = config::resolve(a.config.as_deref(), &flags)?;
     match a.cmd {

@@ -33,6 +33,8 @@ pub struct Meta<'a> {
     pub file: &'a str,
     /// This is a piece of a longer line (more follows).
     pub cont: bool,
+    /// A last line sent without its newline after a wait: more may follow.
+    pub partial: bool,
 }
 
 fn sd_escape(s: &str, out: &mut String) {
@@ -90,7 +92,9 @@ pub fn frame(out: &mut Vec<u8>, facility: u8, hostname: &str, app: &str, m: &Met
         msg.push_str("\" file=\"");
         sd_escape(m.file, &mut msg);
     }
-    if m.cont {
+    if m.partial {
+        msg.push_str("\" split=\"partial");
+    } else if m.cont {
         msg.push_str("\" split=\"continues");
     }
     msg.push_str("\"] ");
@@ -418,6 +422,7 @@ mod tests {
             stream: "stderr",
             file: "",
             cont: false,
+            partial: false,
         };
         let mut out = Vec::new();
         frame(&mut out, 16, "wn024", "berth", &m, b"bad \xff byte\n");

@@ -52,6 +52,9 @@ pub struct Writer {
     pub len: u64,
     file: File,
     max: u64,
+    /// Tests: the next append writes this many bytes, then fails.
+    #[cfg(test)]
+    pub fail_after: Option<usize>,
 }
 
 impl Writer {
@@ -81,28 +84,94 @@ impl Writer {
             len,
             file,
             max,
+            #[cfg(test)]
+            fail_after: None,
         })
     }
 
-    /// Append frames (already octet-counted).
+    /// Append frames (already octet-counted): all of them or, on an error,
+    /// none (the segment is cut back to where it ended, so `len` stays the
+    /// file's length).
     pub fn append(&mut self, frames: &[u8]) -> Result<()> {
         if frames.is_empty() {
             return Ok(());
         }
         if self.len >= SEGMENT {
-            self.seq += 1;
-            self.len = 0;
-            let path = seg_path(&self.dir, self.seq);
+            let path = seg_path(&self.dir, self.seq + 1);
             self.file = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&path)
                 .with_context(|| format!("open {}", path.display()))?;
+            self.seq += 1;
+            self.len = 0;
+        } else if self.file.metadata().map(|m| m.len()).ok() != Some(self.len) {
+            // an earlier failed write could not be cut back then
+            self.file
+                .set_len(self.len)
+                .with_context(|| format!("cut back {}", seg_path(&self.dir, self.seq).display()))?;
+        }
+        if let Err(e) = self.write_frames(frames) {
+            let cut = self.file.set_len(self.len);
+            let e = berth::error::Error::from(e)
+                .context(format!("write {}", seg_path(&self.dir, self.seq).display()));
+            return Err(match cut {
+                Ok(()) => e,
+                // the next append or roll_back cuts again; until then the
+                // state never counts past `len`
+                Err(c) => e.context(format!("and cutting it back: {c}")),
+            });
+        }
+        self.len += frames.len() as u64;
+        Ok(())
+    }
+
+    #[cfg(not(test))]
+    fn write_frames(&mut self, frames: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(frames)
+    }
+
+    /// A write that stops after `fail_after` bytes, as on a full disk.
+    #[cfg(test)]
+    fn write_frames(&mut self, frames: &[u8]) -> std::io::Result<()> {
+        match self.fail_after.take() {
+            Some(n) => {
+                self.file.write_all(&frames[..n.min(frames.len())])?;
+                Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
+            }
+            None => self.file.write_all(frames),
+        }
+    }
+
+    /// Back to an earlier end (the last saved state's): later segments go,
+    /// that segment is cut to `len`.
+    pub fn roll_back(&mut self, seq: u64, len: u64) -> Result<()> {
+        if seq != self.seq {
+            let path = seg_path(&self.dir, seq);
+            if !path.exists() {
+                // the bound dropped it (its lines counted): the segments
+                // after it hold only what is undone, so the current one is
+                // emptied rather than a segment of zeros made up
+                self.file.set_len(0).with_context(|| {
+                    format!("cut back {}", seg_path(&self.dir, self.seq).display())
+                })?;
+                self.len = 0;
+                return Ok(());
+            }
+            self.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("open {}", path.display()))?;
+            for s in segments(&self.dir).into_iter().filter(|s| *s > seq) {
+                let _ = fs::remove_file(seg_path(&self.dir, s));
+            }
+            self.seq = seq;
         }
         self.file
-            .write_all(frames)
-            .with_context(|| format!("write {}", seg_path(&self.dir, self.seq).display()))?;
-        self.len += frames.len() as u64;
+            .set_len(len)
+            .with_context(|| format!("cut back {}", seg_path(&self.dir, seq).display()))?;
+        self.len = len;
         Ok(())
     }
 
@@ -444,6 +513,33 @@ mod tests {
         assert_eq!(part, b"5 hello");
         assert_eq!(next.offset, 12);
         assert_eq!(frames(b"5 hello3 ab"), vec![(0, 7)]);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_failed_append_leaves_nothing_behind() {
+        let d = std::env::temp_dir().join(format!("berth-spool-{}", berth::util::uuid4()));
+        let mut w = Writer::open(&d, None, 1 << 30).unwrap();
+        w.append(b"5 hello").unwrap();
+        w.fail_after = Some(2);
+        assert!(w.append(b"3 abc").is_err());
+        assert_eq!(w.len, 7);
+        assert_eq!(fs::metadata(seg_path(&d, w.seq)).unwrap().len(), 7);
+        w.append(b"3 xyz").unwrap();
+        let at = (w.seq, w.len);
+        w.append(b"1 z").unwrap();
+        w.roll_back(at.0, at.1).unwrap();
+        let (got, _) = read_from(
+            &d,
+            Pos {
+                seq: w.seq,
+                offset: 0,
+            },
+            1 << 20,
+            ALL,
+        )
+        .unwrap();
+        assert_eq!(got, b"5 hello3 xyz");
         std::fs::remove_dir_all(d).unwrap();
     }
 

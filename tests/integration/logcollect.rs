@@ -2,8 +2,10 @@
 //! its own config, writing what it receives to a file): every line of a
 //! container's stdout and of its log directory arrives once with its metadata
 //! and is kept locally, across an rsyslog outage, a kill -9 of logcollect and
-//! json-file rotation; the retention cap; oversize and non-UTF-8 lines; TLS
-//! through rsyslog's gtls driver.
+//! json-file rotation; the retention cap (the container's own files too);
+//! oversize and non-UTF-8 lines (kept as bytes locally and by `docker logs`,
+//! escaped on the wire); a last line without its newline; TLS through
+//! rsyslog's gtls driver, which requires a client certificate.
 
 use crate::engine::image;
 use crate::harness::*;
@@ -33,7 +35,8 @@ impl Rsyslog {
                     p.cert.display(),
                     p.key.display()
                 ),
-                "module(load=\"imtcp\" StreamDriver.Name=\"gtls\" StreamDriver.Mode=\"1\" StreamDriver.AuthMode=\"anon\")",
+                // a client certificate the CA signed is required
+                "module(load=\"imtcp\" StreamDriver.Name=\"gtls\" StreamDriver.Mode=\"1\" StreamDriver.AuthMode=\"x509/certvalid\")",
             )
         } else {
             (String::new(), "module(load=\"imtcp\")")
@@ -100,6 +103,9 @@ struct Collector {
     child: Option<Child>,
     args: Vec<String>,
     log: PathBuf,
+    /// Run without the capabilities that let root read any file, so a file
+    /// can be made unreadable to it.
+    no_dac: bool,
 }
 
 impl Collector {
@@ -108,6 +114,18 @@ impl Collector {
             child: None,
             args,
             log,
+            no_dac: false,
+        };
+        c.spawn();
+        c
+    }
+    fn start_no_dac(args: Vec<String>, log: PathBuf) -> Collector {
+        need("setpriv");
+        let mut c = Collector {
+            child: None,
+            args,
+            log,
+            no_dac: true,
         };
         c.spawn();
         c
@@ -120,7 +138,16 @@ impl Collector {
             .unwrap();
         let mut a = vec!["logcollect"];
         a.extend(self.args.iter().map(String::as_str));
-        let child = berth(&a)
+        let mut cmd = if self.no_dac {
+            let mut c = Command::new("setpriv");
+            c.arg("--bounding-set=-dac_override,-dac_read_search")
+                .arg(bin())
+                .args(&a);
+            c
+        } else {
+            berth(&a)
+        };
+        let child = cmd
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .stdin(Stdio::null())
@@ -246,7 +273,7 @@ fn every_line_arrives_once_and_stays_local_through_outages_and_kills() {
         &img,
         "sh",
         "-c",
-        "i=0; while [ $i -lt 300 ]; do echo out-$i; echo file-$i >> /var/log/condor/MasterLog; i=$((i+1)); done; sleep 600",
+        "i=0; while [ $i -lt 300 ]; do echo out-$i; echo file-$i >> /var/log/condor/MasterLog; i=$((i+1)); done; echo err-0 >&2; sleep 600",
     ]);
     wait_for("the first lines at rsyslog", || {
         let r = rs.received();
@@ -261,6 +288,22 @@ fn every_line_arrives_once_and_stays_local_through_outages_and_kills() {
         "{line}"
     );
     assert!(line.starts_with("<134>1 "), "local0.info: {line}");
+    let id = e.ok(&["inspect", "--format", "{{.Id}}", "vn0317"]);
+    assert!(
+        line.contains(&format!("id=\"{}\"", id.trim()))
+            && line.contains(&format!("image=\"{img}\"")),
+        "{line}"
+    );
+    let eline = wait_for("the stderr line", || {
+        rs.received()
+            .lines()
+            .find(|l| l.ends_with("] err-0"))
+            .map(str::to_string)
+    });
+    assert!(
+        eline.contains("stream=\"stderr\"") && eline.starts_with("<131>1 "),
+        "local0.err: {eline}"
+    );
     let fline = r.lines().find(|l| l.ends_with("] file-7")).unwrap();
     assert!(
         fline.contains("file=\"MasterLog\"") && fline.contains("stream=\"file\""),
@@ -289,6 +332,13 @@ fn every_line_arrives_once_and_stays_local_through_outages_and_kills() {
     });
     rs.up();
     wait_once(&rs, &lc, "down-", 200);
+    let r = rs.received();
+    let order: Vec<&str> = r
+        .lines()
+        .filter_map(|l| l.split_once("] down-").map(|x| x.1))
+        .collect();
+    let want: Vec<String> = (0..200).map(|i| i.to_string()).collect();
+    assert_eq!(order, want, "the spooled lines arrive in order");
 
     // logcollect killed with -9 in the middle of a stream, started again
     e.ok(&[
@@ -326,7 +376,16 @@ fn every_line_arrives_once_and_stays_local_through_outages_and_kills() {
         e.graph.to_str().unwrap(),
         "ls",
     ]);
-    assert!(stdout(&o).contains("vn0317"), "{}", stdout(&o));
+    let row = stdout(&o)
+        .lines()
+        .find(|l| l.starts_with("vn0317 "))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("{}", stdout(&o)));
+    let size: u64 = row.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(
+        size > 16 * 1024,
+        "the size of what the directory holds: {row}"
+    );
     // (a rotation may be under way: ask until the copy has settled)
     wait_for("tail to show the last lines", || {
         let o = run(&[
@@ -340,6 +399,28 @@ fn every_line_arrives_once_and_stays_local_through_outages_and_kills() {
         ]);
         (stdout(&o) == "kill-2998\nkill-2999\n").then_some(())
     });
+    // the directory outlives the container
+    e.ok(&["rm", "-f", "vn0317"]);
+    wait_for("ls to show the container gone", || {
+        let o = run(&[
+            "logcollect",
+            "--log-root",
+            log_root.to_str().unwrap(),
+            "-g",
+            e.graph.to_str().unwrap(),
+            "ls",
+        ]);
+        stdout(&o)
+            .lines()
+            .any(|l| l.starts_with("vn0317 ") && l.contains(" gone "))
+            .then_some(())
+    });
+    assert!(
+        std::fs::read_to_string(dir.join("stdout.log"))
+            .unwrap()
+            .contains("kill-2999\n")
+    );
+    assert!(dir.join("MasterLog").exists());
     let _ = lc.logs();
 }
 
@@ -363,8 +444,17 @@ pub(crate) fn oversize_and_non_utf8_lines_and_tls() {
             format!("tls://localhost:{}", rs.port),
             "--ca".into(),
             p.ca.display().to_string(),
+            // the test CA's server certificate is good for client auth too
+            "--cert".into(),
+            p.cert.display().to_string(),
+            "--key".into(),
+            p.key.display().to_string(),
             "--app-name".into(),
             "t1wn".into(),
+            "--facility".into(),
+            "local3".into(),
+            "--partial-after".into(),
+            "1".into(),
         ],
         roots.join("logcollect.log"),
     );
@@ -378,17 +468,23 @@ pub(crate) fn oversize_and_non_utf8_lines_and_tls() {
         &img,
         "sh",
         "-c",
-        "printf 'bad\\377byte\\n' >> /var/log/condor/bin.log; head -c 100000 /dev/zero | tr '\\0' x >> /var/log/condor/big.log; echo >> /var/log/condor/big.log; echo tls-done; sleep 600",
+        "printf 'bad\\377byte\\n' >> /var/log/condor/bin.log; printf 'std\\377out\\n'; printf no-newline-yet >> /var/log/condor/part.log; head -c 100000 /dev/zero | tr '\\0' x >> /var/log/condor/big.log; echo >> /var/log/condor/big.log; echo tls-done; sleep 600",
     ]);
     wait_for("the lines over TLS", || {
         let r = rs.received();
         (r.contains("] tls-done")
             && r.contains("] bad\\xFFbyte")
+            && r.contains("] std\\xFFout")
             && r.matches("file=\"big.log\"").count() >= 2)
             .then_some(())
     });
     let r = rs.received();
     assert!(r.contains(" t1wn - "), "app-name: {r:.300}");
+    let std = r.lines().find(|l| l.ends_with("] std\\xFFout")).unwrap();
+    assert!(
+        std.starts_with("<158>1 ") && std.contains("stream=\"stdout\""),
+        "local3.info: {std}"
+    );
     let big: Vec<&str> = r
         .lines()
         .filter(|l| l.contains("file=\"big.log\""))
@@ -406,7 +502,61 @@ pub(crate) fn oversize_and_non_utf8_lines_and_tls() {
         std::fs::read(dir.join("bin.log")).unwrap(),
         b"bad\xffbyte\n"
     );
+    // a last line without its newline goes once idle, marked; the rest, when
+    // it comes, as a line of its own
+    let part = wait_for("the unfinished line", || {
+        rs.received()
+            .lines()
+            .find(|l| l.ends_with("] no-newline-yet"))
+            .map(str::to_string)
+    });
+    assert!(part.contains("split=\"partial\""), "{part}");
+    e.ok(&[
+        "exec",
+        "odd",
+        "sh",
+        "-c",
+        "echo -rest >> /var/log/condor/part.log",
+    ]);
+    wait_for("the rest of it", || {
+        rs.received().contains("] -rest\n").then_some(())
+    });
+    assert_eq!(rs.received().matches("no-newline-yet").count(), 1);
+    // and so do stdout.log and docker logs (the json-file log carries them)
+    assert_eq!(
+        std::fs::read(dir.join("stdout.log")).unwrap(),
+        b"std\xffout\ntls-done\n"
+    );
+    let o = e.docker(&["logs", "odd"]).output().unwrap();
+    assert_eq!(o.stdout, b"std\xffout\ntls-done\n");
     drop(lc);
+
+    // without a client certificate rsyslog will not take the lines
+    let lc3 = Collector::start(
+        vec![
+            "-g".into(),
+            e.graph.display().to_string(),
+            "--log-root".into(),
+            roots.join("logs3").display().to_string(),
+            "-H".into(),
+            e.host(),
+            "--forward".into(),
+            format!("tls://localhost:{}", rs.port),
+            "--ca".into(),
+            p.ca.display().to_string(),
+            "--app-name".into(),
+            "nocert".into(),
+        ],
+        roots.join("logcollect3.log"),
+    );
+    wait_for("rsyslog to refuse the client", || {
+        std::fs::read_to_string(rs.dir.join("rsyslogd.out"))
+            .ok()?
+            .contains("peer did not provide a certificate")
+            .then_some(())
+    });
+    assert!(!rs.received().contains(" nocert "));
+    drop(lc3);
 
     // a sink whose certificate is not trusted is reported with the reason
     let other = TempDir::new("other-ca");
@@ -505,8 +655,9 @@ fn retention_caps_directories_and_removes_old_ones() {
         &img,
         "sh",
         "-c",
-        // random text, so the gzipped copies stay big enough to meet the cap
-        "head -c 60000 /dev/urandom | base64; echo chatty-line-3999-end; sleep 600",
+        // random text, so the gzipped copies stay big enough to meet the cap;
+        // files of its own in its log directory count toward the cap too
+        "for f in old1 old2 live; do head -c 4500 /dev/urandom | base64 > /var/log/app/$f.log; done; head -c 60000 /dev/urandom | base64; echo chatty-line-3999-end; sleep 600",
     ]);
     let dir = wait_for("the directory", || {
         std::fs::read_dir(&log_root)
@@ -552,4 +703,189 @@ fn retention_caps_directories_and_removes_old_ones() {
     });
     assert!(dir.join("stdout.log.1.gz").exists());
     assert!(lc.logs().contains("over 12288 bytes"), "{}", lc.logs());
+    // the container's files no one wrote to for a while go, oldest first, once
+    // read; the one still written to stays even over the cap
+    for (f, ago) in [("old1.log", "2 hours ago"), ("old2.log", "1 hour ago")] {
+        let o = Command::new("touch")
+            .args(["-m", "-d", ago])
+            .arg(dir.join(f))
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+    }
+    wait_for("the idle files removed", || {
+        (!dir.join("old1.log").exists() && !dir.join("old2.log").exists()).then_some(())
+    });
+    assert!(dir.join("live.log").exists());
+    let l = lc.logs();
+    assert!(
+        l.contains("oldest forwarded files") && l.contains("old1.log"),
+        "{l}"
+    );
+    wait_for("the rest reported once", || {
+        (lc.logs().matches("still over 12288 bytes").count() == 1).then_some(())
+    });
+}
+
+/// With a small --spool-max and rsyslog down, the oldest lines go with a
+/// counted warning and the rest arrive once, in order; a truncated file is
+/// read again from its start; a file logcollect cannot open is reported once
+/// and read when it can be; `tail -f` follows; with engined down the
+/// collector follows the running container through the state directory.
+#[test]
+fn a_small_spool_drops_the_oldest_and_the_rest_follows() {
+    let roots = TempDir::new("logroot");
+    let log_root = roots.join("logs");
+    let mut e = Engined::start_with(&["--log-root", log_root.to_str().unwrap()]);
+    let img = image(&e);
+    let mut rs = Rsyslog::start(false);
+    rs.down();
+    let lc = Collector::start_no_dac(
+        vec![
+            "-g".into(),
+            e.graph.display().to_string(),
+            "--log-root".into(),
+            log_root.display().to_string(),
+            "-H".into(),
+            e.host(),
+            "--forward".into(),
+            format!("tcp://127.0.0.1:{}", rs.port),
+            "--spool-max".into(),
+            "1M".into(),
+        ],
+        roots.join("logcollect.log"),
+    );
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "burst",
+        "--label",
+        "berth.log-dir=/var/log/app",
+        &img,
+        "sh",
+        "-c",
+        // a file made unreadable from its creation; 40,000 lines (about
+        // 12 MB of frames); then a tick a second
+        "(umask 777; echo locked-line > /var/log/app/locked.log); \
+         awk 'BEGIN { for (i = 0; i < 40000; i++) printf \"sp-%d %s\\n\", i, \"padding-padding-padding-padding-padding-padding-padding-padding\" }'; \
+         i=0; while true; do echo tick-$i; i=$((i+1)); sleep 1; done",
+    ]);
+    wait_for("the unreadable file reported", || {
+        lc.logs()
+            .contains("locked.log: Permission denied")
+            .then_some(())
+    });
+    let dir = log_dir(&log_root, "burst");
+    wait_for("the burst in the local copy", || {
+        std::fs::read_to_string(dir.join("stdout.log"))
+            .ok()?
+            .contains("sp-39999 ")
+            .then_some(())
+    });
+    wait_for("the spool's warning", || {
+        lc.logs().contains("spool over its bound").then_some(())
+    });
+    rs.up();
+    wait_for("the newest lines at rsyslog", || {
+        rs.received().contains("] sp-39999 ").then_some(())
+    });
+    // (the last warning's total: the burst is all spooled by now)
+    let l = lc.logs();
+    let w = l
+        .lines()
+        .rfind(|l| l.contains("spool over its bound"))
+        .unwrap();
+    let dropped: usize = w
+        .rsplit_once(" in all)")
+        .and_then(|x| x.0.rsplit_once('('))
+        .and_then(|x| x.1.parse().ok())
+        .unwrap_or_else(|| panic!("{w}"));
+    let r = rs.received();
+    let got: Vec<usize> = r
+        .lines()
+        .filter_map(|l| l.split_once("] sp-")?.1.split_once(' ')?.0.parse().ok())
+        .collect();
+    let first = got[0];
+    assert!(first > 0, "the oldest were dropped");
+    assert_eq!(
+        got,
+        (first..40000).collect::<Vec<_>>(),
+        "the rest once, in order"
+    );
+    assert_eq!(dropped, first, "the count in the warning");
+
+    // truncated and written again: read from its start
+    e.ok(&[
+        "exec",
+        "burst",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo trunc-a-$i >> /var/log/app/t.log; done",
+    ]);
+    wait_for("the lines before the truncation", || {
+        rs.received().contains("] trunc-a-3\n").then_some(())
+    });
+    e.ok(&[
+        "exec",
+        "burst",
+        "sh",
+        "-c",
+        ": > /var/log/app/t.log; echo trunc-b >> /var/log/app/t.log",
+    ]);
+    wait_for("the line after the truncation", || {
+        rs.received().contains("] trunc-b\n").then_some(())
+    });
+    assert_eq!(rs.received().matches("] trunc-a-1\n").count(), 1);
+
+    // readable now: read, and it was reported once
+    std::fs::set_permissions(
+        dir.join("locked.log"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    wait_for("the file once readable", || {
+        rs.received().contains("] locked-line\n").then_some(())
+    });
+    assert_eq!(
+        lc.logs().matches("locked.log: Permission denied").count(),
+        1
+    );
+
+    // tail -f prints the lines as they come
+    let out = roots.join("tail.out");
+    let mut tail = berth(&[
+        "logcollect",
+        "--log-root",
+        log_root.to_str().unwrap(),
+        "tail",
+        "-f",
+        "-n",
+        "1",
+        "burst",
+    ])
+    .stdout(std::fs::File::create(&out).unwrap())
+    .spawn()
+    .unwrap();
+    wait_for("tail -f to follow", || {
+        let t = std::fs::read_to_string(&out).ok()?;
+        (t.lines().filter(|l| l.starts_with("tick-")).count() >= 3).then_some(())
+    });
+    let _ = tail.kill();
+    let _ = tail.wait();
+
+    // engined down: the running container's lines still come
+    let ticks = |r: &str| {
+        r.lines()
+            .filter_map(|l| l.split_once("] tick-")?.1.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    let before = ticks(&rs.received());
+    e.kill_daemon();
+    wait_for("ticks while engined is down", || {
+        (ticks(&rs.received()) >= before + 3).then_some(())
+    });
+    e.start_daemon();
+    e.ok(&["rm", "-f", "burst"]);
 }
