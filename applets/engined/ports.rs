@@ -374,4 +374,69 @@ mod tests {
             format!("Bind for 127.0.0.1:{port} failed: port is already allocated")
         );
     }
+
+    /// A datagram to the published port reaches the container's port and the
+    /// answer comes back to the sender, through the real proxy and sockets (the
+    /// container here is a socket on loopback answering `pong:`).
+    #[test]
+    fn udp_datagrams_go_both_ways() {
+        let ctr = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let cport = ctr.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = ctr.recv_from(&mut buf) {
+                let mut out = b"pong:".to_vec();
+                out.extend_from_slice(&buf[..n]);
+                let _ = ctr.send_to(&out, from);
+            }
+        });
+        let mut m = std::collections::BTreeMap::new();
+        m.insert(
+            format!("{cport}/udp"),
+            Some(vec![PortBinding {
+                host_ip: "127.0.0.1".into(),
+                host_port: "0".into(),
+            }]),
+        );
+        let hc = HostConfig {
+            port_bindings: Some(m),
+            ..Default::default()
+        };
+        let mut p = Proxies::bind(&hc).unwrap();
+        let published = p.published()[0].host_port;
+        assert_ne!(published, 0);
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while got.is_empty() {
+            assert!(Instant::now() < deadline, "no answer through the proxy");
+            client.send_to(b"ping", ("127.0.0.1", published)).unwrap();
+            // the shim's loop, as it runs: poll, then act on what is ready
+            for _ in 0..3 {
+                let fds = p.poll_fds();
+                let mut pfds: Vec<nix::poll::PollFd> = fds
+                    .iter()
+                    .map(|(fd, f)| {
+                        // SAFETY: the proxies own these descriptors for the test's length.
+                        nix::poll::PollFd::new(
+                            unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) },
+                            *f,
+                        )
+                    })
+                    .collect();
+                let _ = nix::poll::poll(&mut pfds, 100u16);
+                let ready: Vec<PollFlags> = pfds
+                    .iter()
+                    .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+                    .collect();
+                p.on_ready(&ready, Some(Ipv4Addr::LOCALHOST));
+            }
+            let mut buf = [0u8; 512];
+            if let Ok(n) = client.recv(&mut buf) {
+                got = buf[..n].to_vec();
+            }
+        }
+        assert_eq!(got, b"pong:ping");
+    }
 }
