@@ -720,11 +720,11 @@ fn retention_caps_directories_and_removes_old_ones() {
         (!dir.join("old1.log").exists() && !dir.join("old2.log").exists()).then_some(())
     });
     assert!(dir.join("live.log").exists());
-    let l = lc.logs();
-    assert!(
-        l.contains("oldest forwarded files") && l.contains("old1.log"),
-        "{l}"
-    );
+    // (the warning follows the removal: wait for it rather than race it)
+    wait_for("the removal's warning", || {
+        let l = lc.logs();
+        (l.contains("oldest forwarded files") && l.contains("old1.log")).then_some(())
+    });
     wait_for("the rest reported once", || {
         (lc.logs().matches("still over 12288 bytes").count() == 1).then_some(())
     });
