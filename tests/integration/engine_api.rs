@@ -473,24 +473,26 @@ fn json_logs_rotate_by_log_opts() {
     // options override
     let e = Engined::start_with(&["--log-opt", "max-size=3k", "--log-opt", "max-file=2"]);
     let img = image(&e);
-    let id = e.ok(&[
-        "run",
-        "-d",
-        "--log-opt",
-        "max-size=2k",
-        "--log-opt",
-        "max-file=3",
-        &img,
-        "sh",
-        "-c",
-        "i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done; sleep 600",
-    ]);
-    let id = id.trim().to_string();
-    wait_for("the last line", || {
-        e.ok(&["logs", "--tail", "1", &id])
-            .contains("line-299")
-            .then_some(())
-    });
+    // a container that writes 300 lines, with `opts` of its own; its id once
+    // the last is in its log
+    let chatty = |opts: &[&str]| -> String {
+        let mut args = vec!["run", "-d"];
+        args.extend_from_slice(opts);
+        args.extend([
+            img.as_str(),
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done; sleep 600",
+        ]);
+        let id = e.ok(&args).trim().to_string();
+        wait_for("the last line", || {
+            e.ok(&["logs", "--tail", "1", &id])
+                .contains("line-299")
+                .then_some(())
+        });
+        id
+    };
+    let id = chatty(&["--log-opt", "max-size=2k", "--log-opt", "max-file=3"]);
     let dir = e.graph.join("containers").join(&id);
     let log = |n: &str| dir.join(format!("{id}-json.log{n}"));
     for n in ["", ".1", ".2"] {
@@ -516,20 +518,7 @@ fn json_logs_rotate_by_log_opts() {
         "2k"
     );
     // no options of its own: the daemon's
-    let id = e.ok(&[
-        "run",
-        "-d",
-        &img,
-        "sh",
-        "-c",
-        "i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done; sleep 600",
-    ]);
-    let id = id.trim().to_string();
-    wait_for("the last line", || {
-        e.ok(&["logs", "--tail", "1", &id])
-            .contains("line-299")
-            .then_some(())
-    });
+    let id = chatty(&[]);
     let dir = e.graph.join("containers").join(&id);
     let log = |n: &str| dir.join(format!("{id}-json.log{n}"));
     let rotated = std::fs::metadata(log(".1")).unwrap().len();

@@ -232,6 +232,21 @@ fn log_dir(root: &Path, name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("no log directory for {name} in {}", root.display()))
 }
 
+/// logcollect's arguments for engined `e`'s containers, kept under `root`,
+/// then `more`.
+fn following(e: &Engined, root: &Path, more: Vec<String>) -> Vec<String> {
+    let mut a = vec![
+        "-g".into(),
+        e.graph.display().to_string(),
+        "--log-root".into(),
+        root.display().to_string(),
+        "-H".into(),
+        e.host(),
+    ];
+    a.extend(more);
+    a
+}
+
 #[test]
 fn every_line_arrives_once_and_stays_local_through_outages_and_kills() {
     let roots = TempDir::new("logroot");
@@ -240,20 +255,18 @@ fn every_line_arrives_once_and_stays_local_through_outages_and_kills() {
     let img = image(&e);
     let mut rs = Rsyslog::start(false);
     let mut lc = Collector::start(
-        vec![
-            "-g".into(),
-            e.graph.display().to_string(),
-            "--log-root".into(),
-            log_root.display().to_string(),
-            "-H".into(),
-            e.host(),
-            "--forward".into(),
-            format!("tcp://127.0.0.1:{}", rs.port),
-            "--max-file-size".into(),
-            "16k".into(),
-            "--max-files".into(),
-            "2".into(),
-        ],
+        following(
+            &e,
+            &log_root,
+            vec![
+                "--forward".into(),
+                format!("tcp://127.0.0.1:{}", rs.port),
+                "--max-file-size".into(),
+                "16k".into(),
+                "--max-files".into(),
+                "2".into(),
+            ],
+        ),
         roots.join("logcollect.log"),
     );
     // stdout (its json-file log rotating under it) and a file in the log directory
@@ -433,29 +446,27 @@ pub(crate) fn oversize_and_non_utf8_lines_and_tls() {
     let rs = Rsyslog::start(true);
     let p = pki();
     let lc = Collector::start(
-        vec![
-            "-g".into(),
-            e.graph.display().to_string(),
-            "--log-root".into(),
-            log_root.display().to_string(),
-            "-H".into(),
-            e.host(),
-            "--forward".into(),
-            format!("tls://localhost:{}", rs.port),
-            "--ca".into(),
-            p.ca.display().to_string(),
-            // the test CA's server certificate is good for client auth too
-            "--cert".into(),
-            p.cert.display().to_string(),
-            "--key".into(),
-            p.key.display().to_string(),
-            "--app-name".into(),
-            "t1wn".into(),
-            "--facility".into(),
-            "local3".into(),
-            "--partial-after".into(),
-            "1".into(),
-        ],
+        following(
+            &e,
+            &log_root,
+            vec![
+                "--forward".into(),
+                format!("tls://localhost:{}", rs.port),
+                "--ca".into(),
+                p.ca.display().to_string(),
+                // the test CA's server certificate is good for client auth too
+                "--cert".into(),
+                p.cert.display().to_string(),
+                "--key".into(),
+                p.key.display().to_string(),
+                "--app-name".into(),
+                "t1wn".into(),
+                "--facility".into(),
+                "local3".into(),
+                "--partial-after".into(),
+                "1".into(),
+            ],
+        ),
         roots.join("logcollect.log"),
     );
     e.ok(&[
@@ -536,20 +547,18 @@ pub(crate) fn oversize_and_non_utf8_lines_and_tls() {
 
     // without a client certificate rsyslog will not take the lines
     let lc3 = Collector::start(
-        vec![
-            "-g".into(),
-            e.graph.display().to_string(),
-            "--log-root".into(),
-            roots.join("logs3").display().to_string(),
-            "-H".into(),
-            e.host(),
-            "--forward".into(),
-            format!("tls://localhost:{}", rs.port),
-            "--ca".into(),
-            p.ca.display().to_string(),
-            "--app-name".into(),
-            "nocert".into(),
-        ],
+        following(
+            &e,
+            &roots.join("logs3"),
+            vec![
+                "--forward".into(),
+                format!("tls://localhost:{}", rs.port),
+                "--ca".into(),
+                p.ca.display().to_string(),
+                "--app-name".into(),
+                "nocert".into(),
+            ],
+        ),
         roots.join("logcollect3.log"),
     );
     wait_for("rsyslog to refuse the client", || {
@@ -583,18 +592,16 @@ pub(crate) fn oversize_and_non_utf8_lines_and_tls() {
         .unwrap();
     assert!(o.status.success());
     let lc2 = Collector::start(
-        vec![
-            "-g".into(),
-            e.graph.display().to_string(),
-            "--log-root".into(),
-            roots.join("logs2").display().to_string(),
-            "-H".into(),
-            e.host(),
-            "--forward".into(),
-            format!("tls://localhost:{}", rs.port),
-            "--ca".into(),
-            other.join("ca.pem").display().to_string(),
-        ],
+        following(
+            &e,
+            &roots.join("logs2"),
+            vec![
+                "--forward".into(),
+                format!("tls://localhost:{}", rs.port),
+                "--ca".into(),
+                other.join("ca.pem").display().to_string(),
+            ],
+        ),
         roots.join("logcollect2.log"),
     );
     wait_for("the TLS refusal reported", || {
@@ -628,22 +635,20 @@ fn retention_caps_directories_and_removes_old_ones() {
     let recent = log_root.join("recent_20261130T000000");
     std::fs::create_dir_all(&recent).unwrap();
     let lc = Collector::start(
-        vec![
-            "-g".into(),
-            e.graph.display().to_string(),
-            "--log-root".into(),
-            log_root.display().to_string(),
-            "-H".into(),
-            e.host(),
-            "--max-file-size".into(),
-            "4k".into(),
-            "--max-files".into(),
-            "50".into(),
-            "--max-dir-size".into(),
-            "12k".into(),
-            "--gone-days".into(),
-            "7".into(),
-        ],
+        following(
+            &e,
+            &log_root,
+            vec![
+                "--max-file-size".into(),
+                "4k".into(),
+                "--max-files".into(),
+                "50".into(),
+                "--max-dir-size".into(),
+                "12k".into(),
+                "--gone-days".into(),
+                "7".into(),
+            ],
+        ),
         roots.join("logcollect.log"),
     );
     wait_for("the old directory to go", || (!old.exists()).then_some(()));
@@ -744,18 +749,16 @@ fn a_small_spool_drops_the_oldest_and_the_rest_follows() {
     let mut rs = Rsyslog::start(false);
     rs.down();
     let lc = Collector::start_no_dac(
-        vec![
-            "-g".into(),
-            e.graph.display().to_string(),
-            "--log-root".into(),
-            log_root.display().to_string(),
-            "-H".into(),
-            e.host(),
-            "--forward".into(),
-            format!("tcp://127.0.0.1:{}", rs.port),
-            "--spool-max".into(),
-            "1M".into(),
-        ],
+        following(
+            &e,
+            &log_root,
+            vec![
+                "--forward".into(),
+                format!("tcp://127.0.0.1:{}", rs.port),
+                "--spool-max".into(),
+                "1M".into(),
+            ],
+        ),
         roots.join("logcollect.log"),
     );
     e.ok(&[
