@@ -738,7 +738,7 @@ fn errors_say_what_to_do() {
 }
 
 #[test]
-fn insecure_plain_http_registry_and_defaults_file() {
+pub(crate) fn insecure_plain_http_registry_and_defaults_file() {
     let r = Registryd::start(RegOpts {
         tls: false,
         auth: false,
@@ -906,7 +906,7 @@ fn chunked_push_retries_a_failed_chunk_from_the_reported_offset() {
 }
 
 #[test]
-fn rmi_refuses_images_in_use_and_frees_blobs() {
+pub(crate) fn rmi_refuses_images_in_use_and_frees_blobs() {
     let env = Env::new();
     let tgz = busybox_tarball(env.dir.path(), true);
     let id = env.ok(&["import", tgz.to_str().unwrap(), "sl6:a"]);
@@ -1086,7 +1086,7 @@ fn token_registry(
 }
 
 #[test]
-fn bearer_token_flow_and_logout() {
+pub(crate) fn bearer_token_flow_and_logout() {
     let (layer, diff) = crate::registry_skopeo::make_layer(&[("t.txt", b"token protected\n")]);
     let cfg = crate::registry_skopeo::config_json(&diff);
     let (cd, ld) = (

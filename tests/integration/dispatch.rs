@@ -146,7 +146,7 @@ fn shipped_binary_is_static() {
 }
 
 #[test]
-fn htpasswd_applet_writes_bcrypt_users() {
+pub(crate) fn htpasswd_applet_writes_bcrypt_users() {
     use std::io::Write;
     let d = TempDir::new("htpw");
     let f = d.join("registry_passwd");

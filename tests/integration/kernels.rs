@@ -21,6 +21,25 @@ fn sl7_client_applets_import_push_pull_save_load() {
     });
 }
 
+/// The client applets the first list leaves out: images, tag, rmi, search,
+/// login, logout and htpasswd.
+fn the_other_client_applets() {
+    crate::client::rmi_refuses_images_in_use_and_frees_blobs();
+    crate::client::insecure_plain_http_registry_and_defaults_file();
+    crate::client::bearer_token_flow_and_logout();
+    crate::dispatch::htpasswd_applet_writes_bcrypt_users();
+}
+
+#[test]
+fn sl7_the_other_client_applets() {
+    under(Kernel::V3_10, the_other_client_applets);
+}
+
+#[test]
+fn sl6_the_other_client_applets() {
+    under(Kernel::V2_6_32, the_other_client_applets);
+}
+
 #[test]
 fn sl7_init_runs_and_reaps() {
     under(Kernel::V3_10, || {
