@@ -687,7 +687,7 @@ impl Collector {
             return;
         }
         let now = SystemTime::now();
-        let mut removable: Vec<(SystemTime, PathBuf, u64)> = all
+        let mut removable: Vec<(SystemTime, PathBuf, fs::Metadata)> = all
             .into_iter()
             .filter(|(p, m)| {
                 let name = p
@@ -699,10 +699,18 @@ impl Collector {
                 if top && (name == "stdout.log" || name == "stderr.log") {
                     return false;
                 }
+                if top
+                    && (name.starts_with("stdout.log.") || name.starts_with("stderr.log."))
+                    && name.ends_with(".gz")
+                {
+                    // our own rotated copies; the newest of each stays: it
+                    // holds the last lines before the live file
+                    return !name.ends_with(".1.gz");
+                }
                 if name.ends_with(".gz") {
-                    // the newest rotated copy of each file stays: it holds the
-                    // last lines before the live file
-                    return !(top && name.ends_with(".1.gz"));
+                    // the container's own archives are never read, so never
+                    // known to be forwarded: kept
+                    return false;
                 }
                 let idle = m
                     .modified()
@@ -716,15 +724,16 @@ impl Collector {
                     .is_some_and(|s| s.offset >= m.len());
                 idle && read
             })
-            .map(|(p, m)| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), p, m.len()))
+            .map(|(p, m)| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), p, m))
             .collect();
-        removable.sort();
+        removable.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         let (mut n, mut bytes, mut names) = (0u64, 0u64, Vec::new());
-        for (_, p, len) in removable {
+        for (_, p, m) in removable {
             if total <= self.s.max_dir_size {
                 break;
             }
-            match fs::remove_file(&p) {
+            let len = m.len();
+            match remove_beneath(d, &p, &m) {
                 Ok(()) => {
                     total = total.saturating_sub(len);
                     n += 1;
@@ -871,6 +880,33 @@ pub fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// Every regular file under `dir`, ours included, with its metadata.
+/// Remove `p`, listed under `d` as `was`, without following a symlink on the
+/// way: the directory is bound into the container, which may swap one of its
+/// subdirectories for a link to the host's /etc between the listing and the
+/// removal. Each directory is opened beneath `d` with O_NOFOLLOW, and only
+/// the very file listed (same device and inode, still a regular file) goes.
+fn remove_beneath(d: &Path, p: &Path, was: &fs::Metadata) -> std::io::Result<()> {
+    use nix::fcntl::AtFlags;
+    use nix::unistd::{UnlinkatFlags, unlinkat};
+    use std::os::unix::fs::MetadataExt;
+    let rel = p
+        .strip_prefix(d)
+        .map_err(|_| std::io::Error::other("not under its directory"))?;
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        return Err(std::io::Error::other("no file name"));
+    };
+    let dir = berth::fsutil::open_dir_beneath(d, parent)?;
+    let now = nix::sys::stat::fstatat(&dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map_err(std::io::Error::from)?;
+    let regular = now.st_mode & libc::S_IFMT == libc::S_IFREG;
+    if !regular || now.st_dev != was.dev() || now.st_ino != was.ino() {
+        return Err(std::io::Error::other(
+            "changed since it was listed; left alone",
+        ));
+    }
+    unlinkat(&dir, name, UnlinkatFlags::NoRemoveDir).map_err(std::io::Error::from)
+}
+
 fn walk_all(dir: &Path, out: &mut Vec<(PathBuf, fs::Metadata)>) {
     let Ok(rd) = fs::read_dir(dir) else {
         return;
@@ -1074,5 +1110,33 @@ mod tests {
         f.c.round().unwrap();
         assert_eq!(f.spooled(), want);
         assert_eq!(f.local("a"), "a-0\na-1\na-2\na-3\na-4\n");
+    }
+
+    #[test]
+    fn the_cap_removes_only_what_it_listed_never_through_a_link() {
+        let t = std::env::temp_dir().join(format!("berth-cap-{}", berth::util::uuid4()));
+        let (d, victim) = (t.join("ctr"), t.join("host-etc"));
+        fs::create_dir_all(d.join("sub")).unwrap();
+        fs::create_dir_all(&victim).unwrap();
+        fs::write(d.join("sub/f"), "old log").unwrap();
+        fs::write(victim.join("f"), "host file").unwrap();
+        let listed = fs::symlink_metadata(d.join("sub/f")).unwrap();
+        // the container swaps its subdirectory for a link after the listing
+        fs::rename(d.join("sub"), d.join("was-sub")).unwrap();
+        std::os::unix::fs::symlink(&victim, d.join("sub")).unwrap();
+        assert!(remove_beneath(&d, &d.join("sub/f"), &listed).is_err());
+        assert_eq!(fs::read_to_string(victim.join("f")).unwrap(), "host file");
+        // a file replaced by another of the same name is left too
+        fs::remove_file(d.join("sub")).unwrap();
+        fs::rename(d.join("was-sub"), d.join("sub")).unwrap();
+        // (made before the old one goes, so it cannot get its inode number)
+        fs::write(d.join("sub/f2"), "new").unwrap();
+        fs::rename(d.join("sub/f2"), d.join("sub/f")).unwrap();
+        assert!(remove_beneath(&d, &d.join("sub/f"), &listed).is_err());
+        // what was listed goes
+        let now = fs::symlink_metadata(d.join("sub/f")).unwrap();
+        remove_beneath(&d, &d.join("sub/f"), &now).unwrap();
+        assert!(!d.join("sub/f").exists());
+        let _ = fs::remove_dir_all(&t);
     }
 }
