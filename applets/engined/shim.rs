@@ -1353,9 +1353,14 @@ fn container_init(spec: &Spec, overlay: &[Op], root: &[Op], fds: &ChildFds) -> i
     {
         return die(fds, &format!("the container's terminal: {e}"));
     }
-    // A kernel without usable user namespaces (SL6's 2.6.32: EINVAL), or one
-    // that refuses them (EPERM, ENOSPC: user.max_user_namespaces), or has none
-    // at all: the container runs without one, and the shim says so.
+    // A kernel without usable user namespaces (SL6's 2.6.32, SL7's with them
+    // switched off at boot: EINVAL), or with none at all (ENOSYS): the
+    // container runs without one, and the shim says so. A refusal by policy or
+    // a spent limit (EPERM, ENOSPC) stops the start instead: running on with
+    // unlocked mounts there would let another container's namespaces, or an
+    // LSM, quietly take away what keeps a read-only bind read-only. (A host
+    // with user.max_user_namespaces=0 is known before: engined says so once
+    // and asks for no user namespace.)
     let fallback;
     let spec = if spec.userns {
         // SAFETY: unshare on our own process.
@@ -1367,11 +1372,9 @@ fn container_init(spec: &Spec, overlay: &[Op], root: &[Op], fds: &ChildFds) -> i
         } else {
             let e = std::io::Error::last_os_error();
             match e.raw_os_error() {
-                Some(libc::EINVAL | libc::EPERM | libc::ENOSPC | libc::ENOSYS) => {
+                Some(libc::EINVAL | libc::ENOSYS) => {
                     let name = match e.raw_os_error() {
                         Some(libc::EINVAL) => "EINVAL",
-                        Some(libc::EPERM) => "EPERM",
-                        Some(libc::ENOSPC) => "ENOSPC",
                         _ => "ENOSYS",
                     };
                     let why = format!("unshare(CLONE_NEWUSER) failed with {name}\n");
@@ -1385,7 +1388,15 @@ fn container_init(spec: &Spec, overlay: &[Op], root: &[Op], fds: &ChildFds) -> i
                     };
                     &fallback
                 }
-                _ => return die(fds, &format!("user namespace: {e}")),
+                _ => {
+                    return die(
+                        fds,
+                        &format!(
+                            "user namespace: {e} (a limit spent or a policy refusing it; \
+                             raise user.max_user_namespaces, or set it to 0 to run containers without one)"
+                        ),
+                    );
+                }
             }
         }
     } else {

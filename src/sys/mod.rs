@@ -163,10 +163,12 @@ pub trait Sys: Send + Sync {
 }
 
 /// Whether the kernel has no_new_privs (Linux 3.5; not SL6's 2.6.32): an
-/// older one answers EINVAL to the option.
+/// older one answers EINVAL to the option. Any other answer counts as having
+/// it, so setting it then fails loudly rather than being skipped.
 pub fn has_no_new_privs() -> bool {
     // SAFETY: prctl with integer arguments, reading a flag of our own process.
-    unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) >= 0 }
+    let rc = unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) };
+    rc >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
 }
 
 /// Apply a plan in order, stopping at the first failure (named with its step).
