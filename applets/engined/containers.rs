@@ -561,11 +561,26 @@ pub fn create(
 }
 
 fn validate_host_config(hc: &HostConfig) -> Result<()> {
-    berth::sys::caps::effective_set(
-        hc.cap_add.as_deref().unwrap_or_default(),
+    use berth::sys::caps;
+    let add = hc.cap_add.as_deref().unwrap_or_default();
+    caps::effective_set(
+        add,
         hc.cap_drop.as_deref().unwrap_or_default(),
         hc.privileged,
     )?;
+    // `--privileged` and ALL mean what engined holds; a capability asked for
+    // by name that engined lacks would be dropped without a word at start.
+    if let Ok(held) = caps::held() {
+        for c in add {
+            if let Some(n) = caps::number(c)
+                && held & (1u64 << n) == 0
+            {
+                return Err(Error::invalid(format!(
+                    "invalid CapAdd: {c} is not available on this host (engined itself does not hold it)"
+                )));
+            }
+        }
+    }
     for b in hc.binds.iter().flatten() {
         let b = parse_bind(b)?;
         if !b.source.exists() {

@@ -228,6 +228,12 @@ pub fn current_effective() -> std::io::Result<u64> {
     current().map(|c| c.0)
 }
 
+/// The capabilities the calling process holds (its permitted set): all a
+/// process it starts can keep.
+pub fn held() -> std::io::Result<u64> {
+    current().map(|c| c.1)
+}
+
 /// The calling process's (effective, permitted) sets.
 fn current() -> std::io::Result<(u64, u64)> {
     let mut h = Header {
