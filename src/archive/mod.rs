@@ -79,7 +79,8 @@ impl SparseBudget {
     }
 }
 
-/// Most directories an entry name may go down. Every directory above an entry
+/// Most components an entry name may have (so a file may sit 255 directories
+/// down, a directory be the 256th). Every directory above an entry
 /// is looked up, created and remembered, each by its whole path: a name 2000
 /// deep costs millions of lookups and megabytes, and a layer of such names
 /// hours and gigabytes. Real trees (npm's deepest included) stay far below.
