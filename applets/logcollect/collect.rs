@@ -28,13 +28,16 @@
 //! copies (max_files kept). Each container's directory as a whole, the files
 //! the container writes there included, is held to max_dir_size: when over
 //! it (checked after a rotation and every 10 s), files go oldest (by mtime)
-//! first, counted in a warning, among those that are removable: a rotated
-//! `.gz` copy other than the newest (`*.1.gz`), or a file the container wrote
-//! that logcollect has read to its end (its lines are in the spool and the
-//! local copies, counted by the saved state) and that nothing wrote to for 5
-//! minutes. Never the live stdout.log / stderr.log, the newest rotated copy,
-//! a file being written or one with unread lines: a directory that stays over
-//! its cap because of those is reported once.
+//! first, counted in a warning, among those that are removable: one of our
+//! rotated copies (`stdout.log.N.gz`, `stderr.log.N.gz`) other than the newest
+//! (`.1.gz`), or a file the container wrote that logcollect has read to its end
+//! (its lines are in the spool and the local copies, counted by the saved
+//! state) and that nothing wrote to for 5 minutes. Never the live stdout.log /
+//! stderr.log, the newest rotated copy, a `.gz` the container wrote (never
+//! read), a file being written or one with unread lines: a directory that
+//! stays over its cap because of those is reported once. The directory is
+//! bound into the container, so removal never follows a link on its way
+//! (see `remove_beneath`).
 //!
 //! A json-file log rotates by renames: the old file keeps its inode and is
 //! read to its end (oldest first) before the new one. A file whose size drops
