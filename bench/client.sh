@@ -54,7 +54,6 @@ done
 [ "$have" -lt "$SIZE_MIB" ] && head -c $(((SIZE_MIB - have) * 1024 * 1024)) /dev/urandom >tree/random.bin
 TREE_MIB=$(du -sm tree | cut -f1)
 
-ratio() { python3 -c "a,b=$1,$2; print(f'{a/b:.2f}')"; }
 declare -A R
 
 # --- import: tar | berth import -   vs   tar | gzip (both cores for berth)

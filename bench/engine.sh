@@ -159,7 +159,6 @@ hyperfine -N --style none --warmup 3 --runs "$RUNS" --export-csv "$W/ps.csv" \
 	-n docker "$D ps -a" -n berth "$B ps -a" >/dev/null 2>&1
 
 # --- report --------------------------------------------------------------------------
-ratio() { python3 -c "print(f'{$1 / $2:.2f}' if $2 else 'n/a')"; }
 mib() { python3 -c "print(f'{$1 / 1024:.2f}')"; }
 per() { python3 -c "print(f'{($2 - $1) / $N / 1024:.2f}')"; }
 echo "engine: berth engined vs dockerd 20.10 + containerd + runc, one run, $RUNS rounds, CLI $($CLI --version | cut -d, -f1)"

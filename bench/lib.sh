@@ -23,6 +23,10 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 wait_https() { for _ in $(seq 100); do curl -s --cacert "$W/ca.crt" "https://localhost:$1/v2/" -o /dev/null && return 0; sleep 0.1; done; return 1; }
 now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
+# ratio A B: A/B to two places (n/a when B is 0)
+ratio() { python3 -c "a,b=$1,$2; print(f'{a/b:.2f}' if b else 'n/a')"; }
+# peak_mib PID: the process's peak RSS so far (VmHWM), MiB
+peak_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
 # make_image DIR: an OCI layout (tag v1) of one fresh random layer of SIZE_MIB
 # MiB, so every round really uploads; DIR/LAYER names the layer.

@@ -122,10 +122,9 @@ for who in berth dist; do
 	R[$who.rps]=$(awk '/Requests\/sec/ {printf "%.0f", $2}' wrk.$who)
 	errs=$(awk '/Non-2xx/ {print $NF}' wrk.$who); [ -z "$errs" ] || { echo "$who: $errs non-2xx answers in wrk" >&2; cat wrk.$who >&2; exit 1; }
 done
-R[berth.rss]=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' /proc/$BPID/status)
-R[dist.rss]=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' /proc/$DPID/status)
+R[berth.rss]=$(peak_mib $BPID)
+R[dist.rss]=$(peak_mib $DPID)
 
-ratio() { python3 -c "a,b=$1,$2; print(f'{a/b:.2f}' if b else 'n/a')"; }
 printf '\n%s MiB image on Ceph radosgw (memstore, loopback), TLS + basic auth, %s\n' "$SIZE_MIB" "$(date -u +%Y-%m-%d)"
 printf '| %-38s | %10s | %12s | %-22s |\n' "measure" "berth" "distribution" "ratio"
 printf '|%s|%s|%s|%s|\n' "----------------------------------------" "------------" "--------------" "------------------------"

@@ -150,8 +150,8 @@ if [ -n "${CONN_CLIENTS:-}" ]; then
 		for j in "${pids[@]}"; do wait "$j" || { echo "a puller failed on port $1 (berth $BP, distribution $DP)" >&2; tail -5 berth.log dist.log >&2; exit 1; }; done
 	}
 	pull_all "$BP"; pull_all "$DP"
-	peak_b=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' /proc/$BPID/status)
-	peak_d=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' /proc/$DPID/status)
+	peak_b=$(peak_mib $BPID)
+	peak_d=$(peak_mib $DPID)
 	printf '\n%s concurrent pullers (TLS, basic auth, 16 MiB at 1 MiB/s each), %s\n' "$CONN_CLIENTS" "$(date -u +%Y-%m-%d)"
 	printf '| %-30s | %8s | %12s | %-18s |\n' measure berth distribution ratio
 	printf '| %-30s | %8s | %12s | %-18s |\n' "idle RSS (MiB)" "$base_b" "$base_d" ""
@@ -206,10 +206,9 @@ for who in berth dist; do
 	R[$who.p99]=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; printf "%.1f", v}' wrk.$who)
 	errs=$(awk '/Non-2xx/ {print $NF}' wrk.$who); [ -z "$errs" ] || { echo "$who: $errs non-2xx answers in wrk" >&2; cat wrk.$who >&2; exit 1; }
 done
-R[berth.rss]=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' /proc/$BPID/status)
-R[dist.rss]=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' /proc/$DPID/status)
+R[berth.rss]=$(peak_mib $BPID)
+R[dist.rss]=$(peak_mib $DPID)
 
-ratio() { python3 -c "a,b=$1,$2; print(f'{a/b:.2f}' if b else 'n/a')"; }
 printf '\n%s MiB image, TLS + basic auth, %s\n' "$SIZE_MIB" "$(date -u +%Y-%m-%d)"
 printf '| %-34s | %10s | %12s | %-22s |\n' "measure" "berth" "distribution" "ratio"
 printf '|%s|%s|%s|%s|\n' "------------------------------------" "------------" "--------------" "------------------------"
