@@ -857,7 +857,7 @@ enum Kind {
 
 /// Regular files under `dir` (relative paths), not ours (stdout.log,
 /// stderr.log and their rotations).
-pub fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(rd) = fs::read_dir(dir) else {
         return;
     };

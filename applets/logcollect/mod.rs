@@ -276,27 +276,6 @@ fn events(sock: &Path, wake: &sink::Bell) {
     }
 }
 
-fn dir_size(p: &Path) -> u64 {
-    let mut files = Vec::new();
-    collect::walk(p, p, &mut files);
-    let mut n: u64 = files
-        .iter()
-        .map(|f| std::fs::metadata(p.join(f)).map(|m| m.len()).unwrap_or(0))
-        .sum();
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with("stdout.log")
-                || name.starts_with("stderr.log")
-                || name.ends_with(".gz")
-            {
-                n += e.metadata().map(|m| m.len()).unwrap_or(0);
-            }
-        }
-    }
-    n
-}
-
 fn ls(s: &config::Settings) -> Result<u8> {
     let state: collect::State = std::fs::read(collect::state_dir(s).join("state.json"))
         .ok()
@@ -345,7 +324,7 @@ fn ls(s: &config::Settings) -> Result<u8> {
         let _ = writeln!(
             out,
             "{name:<20} {id:<12} {st:<9} {:>10}  {}",
-            dir_size(&d),
+            berth::fsutil::tree_bytes(&d),
             d.display()
         );
     }
