@@ -32,14 +32,7 @@ struct Args {
 
 fn host_of(server: Option<&str>, settings: &Settings) -> String {
     match server {
-        Some(s) => s
-            .trim_start_matches("https://")
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .split('/')
-            .next()
-            .unwrap_or(s)
-            .to_string(),
+        Some(s) => berth::registry::settings::server_host(s),
         None => settings
             .search
             .first()

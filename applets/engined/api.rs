@@ -504,18 +504,8 @@ fn login(e: &Engine, body: &Value) -> Response {
     if user.is_empty() || pass.is_empty() {
         return err(400, "username and password are required");
     }
-    let addr = s("serveraddress");
-    let host = addr
-        .split_once("://")
-        .map_or(addr, |x| x.1)
-        .split('/')
-        .next()
-        .unwrap_or("");
-    let host = match host {
-        "" | "index.docker.io" | "registry-1.docker.io" => berth::reference::DOCKER_HUB,
-        h => h,
-    };
-    let checked = berth::registry::client::Registry::new(host, &e.s.registries)
+    let host = berth::registry::settings::server_host(s("serveraddress"));
+    let checked = berth::registry::client::Registry::new(&host, &e.s.registries)
         .and_then(|r| r.with_credentials(user, pass).ping());
     match checked {
         Ok(()) => {

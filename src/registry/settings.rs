@@ -60,6 +60,18 @@ fn norm_host(h: &str) -> String {
     }
 }
 
+/// The registry a login's server address names, as docker's clients write it
+/// (`host:port`, `https://host:port/`, `https://index.docker.io/v1/`): the
+/// host and port alone, Docker Hub's aliases (and nothing) as `docker.io`.
+pub fn server_host(addr: &str) -> String {
+    let a = addr.trim();
+    let a = a.split_once("://").map_or(a, |x| x.1);
+    match norm_host(a.split('/').next().unwrap_or("")).as_str() {
+        "" => DOCKER_HUB.to_string(),
+        h => h.to_string(),
+    }
+}
+
 impl Settings {
     /// Load the settings file: `explicit`, else `BERTH_CLIENT_CONFIG`, else the
     /// default path if it exists.
@@ -201,6 +213,22 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_addresses_name_their_registry() {
+        for (given, host) in [
+            ("pps04.lcg.triumf.ca:5000", "pps04.lcg.triumf.ca:5000"),
+            (
+                "https://pps04.lcg.triumf.ca:5000/",
+                "pps04.lcg.triumf.ca:5000",
+            ),
+            ("https://index.docker.io/v1/", "docker.io"),
+            ("registry-1.docker.io", "docker.io"),
+            ("", "docker.io"),
+        ] {
+            assert_eq!(server_host(given), host, "{given}");
+        }
+    }
 
     #[test]
     fn short_names_follow_search_and_block() {
